@@ -1,0 +1,50 @@
+# One-command setup, tests, demo. `make install` as root installs the apt packages too.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \
+	python3-venv python3-dev
+PYTEST_ARGS ?=
+
+.PHONY: install apt venv test test-unit test-service lint bench demo clean
+
+install: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing system packages; run as root:"; \
+		echo "  apt-get update && apt-get install -y $(APT_PACKAGES)"; exit 1; \
+	fi; \
+	echo "installing: $$missing"; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[agent,gateway,dev]'
+	touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-service: install
+	$(PY) -m pytest -m service $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy agent gateway shared
+
+bench: install
+	$(PY) benchmarks/agent_tick.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Message models and MQTT topics shared by the agent and the gateway."""

@@ -1,0 +1,55 @@
+"""Fixtures shared by every tier: a real Mosquitto per test, an MQTT recorder, agent processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import Broker
+from tests.support.mqtt import Recorder
+from tests.support.procs import Service, agent_service
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A private Mosquitto (dev config) on its own port; killed at the end of the test."""
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def recorder(broker: Broker) -> Iterator[Recorder]:
+    rec = Recorder(broker.port)
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix of the test's own (aiomqtt's habit), for tests sharing a broker."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def start_agent(
+    tmp_path: Path, broker: Broker
+) -> Iterator[Callable[..., Service]]:
+    """Start `python -m agent` processes; every one is stopped and its log checked at teardown."""
+    started: list[Service] = []
+
+    def start(host_id: str, libvirt_uri: str, **extra: str) -> Service:
+        svc = agent_service(tmp_path, host_id, broker.url, libvirt_uri, **extra)
+        started.append(svc.start())
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+    for svc in started:
+        out = svc.output()
+        assert "Traceback" not in out or "Exception in thread" not in out, out[-3000:]

@@ -1,0 +1,1 @@
+"""Real-process helpers for the tests: a Mosquitto broker, an MQTT recorder, service processes."""

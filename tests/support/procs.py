@@ -1,0 +1,87 @@
+"""Start the project's services as real processes (`python -m agent`, `python -m gateway`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_DIR = ROOT / "agent" / "demo"
+
+
+class Service:
+    """A child process with its log in a file; stopped (or kill -9'd) by the test that owns it."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            return None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_log(self, needle: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.output():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: {needle!r} not logged; log tail:\n{self.output()[-2000:]}")
+
+
+def agent_service(
+    tmp: Path, host_id: str, broker_url: str, libvirt_uri: str, **extra: str
+) -> Service:
+    env = {
+        "KVMSUP_HOST_ID": host_id,
+        "KVMSUP_MQTT_URL": broker_url,
+        "LIBVIRT_URI": libvirt_uri,
+        "KVMSUP_METRICS_INTERVAL": "0.5",
+        "KVMSUP_MQTT_KEEPALIVE": "5",
+        **extra,
+    }
+    return Service(f"agent-{host_id}", [sys.executable, "-m", "agent"], env, tmp / f"agent-{host_id}.log")
+
+
+def demo_node_uri(name: str) -> str:
+    """`test:///` URI of a demo node file (agent/demo/<name>.xml)."""
+    return f"test://{DEMO_DIR / f'{name}.xml'}"
