@@ -1,0 +1,54 @@
+"""`kvmsup-agent` / `python -m agent`: read the settings, run the service until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from pydantic import ValidationError
+
+from agent.config import AgentSettings
+from agent.service import AgentService
+
+logger = logging.getLogger("agent")
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    logger.critical(
+        "THREAD CRASHED: %s",
+        args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
+
+
+def main() -> int:
+    try:
+        settings = AgentSettings()
+    except ValidationError as exc:
+        print(f"kvmsup-agent: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+    )
+    threading.excepthook = _log_thread_crash
+    service = AgentService(settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %d received", signum)
+        service._stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.start()
+    while not service.wait(1.0):
+        pass
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

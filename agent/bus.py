@@ -1,0 +1,174 @@
+"""The agent's paho-mqtt adapter: MQTT v5 session, will, `online` on every connect, publishing.
+
+The only agent module that imports paho. Callbacks run on paho's network thread: they convert
+the message once into an `Inbound` and hand it to the service's queue (PITFALLS 8-12).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from agent.config import AgentSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A received message, decoupled from paho."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Outbound:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Bus:
+    """One MQTT client. `online_payload` is called on every CONNACK to publish retained `online`."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        client_id: str,
+        will: Outbound,
+        online: Callable[[], Outbound],
+        subscriptions: list[tuple[str, bool]],
+        on_message: Callable[[Inbound], None],
+        on_connected: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._online = online
+        self._subscriptions = subscriptions
+        self._on_message_cb = on_message
+        self._on_connected_cb = on_connected
+        self._connected = threading.Event()
+        endpoint = settings.mqtt
+        self.endpoint = endpoint
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if endpoint.username:
+            client.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls:
+            client.tls_set(
+                ca_certs=settings.mqtt_ca,
+                certfile=settings.mqtt_cert,
+                keyfile=settings.mqtt_key,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        # Bounded offline queue (PITFALLS 11) and per-client jittered backoff (PITFALLS 12).
+        client.max_queued_messages_set(settings.offline_queue)
+        client.reconnect_delay_set(
+            min_delay=1 + int(random.random() * 2), max_delay=8 + int(random.random() * 4)
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.suppress_exceptions = True
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        self._client.connect_async(
+            self.endpoint.host, self.endpoint.port, keepalive=self._settings.mqtt_keepalive
+        )
+        self._client.loop_start()
+
+    def stop(self, farewell: Outbound | None = None) -> None:
+        """Publishes `farewell` (the retained offline status) then disconnects cleanly."""
+        if farewell is not None and self.connected:
+            info = self._client.publish(
+                farewell.topic, farewell.payload, qos=farewell.qos, retain=farewell.retain
+            )
+            try:
+                info.wait_for_publish(timeout=3)
+            except (RuntimeError, ValueError) as exc:
+                logger.warning("offline status not delivered: %s", exc)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, msg: Outbound, *, correlation: bytes | None = None) -> bool:
+        """Queues a message; False (and a log line) when paho refuses it (offline queue full)."""
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        info = self._client.publish(
+            msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, properties=props
+        )
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            return True
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and msg.qos == 0:
+            return False  # QoS 0 while offline: dropped by design, the next tick replaces it.
+        logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
+        return False
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        try:
+            if reason.is_failure:
+                logger.warning("MQTT broker refused the connection: %s", reason)
+                return
+            logger.info("connected to MQTT broker %r", self.endpoint)
+            online = self._online()
+            client.publish(online.topic, online.payload, qos=online.qos, retain=online.retain)
+            for topic, no_local in self._subscriptions:
+                client.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=no_local))
+            self._connected.set()
+            self._on_connected_cb()
+        except Exception:
+            logger.exception("MQTT on_connect handler failed")
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        try:
+            self._connected.clear()
+            logger.warning("disconnected from MQTT broker: %s", reason)
+        except Exception:
+            logger.exception("MQTT on_disconnect handler failed")
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                logger.warning("dropped a message whose topic is not UTF-8: %r", msg._topic[:256])
+                return
+            props = msg.properties
+            response = getattr(props, "ResponseTopic", None) if props else None
+            correlation = getattr(props, "CorrelationData", None) if props else None
+            self._on_message_cb(
+                Inbound(topic, bytes(msg.payload), bool(msg.retain), response, correlation)
+            )
+        except Exception:
+            logger.exception("MQTT message handler failed")

@@ -1,0 +1,336 @@
+"""Runs command requests: once per id, bounded workers, libvirt calls with deadlines, escalation.
+
+Flow (SPEC §3): a request that passes validation is answered `accepted`, then exactly one final
+reply: `succeeded` (with `changed:false` when the VM already was as asked), `failed`,
+`rejected` or `timed_out`. Every final outcome is also published on `events` (the audit trail).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import TypeVar
+
+from agent.errors import AgentError, CallTimeout, DomainNotFound
+from agent.hypervisor import Hypervisor
+from agent.inventory import Inventory
+from agent.requests import Rejection
+from shared.messages import (
+    CommandReply,
+    CommandRequest,
+    ErrorInfo,
+    ReplyStatus,
+    VmState,
+    VmStateName,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What each action leaves the VM in; a VM already there makes the command a no-op.
+TARGET: dict[str, tuple[VmStateName, ...]] = {
+    "start": ("running",),
+    "shutdown": ("stopped", "crashed"),
+    "destroy": ("stopped", "crashed"),
+    "suspend": ("paused",),
+    "resume": ("running",),
+}
+# States an action may start from; anything else fails with `invalid_state`.
+ALLOWED_FROM: dict[str, tuple[VmStateName, ...]] = {
+    "start": ("stopped", "crashed"),
+    "shutdown": ("running", "paused", "shutting_down", "suspended"),
+    "destroy": ("running", "paused", "shutting_down", "suspended", "unknown"),
+    "reboot": ("running",),
+    "reset": ("running", "paused"),
+    "suspend": ("running",),
+    "resume": ("paused", "suspended"),
+}
+
+Reply = Callable[[CommandReply], None]
+
+
+@dataclass
+class _Entry:
+    reply: CommandReply
+    send: Reply | None
+
+
+class CallPool:
+    """Bounded threads for libvirt calls; a call past its deadline is abandoned, not waited on."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="libvirt-call")
+
+    def run(self, fn: Callable[[], T], timeout: float) -> T:
+        future: Future[T] = self._pool.submit(fn)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout as exc:
+            raise CallTimeout(f"libvirt did not answer within {timeout:.0f}s") from exc
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class CommandExecutor:
+    """Accepts requests from the service's dispatcher thread; runs them in its own workers."""
+
+    def __init__(
+        self,
+        host: str,
+        hypervisor: Hypervisor,
+        inventory: Inventory,
+        on_outcome: Callable[[CommandRequest | None, CommandReply], None],
+        workers: int = 4,
+        call_timeout: float = 30.0,
+        history: int = 2048,
+    ) -> None:
+        self.host = host
+        self._hv = hypervisor
+        self._inventory = inventory
+        self._on_outcome = on_outcome
+        self._calls = CallPool(workers)
+        self._jobs = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="command")
+        self._max_pending = workers * 8
+        self._pending = 0
+        self._call_timeout = call_timeout
+        self._seen: OrderedDict[str, _Entry] = OrderedDict()
+        self._history = history
+        self._lock = threading.Lock()
+
+    def shutdown(self) -> None:
+        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._calls.shutdown()
+
+    # -- intake -----------------------------------------------------------------------------
+    def reject(
+        self, rejection: Rejection, send: Reply | None, request: CommandRequest | None = None
+    ) -> None:
+        reply = CommandReply(
+            id=rejection.id,
+            host=self.host,
+            status="rejected",
+            action=rejection.action,
+            vm=rejection.vm,
+            error=rejection.error,
+        )
+        logger.warning(
+            "command %s rejected: %s (%s)", rejection.id, rejection.code, rejection.message
+        )
+        if rejection.id is not None and rejection.code not in ("bad_request", "too_large"):
+            self._remember(rejection.id, reply, send)
+        if send is not None:
+            send(reply)
+        self._on_outcome(request, reply)
+
+    def submit(self, request: CommandRequest, send: Reply | None) -> None:
+        """Validates against what the agent knows, replies `accepted`, queues the job."""
+        with self._lock:
+            entry = self._seen.get(request.id)
+        if entry is not None:
+            # A repeated id (QoS 1 redelivery, a retry): the cached reply, never a second run.
+            logger.info(
+                "command %s seen before: re-sending its %s reply", request.id, entry.reply.status
+            )
+            if send is not None:
+                send(entry.reply)
+            return
+        vm = self._inventory.get(request.vm)
+        if vm is None:
+            code = "vm_not_found" if self._inventory.synced else "libvirt_unavailable"
+            self.reject(
+                Rejection(
+                    code,
+                    f"no VM with uuid {request.vm} on host {self.host}",
+                    request.id,
+                    request.action,
+                    request.vm,
+                ),
+                send,
+                request,
+            )
+            return
+        if not self._hv.connected:
+            self.reject(
+                Rejection(
+                    "libvirt_unavailable",
+                    "the agent is not connected to libvirt",
+                    request.id,
+                    request.action,
+                    request.vm,
+                ),
+                send,
+                request,
+            )
+            return
+        with self._lock:
+            if self._pending >= self._max_pending:
+                busy = True
+            else:
+                busy = False
+                self._pending += 1
+        if busy:
+            self.reject(
+                Rejection(
+                    "busy",
+                    "too many commands in progress; retry later",
+                    request.id,
+                    request.action,
+                    request.vm,
+                ),
+                send,
+                request,
+            )
+            return
+        accepted = CommandReply(
+            id=request.id,
+            host=self.host,
+            status="accepted",
+            action=request.action,
+            vm=request.vm,
+            name=vm.name,
+            state=vm.state,
+        )
+        self._remember(request.id, accepted, send)
+        if send is not None:
+            send(accepted)
+        self._jobs.submit(self._run_job, request, send)
+
+    def _remember(self, request_id: str, reply: CommandReply, send: Reply | None) -> None:
+        with self._lock:
+            self._seen[request_id] = _Entry(reply, send)
+            self._seen.move_to_end(request_id)
+            while len(self._seen) > self._history:
+                self._seen.popitem(last=False)
+
+    # -- execution (command worker threads) ------------------------------------------------
+    def _run_job(self, request: CommandRequest, send: Reply | None) -> None:
+        try:
+            reply = self._execute(request)
+        except Exception as exc:
+            logger.exception("command %s crashed", request.id)
+            reply = self._final(
+                request, "failed", error=ErrorInfo(code="internal", message=str(exc))
+            )
+        finally:
+            with self._lock:
+                self._pending -= 1
+        self._remember(request.id, reply, send)
+        logger.info(
+            "command %s %s %s by %s: %s",
+            request.id,
+            request.action,
+            request.vm,
+            request.by,
+            reply.status,
+        )
+        if send is not None:
+            send(reply)
+        self._on_outcome(request, reply)
+
+    def _final(
+        self,
+        request: CommandRequest,
+        status: ReplyStatus,
+        *,
+        state: VmState | None = None,
+        changed: bool | None = None,
+        escalated: bool | None = None,
+        error: ErrorInfo | None = None,
+    ) -> CommandReply:
+        vm = state or self._inventory.get(request.vm)
+        return CommandReply(
+            id=request.id,
+            host=self.host,
+            status=status,
+            action=request.action,
+            vm=request.vm,
+            name=vm.name if vm else None,
+            state=vm.state if vm else None,
+            changed=changed,
+            escalated=escalated,
+            error=error,
+        )
+
+    def _fresh(self, uuid: str) -> VmState | None:
+        """Reads the VM from libvirt now and records it (the reply carries the true state)."""
+        info = self._calls.run(lambda: self._hv.domain_info(uuid), self._call_timeout)
+        self._inventory.update(info)
+        return self._inventory.get(uuid)
+
+    def _execute(self, request: CommandRequest) -> CommandReply:
+        action = request.action
+        try:
+            before = self._fresh(request.vm)
+            assert before is not None
+            if before.state in TARGET.get(action, ()):
+                return self._final(request, "succeeded", state=before, changed=False)
+            if before.state not in ALLOWED_FROM[action]:
+                return self._final(
+                    request,
+                    "failed",
+                    state=before,
+                    error=ErrorInfo(
+                        code="invalid_state", message=f"cannot {action} a VM that is {before.state}"
+                    ),
+                )
+            self._calls.run(lambda: self._hv.perform(request.vm, action), self._call_timeout)
+            if action == "shutdown":
+                return self._await_shutdown(request)
+            return self._final(request, "succeeded", state=self._fresh(request.vm), changed=True)
+        except CallTimeout as exc:
+            return self._final(
+                request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
+            )
+        except DomainNotFound as exc:
+            return self._final(request, "failed", error=ErrorInfo(code=exc.code, message=str(exc)))
+        except AgentError as exc:
+            return self._final(request, "failed", error=ErrorInfo(code=exc.code, message=str(exc)))
+
+    def _await_shutdown(self, request: CommandRequest) -> CommandReply:
+        """`virDomainShutdown` only asks the guest (PITFALLS 6): wait for STOPPED, then escalate."""
+        timeout = request.params.timeout_s
+        stopped: tuple[VmStateName, ...] = ("stopped", "crashed")
+        deadline_hit = not self._wait_state(request.vm, stopped, timeout)
+        if not deadline_hit:
+            return self._final(request, "succeeded", state=self._fresh(request.vm), changed=True)
+        if request.params.force_after:
+            logger.warning("shutdown of %s took over %.0fs: destroying it", request.vm, timeout)
+            self._calls.run(lambda: self._hv.perform(request.vm, "destroy"), self._call_timeout)
+            return self._final(
+                request, "succeeded", state=self._fresh(request.vm), changed=True, escalated=True
+            )
+        return self._final(
+            request,
+            "timed_out",
+            state=self._fresh(request.vm),
+            escalated=False,
+            error=ErrorInfo(
+                code="shutdown_timeout", message=f"the guest did not stop within {timeout:.0f}s"
+            ),
+        )
+
+    def _wait_state(self, uuid: str, states: tuple[VmStateName, ...], timeout: float) -> bool:
+        """Lifecycle events update the inventory; a poll each second covers a missed event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._inventory.wait_for(
+                uuid, lambda s: s is not None and s.state in states, min(1.0, left)
+            ):
+                return True
+            try:
+                fresh = self._fresh(uuid)
+            except AgentError:
+                continue
+            if fresh is not None and fresh.state in states:
+                return True

@@ -1,0 +1,95 @@
+"""The agent's settings (SPEC §8), read once from the environment."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import unquote, urlsplit
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.topics import TopicError, validate_host_id, validate_prefix
+
+
+def _default_host_id() -> str:
+    return socket.gethostname().split(".")[0].lower()
+
+
+class MqttEndpoint:
+    """`mqtt://` or `mqtts://user:pass@host:port`, split; `repr` never shows the password."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"KVMSUP_MQTT_URL must start with mqtt:// or mqtts://, not {url!r}")
+        self.tls = parts.scheme == "mqtts"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (8883 if self.tls else 1883)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    def __repr__(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+class AgentSettings(BaseSettings):
+    """Every setting of the agent; seed names (`LIBVIRT_URI`) stay as they were."""
+
+    model_config = SettingsConfigDict(env_prefix="KVMSUP_", extra="ignore", populate_by_name=True)
+
+    libvirt_uri: str = Field(
+        default="qemu:///system", validation_alias=AliasChoices("LIBVIRT_URI", "KVMSUP_LIBVIRT_URI")
+    )
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_ca: str | None = None
+    mqtt_cert: str | None = None
+    mqtt_key: str | None = None
+    topic_prefix: str = "kvmsup"
+    mqtt_keepalive: int = Field(default=15, ge=2, le=3600)
+    host_id: str = Field(default_factory=_default_host_id)
+    metrics_interval: float = Field(default=2.0, gt=0.0, le=3600)
+    vm_metrics_every: int = Field(default=5, ge=1)
+    memory_stats_period: int = Field(default=5, ge=0)
+    ha_discovery: bool = True
+    ha_prefix: str = "homeassistant"
+    command_workers: int = Field(default=4, ge=1, le=64)
+    offline_queue: int = Field(default=1000, ge=10)
+    log_level: str = "INFO"
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        try:
+            return validate_host_id(value)
+        except TopicError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("topic_prefix", "ha_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        try:
+            return validate_prefix(value)
+        except TopicError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        MqttEndpoint(value)
+        return value
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return MqttEndpoint(self.mqtt_url)
+
+    def public_libvirt_uri(self) -> str:
+        """The libvirt URI without credentials, for the status payload (SPEC §3)."""
+        parts = urlsplit(self.libvirt_uri)
+        if parts.password or parts.username:
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc += f":{parts.port}"
+            return parts._replace(netloc=netloc).geturl()
+        return self.libvirt_uri

@@ -1,0 +1,31 @@
+"""The agent's exception hierarchy; adapters translate foreign errors into these."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+    code = "agent_error"
+
+
+class HypervisorUnavailable(AgentError):
+    """libvirt is not connected (daemon down, reconnecting)."""
+
+    code = "libvirt_unavailable"
+
+
+class DomainNotFound(AgentError):
+    code = "vm_not_found"
+
+
+class HypervisorError(AgentError):
+    """A libvirt call failed; the message is libvirt's own."""
+
+    code = "libvirt_error"
+
+
+class CallTimeout(AgentError):
+    """A libvirt call did not return before its deadline (a stuck QEMU monitor, say)."""
+
+    code = "timeout"

@@ -1,0 +1,102 @@
+"""The agent's view of its VMs: the last state published for each, `seq`, and state waiters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from agent import domstate
+from agent.hypervisor import DomainInfo
+from shared.messages import VmState, utc_now
+
+KIB_PER_MIB = 1024
+
+
+def next_seq(previous: int | None, now_us: int) -> int:
+    """Microsecond clock, never going back: grows per VM across agent restarts too."""
+    return max(now_us, (previous or 0) + 1)
+
+
+def to_vm_state(host: str, info: DomainInfo, seq: int) -> VmState:
+    name = domstate.state_name(info.state)
+    return VmState(
+        host=host,
+        uuid=info.uuid,
+        name=info.name,
+        state=name,
+        reason=domstate.reason_words(info.state, info.reason),
+        is_active=name in domstate.ACTIVE_STATES,
+        vcpus=info.vcpus,
+        memory_mb=info.memory_kib // KIB_PER_MIB,
+        max_memory_mb=info.max_memory_kib // KIB_PER_MIB,
+        autostart=info.autostart,
+        persistent=info.persistent,
+        seq=seq,
+        ts=utc_now(),
+    )
+
+
+def _same(a: VmState, b: VmState) -> bool:
+    keep = {"ts", "seq"}
+    return a.model_dump(exclude=keep) == b.model_dump(exclude=keep)
+
+
+class Inventory:
+    """Thread-safe; `synced` is true once a full listing of the current connection is in."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self._states: dict[str, VmState] = {}
+        self._cond = threading.Condition()
+        self.synced = False
+
+    def update(self, info: DomainInfo, *, force: bool = False) -> VmState | None:
+        """Records a fresh reading; returns the new state when it changed (or `force`)."""
+        with self._cond:
+            old = self._states.get(info.uuid)
+            seq = next_seq(old.seq if old else None, time.time_ns() // 1000)
+            new = to_vm_state(self.host, info, seq)
+            if old is not None and not force and _same(old, new):
+                return None
+            self._states[info.uuid] = new
+            self._cond.notify_all()
+            return new
+
+    def replace_all(self, infos: Iterable[DomainInfo]) -> tuple[list[VmState], list[VmState]]:
+        """A full listing: every current state (republished), and the VMs that vanished."""
+        infos = list(infos)
+        current = {i.uuid for i in infos}
+        states = [s for i in infos if (s := self.update(i, force=True)) is not None]
+        with self._cond:
+            gone = [s for u, s in self._states.items() if u not in current]
+            for s in gone:
+                del self._states[s.uuid]
+            self.synced = True
+            self._cond.notify_all()
+        return states, gone
+
+    def remove(self, uuid: str) -> VmState | None:
+        with self._cond:
+            old = self._states.pop(uuid, None)
+            self._cond.notify_all()
+            return old
+
+    def get(self, uuid: str) -> VmState | None:
+        with self._cond:
+            return self._states.get(uuid)
+
+    def all(self) -> list[VmState]:
+        with self._cond:
+            return list(self._states.values())
+
+    def uuids(self) -> set[str]:
+        with self._cond:
+            return set(self._states)
+
+    def wait_for(
+        self, uuid: str, predicate: Callable[[VmState | None], bool], timeout: float
+    ) -> bool:
+        """Blocks until the VM's recorded state satisfies `predicate`, or the timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self._states.get(uuid)), timeout)
