@@ -1,0 +1,240 @@
+"""The REST API of SPEC §4: the seed routes with their shapes, hosts, jobs, events."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from gateway import views
+from gateway.auth import require
+from gateway.bus import gateway_version
+from gateway.errors import BadRequest, NotFound
+from gateway.service import VERBS, Gateway
+from shared.messages import utc_now
+
+bp = Blueprint("api", __name__)
+
+
+def gw() -> Gateway:
+    gateway: Gateway = current_app.extensions["kvmsup"]
+    return gateway
+
+
+def host_arg() -> str | None:
+    return request.args.get("host") or None
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    return jsonify({
+        "name": "KVM Supervisor API",
+        "version": gateway_version(),
+        "gateway_id": gw().settings.gateway_id,
+        "endpoints": [
+            "GET /health", "GET /stats/summary", "GET /vms", "GET /vm/<name>",
+            "GET /vm/<name>/metrics", "GET /vm/<name>/history?minutes=",
+            *(f"POST /vm/<name>/{verb}" for verb in VERBS),
+            "GET /hosts", "GET /hosts/<host>", "GET /hosts/<host>/vms", "GET /jobs",
+            "GET /jobs/<id>", "GET /events", "GET /openapi.json", "GET /metrics",
+        ],
+        "auth": "none" if gw().auth.open else "bearer",
+    })
+
+
+@bp.get("/health")
+def health() -> ResponseReturnValue:
+    gateway = gw()
+    snap = gateway.cache.snapshot()
+    hosts = [
+        {"host": h, "online": s.online, "libvirt_connected": bool(s.online and
+                                                                   s.libvirt_connected)}
+        for h, s in sorted(snap.hosts.items())
+    ]
+    online = [h for h in hosts if h["online"]]
+    broker = gateway.bus.connected
+    healthy = broker and all(h["libvirt_connected"] for h in online)
+    return jsonify({
+        "status": "healthy" if healthy else "degraded",
+        "broker_connected": broker,
+        "libvirt_connected": bool(online) and all(h["libvirt_connected"] for h in online),
+        "hosts_online": len(online),
+        "hosts_offline": len(hosts) - len(online),
+        "hosts": hosts,
+        "gateway_id": gateway.settings.gateway_id,
+        "timestamp": views.iso(utc_now()),
+    })
+
+
+@bp.get("/stats/summary")
+@require("viewer")
+def stats_summary() -> ResponseReturnValue:
+    return jsonify(views.summary(gw().cache.snapshot(with_metrics=True)))
+
+
+_vms_memo: dict[int, tuple[int, bytes]] = {}
+
+
+@bp.get("/vms")
+@require("viewer")
+def list_vms() -> ResponseReturnValue:
+    gateway = gw()
+    host = host_arg()
+    if host is not None:
+        snap = gateway.cache.snapshot()
+        if host not in snap.hosts:
+            raise NotFound(f"no host {host!r}", code="unknown_host")
+        snap.vms = {k: v for k, v in snap.vms.items() if k[0] == host}
+        return jsonify(views.vms_list(snap))
+    # The list only changes with a state or host message: serve the same bytes until then.
+    version = gateway.cache.version
+    memo = _vms_memo.get(id(gateway))
+    if memo is None or memo[0] != version:
+        body = jsonify(views.vms_list(gateway.cache.snapshot())).get_data()
+        memo = (version, body)
+        _vms_memo[id(gateway)] = memo
+    return Response(memo[1], mimetype="application/json")
+
+
+@bp.get("/vm/<name>")
+@require("viewer")
+def vm_detail(name: str) -> ResponseReturnValue:
+    gateway = gw()
+    vm = gateway.cache.find(name, host_arg())
+    return jsonify(views.vm_detail(vm, gateway.cache.is_online(vm.host)))
+
+
+@bp.get("/vm/<name>/metrics")
+@require("viewer")
+def vm_metrics(name: str) -> ResponseReturnValue:
+    cache = gw().cache
+    vm = cache.find(name, host_arg())
+    return jsonify(views.vm_metrics(vm, cache.metrics_of((vm.host, vm.uuid))))
+
+
+@bp.get("/vm/<name>/history")
+@require("viewer")
+def vm_history(name: str) -> ResponseReturnValue:
+    gateway = gw()
+    try:
+        minutes = float(request.args.get("minutes", "10"))
+    except ValueError as exc:
+        raise BadRequest("minutes must be a number") from exc
+    if not 0 < minutes <= gateway.settings.history_minutes:
+        raise BadRequest(f"minutes must be in (0, {gateway.settings.history_minutes}]")
+    vm = gateway.cache.find(name, host_arg())
+    points = gateway.cache.history_of((vm.host, vm.uuid), utc_now() - timedelta(minutes=minutes))
+    return jsonify(views.history(vm, minutes, points))
+
+
+def _command(name: str, verb: str) -> ResponseReturnValue:
+    body: Any = request.get_json(silent=True) if request.data else None
+    if request.data and body is None:
+        raise BadRequest("the body is not valid JSON")
+    outcome = gw().command(name, host_arg(), verb, body, g.principal, request.args.get("wait"))
+    headers = {"Location": f"/jobs/{outcome.job_id}"} if outcome.status == 202 else {}
+    return jsonify(outcome.body), outcome.status, headers
+
+
+for _verb in VERBS:
+    bp.add_url_rule(
+        f"/vm/<name>/{_verb}", f"vm_{_verb}",
+        require("operator")(lambda name, _v=_verb: _command(name, _v)), methods=["POST"],
+    )
+
+
+@bp.get("/hosts")
+@require("viewer")
+def hosts() -> ResponseReturnValue:
+    return jsonify(views.hosts_list(gw().cache.snapshot()))
+
+
+@bp.get("/hosts/<host>")
+@require("viewer")
+def host_detail(host: str) -> ResponseReturnValue:
+    snap = gw().cache.snapshot()
+    status = snap.hosts.get(host)
+    if status is None:
+        raise NotFound(f"no host {host!r}", code="unknown_host")
+    vms = [v for v in snap.vms.values() if v.host == host]
+    return jsonify(views.host_view(status, snap.loads.get(host), vms))
+
+
+@bp.get("/hosts/<host>/vms")
+@require("viewer")
+def host_vms(host: str) -> ResponseReturnValue:
+    snap = gw().cache.snapshot()
+    if host not in snap.hosts:
+        raise NotFound(f"no host {host!r}", code="unknown_host")
+    snap.vms = {k: v for k, v in snap.vms.items() if k[0] == host}
+    return jsonify(views.vms_list(snap))
+
+
+@bp.get("/jobs")
+@require("viewer")
+def jobs() -> ResponseReturnValue:
+    jm = gw().jobs
+    items = [jm.snapshot(j) for j in jm.all()]
+    for key in ("host", "status", "by"):
+        if request.args.get(key):
+            items = [j for j in items if j[key] == request.args[key]]
+    return jsonify({"count": len(items), "jobs": items[: _limit()]})
+
+
+@bp.get("/jobs/<job_id>")
+@require("viewer")
+def job(job_id: str) -> ResponseReturnValue:
+    jm = gw().jobs
+    found = jm.get(job_id)
+    if found is None:
+        raise NotFound(f"no job {job_id!r}", code="unknown_job")
+    return jsonify(jm.snapshot(found))
+
+
+@bp.get("/events")
+@require("viewer")
+def events() -> ResponseReturnValue:
+    """The audit trail: lifecycle events and command outcomes, newest first."""
+    items = list(reversed(gw().cache.events()))
+    host, vm, kind = request.args.get("host"), request.args.get("vm"), request.args.get("kind")
+    if host:
+        items = [e for e in items if e.host == host]
+    if vm:
+        items = [e for e in items if vm in (e.uuid, e.name)]
+    if kind:
+        items = [e for e in items if e.kind == kind]
+    items = items[: _limit()]
+    return jsonify({"count": len(items), "events": [views.event_view(e) for e in items]})
+
+
+def _limit() -> int:
+    try:
+        limit = int(request.args.get("limit", "100"))
+    except ValueError as exc:
+        raise BadRequest("limit must be an integer") from exc
+    if not 1 <= limit <= 10000:
+        raise BadRequest("limit must be between 1 and 10000")
+    return limit
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    origins = set(gw_settings_origins(app))
+
+    @app.after_request
+    def _cors(resp: Response) -> Response:
+        """Exact origins only (SPEC §7); no header at all means same origin."""
+        origin = request.headers.get("Origin")
+        if origin and origin in origins:
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Vary"] = "Origin"
+        return resp
+
+
+def gw_settings_origins(app: Flask) -> list[str]:
+    gateway: Gateway = app.extensions["kvmsup"]
+    return gateway.settings.cors_list()

@@ -1,0 +1,234 @@
+"""The MQTT adapter: the only module that imports paho. Decodes every message into a model."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import BaseModel, ValidationError
+
+from gateway.config import Settings
+from gateway.errors import BusError
+from shared.messages import (
+    CommandReply,
+    CommandRequest,
+    GatewayStatus,
+    HostStatus,
+    MetricsBatch,
+    VmEvent,
+    VmState,
+    dump,
+)
+from shared.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+
+def gateway_version() -> str:
+    try:
+        return version("kvm-supervisor")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    def __repr__(self) -> str:  # never show the password (SPEC §7)
+        return f"BrokerUrl({'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port})"
+
+
+def parse_mqtt_url(url: str) -> BrokerUrl:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError("KVMSUP_MQTT_URL must look like mqtt[s]://[user:pass@]host[:port]")
+    tls = parts.scheme == "mqtts"
+    return BrokerUrl(
+        host=parts.hostname,
+        port=parts.port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+@dataclass(frozen=True)
+class VmRemoved:
+    """An empty retained VM state: the VM is undefined on its host."""
+
+    host: str
+    uuid: str
+
+
+Inbound = HostStatus | VmState | VmRemoved | MetricsBatch | VmEvent | CommandReply | GatewayStatus
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "host_status": HostStatus, "vm_state": VmState, "host_metrics": MetricsBatch,
+    "host_events": VmEvent, "reply": CommandReply, "gateway_status": GatewayStatus,
+}
+
+
+def decode(topics: Topics, gateway_id: str, topic: str, payload: bytes) -> Inbound | None:
+    """The model a message carries, or None (logged) for anything the gateway does not use."""
+    parsed = topics.parse(topic)
+    if parsed is None or parsed.kind not in _MODELS:
+        return None
+    if parsed.kind == "reply" and parsed.gateway_id != gateway_id:
+        return None
+    if not payload:
+        if parsed.kind == "vm_state" and parsed.host and parsed.uuid:
+            return VmRemoved(parsed.host, parsed.uuid)
+        return None
+    try:
+        model = _MODELS[parsed.kind].model_validate_json(payload)
+    except ValidationError as exc:
+        logger.warning("dropped invalid payload on %s: %r (%s)", topic, payload[:256],
+                       exc.errors()[0].get("msg") if exc.errors() else exc)
+        return None
+    # The topic is the authority on identity: a payload naming another host is dropped.
+    host = getattr(model, "host", None)
+    if parsed.host is not None and host is not None and host != parsed.host:
+        logger.warning("dropped payload on %s claiming host %r", topic, host)
+        return None
+    if isinstance(model, VmState) and model.uuid != parsed.uuid:
+        logger.warning("dropped state on %s claiming uuid %r", topic, model.uuid)
+        return None
+    return model  # type: ignore[return-value]
+
+
+class Bus:
+    """paho 2.x client (MQTT v5): connects in the background, re-subscribes on every CONNACK,
+    hands decoded models to `handler` on one ingest thread (never on paho's network thread)."""
+
+    def __init__(self, settings: Settings, handler: Callable[[Inbound], None]) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.gateway_id = settings.gateway_id
+        self.handler = handler
+        self.url = parse_mqtt_url(settings.mqtt_url)
+        self._connected = threading.Event()
+        self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        self._status_topic = self.topics.gateway_status(self.gateway_id)
+        self._client = self._make_client()
+        self._ingest = threading.Thread(target=self._ingest_loop, name="mqtt-ingest", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"kvmsup-gateway-{self.gateway_id}",
+            protocol=mqtt.MQTTv5,
+        )
+        client.suppress_exceptions = True  # PITFALLS 9: a callback bug must not kill the loop
+        if self.url.username:
+            client.username_pw_set(self.url.username, self.url.password)
+        if self.url.tls:
+            s = self.settings
+            client.tls_set(
+                ca_certs=str(s.mqtt_ca) if s.mqtt_ca else None,
+                certfile=str(s.mqtt_cert) if s.mqtt_cert else None,
+                keyfile=str(s.mqtt_key) if s.mqtt_key else None,
+            )
+        will = GatewayStatus(gateway=self.gateway_id, online=False, version=gateway_version())
+        client.will_set(self._status_topic, dump(will), qos=1, retain=True)
+        client.max_queued_messages_set(100)
+        # Jitter so a fleet of gateways does not reconnect in one burst (PITFALLS 12).
+        client.reconnect_delay_set(min_delay=1, max_delay=4 + random.randint(0, 4))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        self._ingest.start()
+        self._client.connect_async(self.url.host, self.url.port,
+                                   keepalive=self.settings.mqtt_keepalive)
+        self._client.loop_start()
+        logger.info("gateway %s connecting to %r", self.gateway_id, self.url)
+
+    def stop(self) -> None:
+        if self.connected:
+            status = GatewayStatus(gateway=self.gateway_id, online=False,
+                                   version=gateway_version())
+            info = self._client.publish(self._status_topic, dump(status), qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._inbox.put(None)
+
+    # -- paho callbacks (network thread: never block here) ---------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object,
+                    _p: object) -> None:
+        if getattr(reason, "is_failure", False):
+            logger.warning("broker refused the connection: %s", reason)
+            return
+        client.subscribe([(t, 1) for t in self.topics.gateway_subscriptions(self.gateway_id)])
+        status = GatewayStatus(gateway=self.gateway_id, online=True, version=gateway_version())
+        client.publish(self._status_topic, dump(status), qos=1, retain=True)
+        self._connected.set()
+        logger.info("connected to the broker %r", self.url)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
+                       _p: object) -> None:
+        self._connected.clear()
+        logger.warning("disconnected from the broker: %s", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            logger.warning("dropped a message with an invalid UTF-8 topic")
+            return
+        self._inbox.put((topic, bytes(msg.payload)))
+
+    # -- ingest thread -------------------------------------------------------------------------
+    def _ingest_loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            topic, payload = item
+            try:
+                model = decode(self.topics, self.gateway_id, topic, payload)
+                if model is not None:
+                    self.handler(model)
+            except Exception:
+                logger.exception("handling a message on %s failed", topic)
+
+    # -- commands (request threads) ------------------------------------------------------------
+    def send_command(self, host: str, request: CommandRequest, expiry_s: int) -> None:
+        """Publish a command as an MQTT v5 request; BusError when the broker cannot take it."""
+        if not self.connected:
+            raise BusError("the gateway is not connected to the MQTT broker")
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = self.topics.reply(host, self.gateway_id)
+        props.CorrelationData = request.id.encode()
+        props.MessageExpiryInterval = max(1, expiry_s)
+        info = self._client.publish(self.topics.cmd(host), dump(request), qos=1,
+                                    properties=props)
+        try:
+            info.wait_for_publish(3)
+        except (RuntimeError, ValueError) as exc:
+            raise BusError("the broker did not take the command") from exc
+        if not info.is_published():
+            raise BusError("the broker did not acknowledge the command in time")

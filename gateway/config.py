@@ -1,0 +1,71 @@
+"""The gateway's settings (SPEC §8): read once from the environment into one object."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.topics import validate_gateway_id, validate_prefix
+
+
+def default_gateway_id() -> str:
+    """The hostname, lowercased and reduced to the characters a topic id may hold."""
+    name = re.sub(r"[^a-z0-9_-]", "-", socket.gethostname().lower()).strip("-_")
+    return (name or "gateway")[:63]
+
+
+class Settings(BaseSettings):
+    """Everything the gateway reads from its environment; nothing else touches `os.environ`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KVMSUP_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # Seed names, kept without the prefix.
+    host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST"))
+    port: int = Field(5000, validation_alias=AliasChoices("PORT"))
+    flask_debug: bool = Field(False, validation_alias=AliasChoices("FLASK_DEBUG"))
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_ca: Path | None = None
+    mqtt_cert: Path | None = None
+    mqtt_key: Path | None = None
+    mqtt_keepalive: int = Field(15, ge=2, le=3600)
+    topic_prefix: str = "kvmsup"
+    gateway_id: str = Field(default_factory=default_gateway_id)
+
+    auth: Literal["token", "none"] = "token"
+    api_tokens: str | None = None
+    api_tokens_file: Path | None = None
+    cors_origins: str | None = None
+    db: str = "./data/gateway.db"
+
+    # Gateway-specific tuning (documented in docs/API.md).
+    accept_timeout: float = Field(5.0, gt=0, le=60)
+    default_wait: float = Field(10.0, ge=0, le=300)
+    max_wait: float = Field(120.0, gt=0)
+    history_minutes: int = Field(60, ge=1, le=24 * 60)
+    events_keep: int = Field(2000, ge=10)
+    jobs_keep: int = Field(1000, ge=10)
+    threads: int = Field(64, ge=4, le=1024)
+
+    @field_validator("gateway_id")
+    @classmethod
+    def _gateway_id(cls, value: str) -> str:
+        return validate_gateway_id(value)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return validate_prefix(value)
+
+    def cors_list(self) -> list[str]:
+        """Exact origins only (PITFALLS 25); empty means same origin."""
+        if not self.cors_origins:
+            return []
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip() and o.strip() != "*"]

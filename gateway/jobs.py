@@ -1,0 +1,233 @@
+"""Commands as jobs: one MQTT v5 request each, tracked through `accepted` to a final status."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.errors import AgentTimeout, Conflict
+from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, utc_now
+
+logger = logging.getLogger(__name__)
+
+Sender = Callable[[str, CommandRequest, int], None]
+JobListener = Callable[["Job"], None]
+
+GATEWAY_FINAL = ("succeeded", "failed", "rejected", "timed_out")
+# Margin on top of the agent's own deadline before the gateway gives up on a final reply.
+FINAL_MARGIN_S = 30.0
+DEFAULT_FINAL_S = 60.0
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts else None
+
+
+@dataclass
+class Job:
+    id: str
+    host: str
+    vm: str
+    name: str
+    action: str
+    params: dict[str, Any]
+    by: str
+    status: str = "pending"
+    state: str | None = None
+    changed: bool | None = None
+    escalated: bool | None = None
+    error: dict[str, str] | None = None
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+    accepted_at: datetime | None = None
+    finished_at: datetime | None = None
+    deadline: float = 0.0  # monotonic time after which a missing final reply times out
+
+    @property
+    def finished(self) -> bool:
+        return self.status in GATEWAY_FINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "host": self.host, "vm": self.vm, "name": self.name,
+            "action": self.action, "params": self.params, "by": self.by, "status": self.status,
+            "finished": self.finished, "state": self.state, "changed": self.changed,
+            "escalated": self.escalated, "error": self.error,
+            "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
+            "accepted_at": _iso(self.accepted_at), "finished_at": _iso(self.finished_at),
+        }
+
+
+def final_budget(action: str, params: CommandParams) -> float:
+    if action == "shutdown":
+        return params.timeout_s + FINAL_MARGIN_S
+    return DEFAULT_FINAL_S
+
+
+class JobManager:
+    """Thread-safe; request threads wait on a condition the ingest thread notifies."""
+
+    def __init__(self, send: Sender, accept_timeout: float = 5.0, keep: int = 1000) -> None:
+        self._send = send
+        self.accept_timeout = accept_timeout
+        self._keep = keep
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._cond = threading.Condition()
+        self._listeners: list[JobListener] = []
+        self._stop = threading.Event()
+        self._janitor = threading.Thread(target=self._janitor_loop, name="jobs-janitor",
+                                         daemon=True)
+
+    def listen(self, listener: JobListener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._janitor.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _publish(self, job: Job) -> None:
+        for listener in self._listeners:
+            try:
+                listener(job)
+            except Exception:
+                logger.exception("job listener failed")
+
+    def _update(self, job: Job, status: str, **fields: Any) -> None:
+        """Caller holds the condition."""
+        job.status = status
+        job.updated_at = utc_now()
+        for name, value in fields.items():
+            setattr(job, name, value)
+        if job.finished and job.finished_at is None:
+            job.finished_at = job.updated_at
+        self._cond.notify_all()
+
+    # -- submitting -------------------------------------------------------------------------
+    def submit(self, host: str, vm: str, name: str, action: str, params: CommandParams,
+               by: str) -> Job:
+        """Publish the request; Conflict when the VM already has a job in flight."""
+        job = Job(id=uuid.uuid4().hex, host=host, vm=vm, name=name, action=action,
+                  params=params.model_dump(), by=by)
+        with self._cond:
+            for other in self._jobs.values():
+                if other.host == host and other.vm == vm and not other.finished:
+                    raise Conflict(f"job {other.id} ({other.action}) is still running on this VM",
+                                   code="job_in_progress", job=other.id)
+            job.deadline = time.monotonic() + self.accept_timeout + final_budget(action, params)
+            self._jobs[job.id] = job
+            while len(self._jobs) > self._keep:
+                self._jobs.popitem(last=False)
+        request = CommandRequest(
+            id=job.id, action=action, vm=vm, params=params, by=by,
+            not_after=utc_now() + timedelta(seconds=self.accept_timeout),
+        )
+        try:
+            self._send(host, request, math.ceil(self.accept_timeout))
+        except Exception as exc:
+            with self._cond:
+                self._update(job, "failed", error={"code": "broker_unreachable",
+                                                   "message": str(exc)})
+            raise
+        self._publish(job)
+        return job
+
+    def run(self, job: Job, wait_s: float) -> bool:
+        """Wait for `accepted` (AgentTimeout when none comes), then up to `wait_s` in all for
+        the final status. True when the job finished in time."""
+        start = time.monotonic()
+        with self._cond:
+            self._cond.wait_for(lambda: job.status != "pending", self.accept_timeout)
+            if job.status == "pending":
+                self._update(job, "timed_out", error={
+                    "code": "agent_timeout",
+                    "message": f"host {job.host} did not accept the command within "
+                               f"{self.accept_timeout:g} s",
+                })
+                timed_out = True
+            else:
+                timed_out = False
+                left = max(0.0, wait_s - (time.monotonic() - start))
+                self._cond.wait_for(lambda: job.finished, left)
+            finished = job.finished
+        if timed_out:
+            self._publish(job)
+            raise AgentTimeout(job.error["message"] if job.error else "no answer",
+                               job=job.to_dict())
+        return finished
+
+    # -- replies and host changes (ingest thread) ---------------------------------------------
+    def on_reply(self, reply: CommandReply) -> None:
+        with self._cond:
+            job = self._jobs.get(reply.id or "")
+            if job is None or (job.finished and job.error is None):
+                return  # unknown id (another run of this gateway) or a duplicate (QoS 1)
+            if job.finished and not (job.error and job.error.get("code") == "agent_timeout"):
+                return
+            if reply.status == "accepted":
+                if job.status != "pending":
+                    return
+                self._update(job, "accepted", accepted_at=utc_now())
+            else:
+                err: ErrorInfo | None = reply.error
+                self._update(
+                    job, reply.status, state=reply.state or job.state, changed=reply.changed,
+                    escalated=reply.escalated,
+                    error=err.model_dump() if err else None,
+                )
+        self._publish(job)
+
+    def host_offline(self, host: str) -> None:
+        """Jobs in flight on a host whose agent went away will never get their reply."""
+        changed: list[Job] = []
+        with self._cond:
+            for job in self._jobs.values():
+                if job.host == host and not job.finished:
+                    self._update(job, "failed", error={
+                        "code": "host_offline",
+                        "message": f"host {host} went offline before the command finished"})
+                    changed.append(job)
+        for job in changed:
+            self._publish(job)
+
+    def _janitor_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.expire(time.monotonic())
+            except Exception:
+                logger.exception("job janitor failed")
+
+    def expire(self, now: float) -> list[Job]:
+        expired: list[Job] = []
+        with self._cond:
+            for job in self._jobs.values():
+                if job.status == "accepted" and now > job.deadline:
+                    self._update(job, "timed_out", error={
+                        "code": "no_final_reply",
+                        "message": "the agent accepted the command but never reported its end"})
+                    expired.append(job)
+        for job in expired:
+            self._publish(job)
+        return expired
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        with self._cond:
+            return list(reversed(self._jobs.values()))
+
+    def snapshot(self, job: Job) -> dict[str, Any]:
+        with self._cond:
+            return job.to_dict()

@@ -1,0 +1,222 @@
+"""The in-memory picture of every host and VM, fed only by MQTT, read by REST and Socket.IO."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.errors import Conflict, NotFound
+from shared.messages import (
+    GatewayStatus,
+    HostMetrics,
+    HostStatus,
+    MetricsBatch,
+    VmEvent,
+    VmMetrics,
+    VmState,
+)
+from shared.topics import UUID_RE
+
+logger = logging.getLogger(__name__)
+
+VmKey = tuple[str, str]  # (host, uuid)
+Listener = Callable[[str, object], None]
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    ts: datetime
+    cpu_percent: float | None
+    memory_percent: float | None
+    memory_used_mb: float | None
+    disk_read_bps: float
+    disk_write_bps: float
+    net_rx_bps: float
+    net_tx_bps: float
+
+
+def history_point(m: VmMetrics) -> HistoryPoint:
+    return HistoryPoint(
+        ts=m.ts,
+        cpu_percent=m.cpu_percent,
+        memory_percent=m.memory_percent,
+        memory_used_mb=m.memory_used_mb,
+        disk_read_bps=sum(d.read_bps or 0.0 for d in m.disk_io),
+        disk_write_bps=sum(d.write_bps or 0.0 for d in m.disk_io),
+        net_rx_bps=sum(n.rx_bps or 0.0 for n in m.network_io),
+        net_tx_bps=sum(n.tx_bps or 0.0 for n in m.network_io),
+    )
+
+
+@dataclass
+class HostLoad:
+    """The host part of the latest metrics batch."""
+
+    metrics: HostMetrics
+    interval_s: float
+    ts: datetime
+
+
+@dataclass
+class Snapshot:
+    """A consistent copy of the cache for one read (taken under the lock, used without it)."""
+
+    hosts: dict[str, HostStatus]
+    loads: dict[str, HostLoad]
+    vms: dict[VmKey, VmState]
+    metrics: dict[VmKey, VmMetrics] = field(default_factory=dict)
+
+    def online(self, host: str) -> bool:
+        status = self.hosts.get(host)
+        return bool(status and status.online)
+
+
+def resolve(vms: Iterable[VmState], ref: str, host: str | None = None) -> VmState:
+    """The one VM a name or UUID designates (SPEC §2): 404 when none, 409 with the candidates."""
+    by_uuid = bool(UUID_RE.match(ref))
+    found = [
+        vm for vm in vms
+        if (vm.uuid == ref if by_uuid else vm.name == ref) and (host is None or vm.host == host)
+    ]
+    if not found:
+        where = f" on host {host!r}" if host else ""
+        raise NotFound(f"no VM {ref!r}{where}")
+    if len(found) > 1:
+        candidates = [
+            {"host": vm.host, "uuid": vm.uuid, "name": vm.name, "state": vm.state}
+            for vm in sorted(found, key=lambda v: v.host)
+        ]
+        raise Conflict(
+            f"VM name {ref!r} exists on several hosts; add ?host=<host_id>",
+            code="ambiguous_name", candidates=candidates,
+        )
+    return found[0]
+
+
+class StateCache:
+    """Thread-safe; every change is reported to the listeners after the lock is released."""
+
+    def __init__(self, history_minutes: int = 60, events_keep: int = 2000) -> None:
+        self._lock = threading.Lock()
+        self._hosts: dict[str, HostStatus] = {}
+        self._loads: dict[str, HostLoad] = {}
+        self._vms: dict[VmKey, VmState] = {}
+        self._metrics: dict[VmKey, VmMetrics] = {}
+        self._history: dict[VmKey, deque[HistoryPoint]] = {}
+        self._events: deque[VmEvent] = deque(maxlen=events_keep)
+        self._gateways: dict[str, GatewayStatus] = {}
+        self._keep = timedelta(minutes=history_minutes)
+        self._listeners: list[Listener] = []
+        self.version = 0  # bumped on every host/VM change; read views memoise on it
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, kind: str, item: object) -> None:
+        for listener in self._listeners:
+            try:
+                listener(kind, item)
+            except Exception:
+                logger.exception("state listener failed on %s", kind)
+
+    # -- writes (the MQTT ingest thread) ------------------------------------------------------
+    def apply_host_status(self, status: HostStatus) -> None:
+        with self._lock:
+            self._hosts[status.host] = status
+            self.version += 1
+        self._emit("host_status", status)
+
+    def apply_vm_state(self, state: VmState) -> bool:
+        """False (and nothing changes) when `seq` is not newer than what is held."""
+        key = (state.host, state.uuid)
+        with self._lock:
+            held = self._vms.get(key)
+            if held is not None and state.seq <= held.seq:
+                logger.debug("dropped out-of-order state of %s (seq %d <= %d)", key, state.seq,
+                             held.seq)
+                return False
+            self._vms[key] = state
+            self.version += 1
+        self._emit("vm_state", state)
+        return True
+
+    def remove_vm(self, host: str, uuid: str) -> VmState | None:
+        key = (host, uuid)
+        with self._lock:
+            gone = self._vms.pop(key, None)
+            self._metrics.pop(key, None)
+            self._history.pop(key, None)
+            if gone:
+                self.version += 1
+        if gone:
+            self._emit("vm_removed", gone)
+        return gone
+
+    def apply_metrics(self, batch: MetricsBatch) -> None:
+        horizon = batch.ts - self._keep
+        with self._lock:
+            self._loads[batch.host] = HostLoad(batch.host_metrics, batch.interval_s, batch.ts)
+            for m in batch.vms:
+                key = (m.host or batch.host, m.uuid)
+                self._metrics[key] = m
+                points = self._history.setdefault(key, deque())
+                points.append(history_point(m))
+                while points and points[0].ts < horizon:
+                    points.popleft()
+        self._emit("metrics", batch)
+
+    def add_event(self, event: VmEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+        self._emit("event", event)
+
+    def apply_gateway_status(self, status: GatewayStatus) -> None:
+        with self._lock:
+            self._gateways[status.gateway] = status
+
+    # -- reads --------------------------------------------------------------------------------
+    def snapshot(self, with_metrics: bool = False) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                dict(self._hosts), dict(self._loads), dict(self._vms),
+                dict(self._metrics) if with_metrics else {},
+            )
+
+    def find(self, ref: str, host: str | None = None) -> VmState:
+        with self._lock:
+            if host is not None and host not in self._hosts:
+                raise NotFound(f"no host {host!r}", code="unknown_host")
+            vms = list(self._vms.values())
+        return resolve(vms, ref, host)
+
+    def host(self, host: str) -> HostStatus | None:
+        with self._lock:
+            return self._hosts.get(host)
+
+    def is_online(self, host: str) -> bool:
+        status = self.host(host)
+        return bool(status and status.online)
+
+    def vm(self, key: VmKey) -> VmState | None:
+        with self._lock:
+            return self._vms.get(key)
+
+    def metrics_of(self, key: VmKey) -> VmMetrics | None:
+        with self._lock:
+            return self._metrics.get(key)
+
+    def history_of(self, key: VmKey, since: datetime) -> list[HistoryPoint]:
+        with self._lock:
+            return [p for p in self._history.get(key, ()) if p.ts >= since]
+
+    def events(self) -> list[VmEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def gateways(self) -> list[GatewayStatus]:
+        with self._lock:
+            return list(self._gateways.values())

@@ -1,0 +1,138 @@
+"""Pure functions shaping cached models into the seed's JSON (plus `host`, `uuid`, extras)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.state import HistoryPoint, HostLoad, Snapshot
+from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics, VmState, as_dict
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def vm_summary(vm: VmState, online: bool) -> dict[str, Any]:
+    """One entry of `GET /vms` (seed: name, state, vcpus, memory_mb, is_active)."""
+    return {
+        "name": vm.name,
+        "state": vm.state,
+        "vcpus": vm.vcpus,
+        "memory_mb": vm.memory_mb,
+        "is_active": vm.is_active,
+        "host": vm.host,
+        "uuid": vm.uuid,
+        "host_online": online,
+    }
+
+
+def vm_detail(vm: VmState, online: bool) -> dict[str, Any]:
+    """`GET /vm/<name>`: the summary plus everything the VM state carries."""
+    return {
+        **vm_summary(vm, online),
+        "reason": vm.reason,
+        "max_memory_mb": vm.max_memory_mb,
+        "autostart": vm.autostart,
+        "persistent": vm.persistent,
+        "seq": vm.seq,
+        "updated_at": as_dict(vm)["ts"],
+    }
+
+
+def vms_list(snap: Snapshot) -> dict[str, Any]:
+    """`GET /vms` and Socket.IO `vms_list`: sorted by name, then host."""
+    vms = sorted(snap.vms.values(), key=lambda v: (v.name, v.host))
+    return {"count": len(vms), "vms": [vm_summary(v, snap.online(v.host)) for v in vms]}
+
+
+def vm_metrics(vm: VmState, metrics: VmMetrics | None) -> dict[str, Any]:
+    """`GET /vm/<name>/metrics` and `vm_metrics`: the seed's fields first, then the rest."""
+    if metrics is None:
+        # No batch seen yet (gateway just started, or the VM just appeared).
+        return {
+            "name": vm.name, "state": vm.state, "cpu_percent": None, "vcpus": vm.vcpus,
+            "memory_percent": None, "memory_used_mb": None, "memory_total_mb": vm.memory_mb,
+            "disk_io": [], "network_io": [], "host": vm.host, "uuid": vm.uuid,
+            "memory_source": "none", "ts": None, "interval_s": None, "stale": True,
+        }
+    data = as_dict(metrics)
+    data.pop("v", None)
+    # The cached state is fresher than the last tick when a command just changed it.
+    data["state"] = vm.state
+    return data
+
+
+def all_metrics(snap: Snapshot) -> dict[str, Any]:
+    """Socket.IO `all_metrics`: every VM's latest metrics, like `vms_list` in form."""
+    vms = sorted(snap.vms.values(), key=lambda v: (v.name, v.host))
+    items = [vm_metrics(v, snap.metrics.get((v.host, v.uuid))) for v in vms]
+    return {"count": len(items), "metrics": items}
+
+
+def host_view(status: HostStatus, load: HostLoad | None, vms: list[VmState]) -> dict[str, Any]:
+    data = as_dict(status)
+    data.pop("v", None)
+    data["vms_total"] = len(vms)
+    data["vms_running"] = sum(1 for v in vms if v.state == "running")
+    data["metrics"] = None
+    if load is not None:
+        data["metrics"] = {**load.metrics.model_dump(mode="json"),
+                           "interval_s": load.interval_s, "ts": iso(load.ts)}
+    return data
+
+
+def hosts_list(snap: Snapshot) -> dict[str, Any]:
+    hosts = [
+        host_view(s, snap.loads.get(h), [v for v in snap.vms.values() if v.host == h])
+        for h, s in sorted(snap.hosts.items())
+    ]
+    return {"count": len(hosts), "hosts": hosts}
+
+
+def summary(snap: Snapshot) -> dict[str, Any]:
+    """`GET /stats/summary`: hosts, VMs per state, vCPUs and memory allocated and in use."""
+    vms = list(snap.vms.values())
+    states: Counter[str] = Counter(v.state for v in vms)
+    active = [v for v in vms if v.is_active]
+    used = [snap.metrics[(v.host, v.uuid)] for v in active if (v.host, v.uuid) in snap.metrics]
+    cpus = [m.cpu_percent for m in used if m.cpu_percent is not None]
+    online = sum(1 for s in snap.hosts.values() if s.online)
+    return {
+        "total_vms": len(vms),
+        "running_vms": states["running"],
+        "stopped_vms": states["stopped"],
+        "paused_vms": states["paused"],
+        "states": {s: states[s] for s in VM_STATES},
+        "total_vcpus": sum(v.vcpus for v in vms),
+        "total_memory_mb": sum(v.memory_mb for v in vms),
+        "allocated_vcpus": sum(v.vcpus for v in active),
+        "allocated_memory_mb": sum(v.memory_mb for v in active),
+        "used_memory_mb": round(sum(m.memory_used_mb or 0.0 for m in used), 1),
+        "avg_cpu_percent": round(sum(cpus) / len(cpus), 2) if cpus else None,
+        "hosts": {"total": len(snap.hosts), "online": online, "offline": len(snap.hosts) - online},
+    }
+
+
+def history(vm: VmState, minutes: float, points: list[HistoryPoint]) -> dict[str, Any]:
+    return {
+        "name": vm.name, "host": vm.host, "uuid": vm.uuid, "minutes": minutes,
+        "count": len(points),
+        "points": [
+            {
+                "ts": iso(p.ts),
+                "cpu_percent": p.cpu_percent, "memory_percent": p.memory_percent,
+                "memory_used_mb": p.memory_used_mb, "disk_read_bps": p.disk_read_bps,
+                "disk_write_bps": p.disk_write_bps, "net_rx_bps": p.net_rx_bps,
+                "net_tx_bps": p.net_tx_bps,
+            }
+            for p in points
+        ],
+    }
+
+
+def event_view(event: VmEvent) -> dict[str, Any]:
+    data = as_dict(event)
+    data.pop("v", None)
+    return data

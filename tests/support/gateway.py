@@ -1,0 +1,128 @@
+"""The gateway as a real process on a free port, and small HTTP / Socket.IO helpers for tests."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import socketio
+
+from tests.support.ports import free_port, wait_port
+from tests.support.procs import Service
+
+
+@dataclass
+class Tokens:
+    viewer: str = field(default_factory=lambda: "v-" + secrets.token_hex(12))
+    operator: str = field(default_factory=lambda: "o-" + secrets.token_hex(12))
+
+    def env(self) -> str:
+        return f"alice:viewer:{self.viewer},bob:operator:{self.operator}"
+
+
+class GatewayProc:
+    """`python -m gateway` with its own port, broker URL and tokens."""
+
+    def __init__(self, tmp: Path, broker_url: str, *, tokens: Tokens | None = None,
+                 gateway_id: str = "gw-test", dev: bool = True, **extra: str) -> None:
+        self.port = free_port()
+        self.tokens = tokens or Tokens()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "KVMSUP_MQTT_URL": broker_url,
+            "KVMSUP_GATEWAY_ID": gateway_id,
+            "KVMSUP_API_TOKENS": self.tokens.env(),
+            "KVMSUP_MQTT_KEEPALIVE": "5",
+            "KVMSUP_ACCEPT_TIMEOUT": "3",
+            **extra,
+        }
+        args = [sys.executable, "-m", "gateway"] + (["--dev"] if dev else [])
+        self.service = Service(f"gateway-{gateway_id}", args, env, tmp / f"{gateway_id}.log")
+
+    def start(self) -> GatewayProc:
+        self.service.start()
+        wait_port(self.port, timeout=15)
+        return self
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def get(self, path: str, token: str | None = "viewer", **kw: Any) -> requests.Response:
+        return requests.get(self.url + path, headers=self.headers(self._tok(token)), timeout=15,
+                            **kw)
+
+    def post(self, path: str, token: str | None = "operator", **kw: Any) -> requests.Response:
+        return requests.post(self.url + path, headers=self.headers(self._tok(token)),
+                             timeout=30, **kw)
+
+    def _tok(self, token: str | None) -> str | None:
+        if token == "viewer":
+            return self.tokens.viewer
+        if token == "operator":
+            return self.tokens.operator
+        return token
+
+    def sio(self, token: str | None = "viewer", **kw: Any) -> SioClient:
+        return SioClient(self.url, self._tok(token), **kw)
+
+
+class SioClient:
+    """A real python-socketio client over the websocket transport that records every event."""
+
+    def __init__(self, url: str, token: str | None, *, query_token: bool = False) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("*", self._record)
+        target = url + (f"?token={token}" if query_token and token else "")
+        auth = {"token": token} if token and not query_token else None
+        self.client.connect(target, transports=["websocket"], auth=auth, wait_timeout=10)
+
+    def _record(self, event: str, data: Any = None) -> None:
+        self.events.append((event, data))
+
+    def of(self, event: str) -> list[Any]:
+        return [d for e, d in list(self.events) if e == event]
+
+    def wait_for(self, event: str, predicate: Callable[[Any], bool] = lambda d: True,
+                 timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for data in self.of(event):
+                if predicate(data):
+                    return data
+            time.sleep(0.02)
+        raise AssertionError(f"no {event!r} matching within {timeout}s; got "
+                             f"{[e for e, _ in self.events][-20:]}")
+
+    def call(self, event: str, data: Any = None, timeout: float = 30.0) -> Any:
+        return self.client.call(event, data, timeout=timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, every: float = 0.05) -> Any:
+    """Poll until `check()` returns something truthy; return it, or fail with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (requests.RequestException, AssertionError, KeyError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
