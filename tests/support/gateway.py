@@ -30,7 +30,7 @@ class GatewayProc:
     """`python -m gateway` with its own port, broker URL and tokens."""
 
     def __init__(self, tmp: Path, broker_url: str, *, tokens: Tokens | None = None,
-                 gateway_id: str = "gw-test", dev: bool = True, **extra: str) -> None:
+                 gateway_id: str = "gw-test", dev: bool = False, **extra: str) -> None:
         self.port = free_port()
         self.tokens = tokens or Tokens()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -59,12 +59,12 @@ class GatewayProc:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def get(self, path: str, token: str | None = "viewer", **kw: Any) -> requests.Response:
-        return requests.get(self.url + path, headers=self.headers(self._tok(token)), timeout=15,
-                            **kw)
+        headers = {**self.headers(self._tok(token)), **kw.pop("headers", {})}
+        return requests.get(self.url + path, headers=headers, timeout=15, **kw)
 
     def post(self, path: str, token: str | None = "operator", **kw: Any) -> requests.Response:
-        return requests.post(self.url + path, headers=self.headers(self._tok(token)),
-                             timeout=30, **kw)
+        headers = {**self.headers(self._tok(token)), **kw.pop("headers", {})}
+        return requests.post(self.url + path, headers=headers, timeout=30, **kw)
 
     def _tok(self, token: str | None) -> str | None:
         if token == "viewer":

@@ -1,0 +1,192 @@
+"""The gateway's REST API against real agents on the demo node files and a real Mosquitto."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from tests.service.conftest import DEMO_VMS, wait_ready
+from tests.support.gateway import GatewayProc, wait_until
+from tests.support.procs import Service
+
+pytestmark = pytest.mark.service
+
+SEED_VM_KEYS = {"name", "state", "vcpus", "memory_mb", "is_active"}
+SEED_METRICS_KEYS = {"name", "state", "cpu_percent", "vcpus", "memory_percent",
+                     "memory_used_mb", "memory_total_mb", "disk_io", "network_io"}
+
+
+def test_seed_read_routes_keep_the_seed_shapes(gateway: GatewayProc) -> None:
+    assert gateway.get("/", token=None).status_code == 200
+
+    health = gateway.get("/health", token=None).json()
+    assert health["status"] == "healthy" and health["broker_connected"] is True
+    assert {h["host"]: h["online"] for h in health["hosts"]} == {"demo-a": True, "demo-b": True}
+    assert all(h["libvirt_connected"] for h in health["hosts"])
+
+    vms = gateway.get("/vms").json()
+    assert vms["count"] == DEMO_VMS == len(vms["vms"])
+    for vm in vms["vms"]:
+        assert SEED_VM_KEYS | {"host", "uuid"} <= vm.keys()
+    by_name = {(v["name"], v["host"]): v for v in vms["vms"]}
+    assert by_name[("web-01", "demo-a")]["state"] == "running"
+    assert by_name[("my vm #1 (test+dev)", "demo-a")]["state"] == "stopped"
+    assert by_name[("media 🎬 box", "demo-b")]["vcpus"] == 2
+
+    detail = gateway.get("/vm/web-01").json()
+    assert detail.keys() >= SEED_VM_KEYS
+    assert (detail["host"], detail["memory_mb"], detail["is_active"]) == ("demo-a", 2048, True)
+
+    # Names with spaces, '#', '+' and unicode travel URL-encoded.
+    odd = gateway.get("/vm/" + requests.utils.quote("my vm #1 (test+dev)", safe="")).json()
+    assert odd["uuid"] == "a0000000-0000-4000-8000-000000000004"
+
+    metrics = wait_until(lambda: (m := gateway.get("/vm/web-01/metrics").json())["cpu_percent"]
+                         is not None and m)
+    assert metrics.keys() >= SEED_METRICS_KEYS
+    assert metrics["disk_io"][0].keys() >= {"device", "read_bytes", "write_bytes"}
+    assert metrics["network_io"][0].keys() >= {"interface", "rx_bytes", "tx_bytes"}
+
+    summary = gateway.get("/stats/summary").json()
+    assert summary["total_vms"] == DEMO_VMS
+    assert summary["hosts"] == {"total": 2, "online": 2, "offline": 0}
+    assert summary["states"]["running"] + summary["states"]["stopped"] == DEMO_VMS
+    assert summary["total_vcpus"] == sum(v["vcpus"] for v in vms["vms"])
+
+    hosts = gateway.get("/hosts").json()
+    assert [h["host"] for h in hosts["hosts"]] == ["demo-a", "demo-b"]
+    assert gateway.get("/hosts/demo-b").json()["vms_total"] == 3
+    assert gateway.get("/hosts/demo-a/vms").json()["count"] == 4
+    assert gateway.get("/hosts/nope").status_code == 404
+
+
+def test_tokens_and_roles_on_rest(gateway: GatewayProc) -> None:
+    no_token = gateway.get("/vms", token=None)
+    assert no_token.status_code == 401
+    assert no_token.json()["error"]["code"] == "unauthorized"
+    assert gateway.get("/vms", token="not-a-real-token").status_code == 401
+
+    viewer = gateway.post("/vm/web-01/stop", token="viewer")
+    assert viewer.status_code == 403 and viewer.json()["error"]["code"] == "forbidden"
+    assert gateway.get("/vm/web-01").json()["state"] == "running"  # nothing was sent
+
+    operator = gateway.post("/vm/web-01/stop", token="operator", json={"force": True})
+    assert operator.status_code in (200, 202)
+    assert operator.json()["by"] == "bob"  # the token's name is the `by` of the command
+
+
+def test_action_changes_the_vm_and_its_job_succeeds(gateway: GatewayProc) -> None:
+    resp = gateway.post("/vm/web-01/stop")
+    assert resp.status_code == 200, resp.text
+    job = resp.json()
+    assert (job["status"], job["action"], job["state"], job["success"]) == (
+        "succeeded", "shutdown", "stopped", True)
+    wait_until(lambda: gateway.get("/vm/web-01").json()["state"] == "stopped")
+    assert gateway.get(f"/jobs/{job['id']}").json()["status"] == "succeeded"
+    assert gateway.get("/jobs").json()["jobs"][0]["id"] == job["id"]
+
+    # Already stopped: succeeds, nothing changed.
+    again = gateway.post("/vm/web-01/stop").json()
+    assert (again["status"], again["changed"]) == ("succeeded", False)
+
+    started = gateway.post("/vm/web-01/start", json={}).json()
+    assert (started["status"], started["state"]) == ("succeeded", "running")
+    paused = gateway.post("/vm/web-01/suspend").json()
+    assert paused["state"] == "paused"
+    assert gateway.post("/vm/web-01/resume").json()["state"] == "running"
+    assert gateway.post("/vm/web-01/restart", json={"force": True}).json()["action"] == "reset"
+
+    # The audit trail names who did what.
+    def audited() -> bool:
+        events = gateway.get("/events?kind=command&host=demo-a").json()["events"]
+        return any(e["id"] == job["id"] and e["by"] == "bob" for e in events)
+
+    wait_until(audited)
+
+
+def test_bad_bodies_are_400(gateway: GatewayProc) -> None:
+    assert gateway.post("/vm/web-01/stop", json={"force": "yes"}).status_code == 400
+    assert gateway.post("/vm/web-01/stop", json={"timeout_s": -1}).status_code == 400
+    assert gateway.post("/vm/web-01/start", json={"timeout_s": 5}).status_code == 400
+    assert gateway.post("/vm/web-01/stop?wait=soon").status_code == 400
+    bad_json = gateway.post("/vm/web-01/stop", data="{nope",
+                            headers={"Content-Type": "application/json"})
+    assert bad_json.status_code == 400
+
+
+def test_a_name_on_two_hosts_needs_the_host(gateway: GatewayProc) -> None:
+    ambiguous = gateway.get("/vm/shared-vm")
+    assert ambiguous.status_code == 409
+    body = ambiguous.json()["error"]
+    assert body["code"] == "ambiguous_name"
+    assert sorted(c["host"] for c in body["candidates"]) == ["demo-a", "demo-b"]
+    assert gateway.post("/vm/shared-vm/start").status_code == 409
+
+    on_b = gateway.get("/vm/shared-vm?host=demo-b").json()
+    assert (on_b["host"], on_b["state"]) == ("demo-b", "running")
+    started = gateway.post("/vm/shared-vm/start?host=demo-a")
+    assert started.status_code == 200 and started.json()["state"] == "running"
+    by_uuid = gateway.get("/vm/a0000000-0000-4000-8000-000000000003").json()
+    assert (by_uuid["name"], by_uuid["host"]) == ("shared-vm", "demo-a")
+
+
+def test_unknown_vm_or_host_is_404(gateway: GatewayProc) -> None:
+    for path in ("/vm/ghost", "/vm/ghost/metrics", "/vm/web-01?host=demo-b",
+                 "/vm/web-01?host=nowhere", "/jobs/nope"):
+        resp = gateway.get(path)
+        assert resp.status_code == 404, path
+        assert resp.json()["error"]["code"]
+    assert gateway.post("/vm/ghost/start").status_code == 404
+
+
+def test_stopped_agent_makes_its_host_offline_and_commands_503(
+    gateway: GatewayProc, demo_agents: dict[str, Service]
+) -> None:
+    demo_agents["demo-b"].stop()
+    wait_until(lambda: gateway.get("/hosts/demo-b").json()["online"] is False)
+    health = gateway.get("/health").json()
+    assert (health["hosts_online"], health["hosts_offline"]) == (1, 1)
+
+    t0 = time.monotonic()
+    resp = gateway.post("/vm/backup/start")
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "host_offline"
+    assert time.monotonic() - t0 < 1.0  # at once, never queued
+    assert gateway.get("/vm/backup").json()["host_online"] is False
+    assert gateway.post("/vm/web-01/stop").status_code == 200  # the other host still works
+
+
+def test_an_agent_that_does_not_answer_gives_504(
+    gateway: GatewayProc, demo_agents: dict[str, Service]
+) -> None:
+    agent = demo_agents["demo-a"]
+    os.kill(agent.pid, signal.SIGSTOP)  # online for the broker until keepalive runs out
+    try:
+        t0 = time.monotonic()
+        resp = gateway.post("/vm/web-01/stop")
+        assert resp.status_code == 504, resp.text
+        assert resp.json()["error"]["code"] == "agent_timeout"
+        assert time.monotonic() - t0 < 6
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+
+
+def test_restarted_gateway_serves_full_state_from_retained_messages(
+    gateway: GatewayProc, start_gateway: Callable[..., GatewayProc]
+) -> None:
+    assert gateway.post("/vm/db-01/stop").status_code == 200
+    before = wait_until(lambda: (b := gateway.get("/vms").json()) and all(
+        v["state"] == "stopped" for v in b["vms"] if v["name"] == "db-01") and b)
+    gateway.stop()
+
+    fresh = start_gateway(tokens=gateway.tokens)  # returns once it listens
+    t0 = time.monotonic()
+    after = wait_ready(fresh, timeout=5)
+    assert time.monotonic() - t0 < 2.0
+    key = lambda v: (v["host"], v["uuid"])  # noqa: E731
+    assert sorted(after["vms"], key=key) == sorted(before["vms"], key=key)
+    assert fresh.get("/hosts").json()["count"] == 2
