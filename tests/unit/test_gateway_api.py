@@ -1,0 +1,94 @@
+"""The REST layer through Flask's test client, fed by the cache directly (no broker)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from gateway import create_app
+from gateway.config import Settings
+from gateway.service import Gateway
+from shared.messages import CommandReply, CommandRequest, HostStatus, VmState
+
+pytestmark = pytest.mark.unit
+
+U = "a0000000-0000-4000-8000-000000000001"
+VIEWER = {"Authorization": "Bearer viewer-secret"}
+OPERATOR = {"Authorization": "Bearer operator-secret"}
+
+
+@pytest.fixture
+def app() -> Iterator[Flask]:
+    settings = Settings(
+        mqtt_url="mqtt://127.0.0.1:9", gateway_id="gw-unit", accept_timeout=0.5,
+        api_tokens="v:viewer:viewer-secret,o:operator:operator-secret",
+        cors_origins="https://app.example",
+    )
+    app = create_app(settings)
+    gw: Gateway = app.extensions["kvmsup"]
+    gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
+    gw.handle(VmState(host="h1", uuid=U, name="web", state="running", reason="booted",
+                      is_active=True, vcpus=2, memory_mb=1024, max_memory_mb=1024,
+                      autostart=False, persistent=True, seq=1))
+    yield app
+    gw.stop()
+
+
+def agent_answers(gw: Gateway, *statuses: tuple[float, str]) -> list[CommandRequest]:
+    sent: list[CommandRequest] = []
+
+    def send(host: str, request: CommandRequest, expiry: int) -> None:
+        sent.append(request)
+        for delay, status in statuses:
+            reply = CommandReply(id=request.id, host=host, status=status,  # type: ignore[arg-type]
+                                 state="stopped")
+            threading.Timer(delay, gw.jobs.on_reply, args=(reply,)).start()
+
+    gw.jobs._send = send
+    gw.bus._connected.set()
+    return sent
+
+
+def test_late_end_is_202_with_location(app: Flask) -> None:
+    gw: Gateway = app.extensions["kvmsup"]
+    agent_answers(gw, (0.01, "accepted"), (0.5, "succeeded"))
+    client: FlaskClient = app.test_client()
+    resp = client.post("/vm/web/stop?wait=0", headers=OPERATOR)
+    assert resp.status_code == 202
+    job = resp.get_json()
+    assert resp.headers["Location"] == f"/jobs/{job['id']}"
+    assert job["status"] == "accepted"
+    again = client.post("/vm/web/start", headers=OPERATOR)
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "job_in_progress"
+
+
+def test_errors_are_json_and_roles_hold(app: Flask) -> None:
+    client = app.test_client()
+    for path, headers, status in [
+        ("/vms", {}, 401), ("/vms", VIEWER, 200), ("/nope", VIEWER, 404),
+        ("/vm/ghost", VIEWER, 404),
+    ]:
+        resp = client.get(path, headers=headers)
+        assert resp.status_code == status, path
+        if status >= 400:
+            assert set(resp.get_json()["error"]) >= {"code", "message"}
+    assert client.post("/vm/web/stop", headers=VIEWER).status_code == 403
+    assert client.delete("/vms", headers=VIEWER).get_json()["error"]["code"]
+
+
+def test_broker_down_is_503(app: Flask) -> None:
+    resp = app.test_client().post("/vm/web/start", headers=OPERATOR)
+    assert resp.status_code == 503
+    assert resp.get_json()["error"]["code"] == "broker_unreachable"
+
+
+def test_cors_allows_exact_origins_only(app: Flask) -> None:
+    client = app.test_client()
+    ok = client.get("/health", headers={"Origin": "https://app.example"})
+    assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers

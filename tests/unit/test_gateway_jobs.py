@@ -1,0 +1,104 @@
+"""Jobs: accepted → final, 504 without `accepted`, 202 when the end is late, conflicts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gateway.errors import AgentTimeout, Conflict
+from gateway.jobs import JobManager
+from shared.messages import CommandParams, CommandReply, CommandRequest
+
+pytestmark = pytest.mark.unit
+
+U = "a0000000-0000-4000-8000-000000000001"
+
+
+class FakeAgent:
+    """Answers requests on a timer, the way the MQTT ingest thread would deliver replies."""
+
+    def __init__(self, statuses: list[tuple[float, str]]) -> None:
+        self.statuses = statuses
+        self.sent: list[CommandRequest] = []
+        self.jobs: JobManager | None = None
+
+    def send(self, host: str, request: CommandRequest, expiry: int) -> None:
+        self.sent.append(request)
+        for delay, status in self.statuses:
+            reply = CommandReply(id=request.id, host=host, status=status,  # type: ignore[arg-type]
+                                 state="stopped", changed=True)
+            assert self.jobs is not None
+            threading.Timer(delay, self.jobs.on_reply, args=(reply,)).start()
+
+
+def manager(statuses: list[tuple[float, str]], accept: float = 0.5) -> tuple[JobManager, FakeAgent]:
+    agent = FakeAgent(statuses)
+    jobs = JobManager(agent.send, accept_timeout=accept)
+    agent.jobs = jobs
+    return jobs, agent
+
+
+def submit(jobs: JobManager, action: str = "shutdown"):
+    return jobs.submit("h1", U, "web", action, CommandParams(), "bob")
+
+
+def test_a_job_ends_with_the_final_reply() -> None:
+    jobs, agent = manager([(0.01, "accepted"), (0.05, "succeeded")])
+    job = submit(jobs)
+    assert jobs.run(job, wait_s=2)
+    assert (job.status, job.state, job.changed) == ("succeeded", "stopped", True)
+    request = agent.sent[0]
+    assert (request.id, request.by, request.vm) == (job.id, "bob", U)
+    assert request.not_after is not None
+
+
+def test_no_accepted_reply_is_an_agent_timeout() -> None:
+    jobs, _ = manager([], accept=0.2)
+    job = submit(jobs)
+    t0 = time.monotonic()
+    with pytest.raises(AgentTimeout) as exc:
+        jobs.run(job, wait_s=10)
+    assert time.monotonic() - t0 < 1
+    assert exc.value.status == 504 and job.status == "timed_out"
+
+
+def test_a_late_end_leaves_the_job_running_then_it_finishes() -> None:
+    jobs, _ = manager([(0.01, "accepted"), (0.4, "succeeded")])
+    updates: list[str] = []
+    jobs.listen(lambda j: updates.append(j.status))
+    job = submit(jobs)
+    assert not jobs.run(job, wait_s=0.05)
+    assert job.status == "accepted"
+    deadline = time.monotonic() + 2
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.status == "succeeded"
+    assert updates == ["pending", "accepted", "succeeded"]
+
+
+def test_rejection_without_acceptance_is_final() -> None:
+    jobs, _ = manager([(0.01, "rejected")])
+    job = submit(jobs)
+    assert jobs.run(job, wait_s=1) and job.status == "rejected"
+
+
+def test_one_job_at_a_time_per_vm_and_offline_hosts_fail_jobs() -> None:
+    jobs, _ = manager([(0.01, "accepted")])
+    job = submit(jobs)
+    jobs.run(job, wait_s=0)
+    with pytest.raises(Conflict):
+        submit(jobs, "start")
+    jobs.host_offline("h1")
+    assert job.status == "failed" and job.error and job.error["code"] == "host_offline"
+    submit(jobs, "start")  # the VM is free again
+
+
+def test_accepted_jobs_without_an_end_expire() -> None:
+    jobs, _ = manager([(0.0, "accepted")])
+    job = submit(jobs, "start")
+    jobs.run(job, wait_s=0)
+    assert jobs.expire(time.monotonic()) == []
+    assert jobs.expire(time.monotonic() + 3600) == [job]
+    assert job.status == "timed_out"

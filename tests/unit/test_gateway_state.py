@@ -1,0 +1,103 @@
+"""The gateway's cache and read views: name resolution, seq ordering, removal, history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from gateway import views
+from gateway.errors import Conflict, NotFound
+from gateway.state import StateCache, resolve
+from shared.messages import HostMetrics, HostStatus, MetricsBatch, VmMetrics, VmState, utc_now
+
+pytestmark = pytest.mark.unit
+
+UA = "a0000000-0000-4000-8000-000000000001"
+UB = "b0000000-0000-4000-8000-000000000001"
+
+
+def vm(host: str, uuid: str, name: str, seq: int = 1, state: str = "running",
+       **kw: Any) -> VmState:
+    return VmState(host=host, uuid=uuid, name=name, state=state, reason="booted",  # type: ignore[arg-type]
+                   is_active=state != "stopped", vcpus=2, memory_mb=1024, max_memory_mb=1024,
+                   autostart=False, persistent=True, seq=seq, **kw)
+
+
+def batch(host: str, uuid: str, name: str, cpu: float, ts_offset_s: float = 0) -> MetricsBatch:
+    ts = utc_now() + timedelta(seconds=ts_offset_s)
+    m = VmMetrics(host=host, uuid=uuid, name=name, state="running", cpu_percent=cpu, vcpus=2,
+                  memory_used_mb=512, memory_total_mb=1024, memory_percent=50, ts=ts)
+    return MetricsBatch(host=host, interval_s=1, tick=1, host_metrics=HostMetrics(), vms=[m],
+                        ts=ts)
+
+
+def test_resolve_by_name_uuid_and_host() -> None:
+    vms = [vm("a", UA, "shared"), vm("b", UB, "shared"), vm("a", UA[:-1] + "9", "solo")]
+    assert resolve(vms, "solo").name == "solo"
+    assert resolve(vms, UB).host == "b"
+    assert resolve(vms, "shared", host="a").uuid == UA
+    with pytest.raises(Conflict) as conflict:
+        resolve(vms, "shared")
+    assert [c["host"] for c in conflict.value.extra["candidates"]] == ["a", "b"]
+    assert conflict.value.status == 409
+    with pytest.raises(NotFound):
+        resolve(vms, "ghost")
+    with pytest.raises(NotFound):
+        resolve(vms, "solo", host="b")
+
+
+def test_out_of_order_states_are_dropped_by_seq() -> None:
+    cache = StateCache()
+    seen: list[str] = []
+    cache.listen(lambda kind, item: seen.append(kind))
+    assert cache.apply_vm_state(vm("a", UA, "web", seq=5, state="stopped"))
+    assert not cache.apply_vm_state(vm("a", UA, "web", seq=4, state="running"))
+    assert not cache.apply_vm_state(vm("a", UA, "web", seq=5, state="running"))
+    assert cache.vm(("a", UA)).state == "stopped"  # type: ignore[union-attr]
+    assert cache.apply_vm_state(vm("a", UA, "web", seq=6, state="running"))
+    assert seen == ["vm_state", "vm_state"]
+
+
+def test_removed_vm_disappears_with_its_metrics() -> None:
+    cache = StateCache()
+    cache.apply_vm_state(vm("a", UA, "web"))
+    cache.apply_metrics(batch("a", UA, "web", 10))
+    assert cache.remove_vm("a", UA) is not None
+    assert cache.vm(("a", UA)) is None and cache.metrics_of(("a", UA)) is None
+    assert cache.remove_vm("a", UA) is None
+
+
+def test_history_keeps_only_its_window() -> None:
+    cache = StateCache(history_minutes=1)
+    cache.apply_vm_state(vm("a", UA, "web"))
+    cache.apply_metrics(batch("a", UA, "web", 1, ts_offset_s=-120))
+    cache.apply_metrics(batch("a", UA, "web", 2, ts_offset_s=-30))
+    cache.apply_metrics(batch("a", UA, "web", 3))
+    points = cache.history_of(("a", UA), utc_now() - timedelta(minutes=5))
+    assert [p.cpu_percent for p in points] == [2, 3]
+
+
+def test_views_keep_the_seed_shapes_and_summarise() -> None:
+    cache = StateCache()
+    cache.apply_host_status(HostStatus(host="a", online=True, libvirt_connected=True))
+    cache.apply_host_status(HostStatus(host="b", online=False))
+    cache.apply_vm_state(vm("a", UA, "web"))
+    cache.apply_vm_state(vm("b", UB, "idle", state="stopped"))
+    cache.apply_metrics(batch("a", UA, "web", 40))
+    snap = cache.snapshot(with_metrics=True)
+
+    listed = views.vms_list(snap)
+    assert listed["count"] == 2
+    assert listed["vms"][0] == {"name": "idle", "state": "stopped", "vcpus": 2,
+                                "memory_mb": 1024, "is_active": False, "host": "b",
+                                "uuid": UB, "host_online": False}
+    summary = views.summary(snap)
+    assert (summary["total_vms"], summary["running_vms"], summary["stopped_vms"]) == (2, 1, 1)
+    assert (summary["allocated_vcpus"], summary["used_memory_mb"]) == (2, 512)
+    assert summary["avg_cpu_percent"] == 40
+    assert summary["hosts"] == {"total": 2, "online": 1, "offline": 1}
+
+    no_metrics = views.vm_metrics(vm("b", UB, "idle", state="stopped"), None)
+    assert no_metrics["cpu_percent"] is None and no_metrics["disk_io"] == []
