@@ -142,7 +142,10 @@ class Bus:
             online = self._online()
             client.publish(online.topic, online.payload, qos=online.qos, retain=online.retain)
             for topic, no_local in self._subscriptions:
-                client.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=no_local))
+                # retainAsPublished: a command published retained is seen as such even when it
+                # arrives live, so it is refused every time, not only after a reconnect.
+                options = SubscribeOptions(qos=1, noLocal=no_local, retainAsPublished=True)
+                client.subscribe(topic, options=options)
             self._connected.set()
             self._on_connected_cb()
         except Exception:

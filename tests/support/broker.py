@@ -29,7 +29,9 @@ class Broker:
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        text = DEV_CONF.read_text().replace("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1")
+        text = DEV_CONF.read_text().replace(
+            "listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1"
+        )
         self.conf.write_text(text)
 
     @property

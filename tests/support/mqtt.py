@@ -63,8 +63,14 @@ class Recorder:
         time.sleep(settle)
 
     def publish(
-        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
-        response_topic: str | None = None, correlation: bytes | None = None,
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
         expiry: int | None = None,
     ) -> None:
         props = Properties(PacketTypes.PUBLISH)

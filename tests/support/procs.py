@@ -65,7 +65,8 @@ class Service:
             if needle in self.output():
                 return
             time.sleep(0.05)
-        raise AssertionError(f"{self.name}: {needle!r} not logged; log tail:\n{self.output()[-2000:]}")
+        tail = self.output()[-2000:]
+        raise AssertionError(f"{self.name}: {needle!r} not logged; log tail:\n{tail}")
 
 
 def agent_service(
@@ -79,7 +80,9 @@ def agent_service(
         "KVMSUP_MQTT_KEEPALIVE": "5",
         **extra,
     }
-    return Service(f"agent-{host_id}", [sys.executable, "-m", "agent"], env, tmp / f"agent-{host_id}.log")
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in host_id)
+    log = tmp / f"agent-{safe}.log"
+    return Service(f"agent-{host_id}", [sys.executable, "-m", "agent"], env, log)
 
 
 def demo_node_uri(name: str) -> str:
