@@ -1,0 +1,95 @@
+"""The e2e tier: a private libvirtd with tiny real guests; every test in tests/e2e is marked e2e.
+
+When libvirtd or QEMU cannot run here the tier is skipped with the reason; set
+KVMSUP_E2E_REQUIRE=1 (CI) to turn that skip into a failure, so a missing install step shows.
+Other knobs: KVMSUP_E2E_ACCEL=tcg forces TCG; KVMSUP_E2E_DIR=<dir> reuses (and then leaves
+running) the daemon of `python -m tests.support.libvirtd up`; KVMSUP_E2E_LIBVIRT_URI=<uri> uses
+someone else's libvirtd (fault tests skip); KVMSUP_E2E_KEEP=1 keeps the environment's directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from tests.support.guests import Guest, Guests, Kind
+from tests.support.libvirtd import Libvirtd, LibvirtUnavailable, from_environment
+
+HERE = Path(__file__).resolve().parent
+# What the session found out, printed at the end of the run (which accelerator, timings).
+REPORT: dict[str, Any] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if REPORT:
+        line = ", ".join(f"{k}={v}" for k, v in REPORT.items())
+        terminalreporter.write_line(f"e2e: {line}")
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("KVMSUP_E2E_REQUIRE"):
+        pytest.fail(f"e2e environment required but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"e2e: {reason}")
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> Iterator[Libvirtd]:
+    """The session's libvirtd (ours unless KVMSUP_E2E_LIBVIRT_URI); `.uri` for clients."""
+    env = from_environment()
+    try:
+        env.up(owner=os.getpid())
+    except LibvirtUnavailable as exc:
+        if env.started:
+            env.down()
+        env.remove()
+        _unavailable(str(exc))
+    REPORT["accel"] = env.accel.upper()
+    REPORT["libvirtd_up_s"] = round(env.started_in or 0.0, 2)
+    REPORT["uri"] = env.uri
+    yield env
+    if env.started:
+        env.down()
+    if env.started or not env.owned:  # never the directory of a `make e2e-env` daemon
+        env.remove()
+
+
+@pytest.fixture
+def libvirtd_faults(libvirtd: Libvirtd) -> Iterator[Libvirtd]:
+    """The same daemon, for a test that kills or freezes it; healed (SIGCONT/restart) after."""
+    if not libvirtd.owned:
+        pytest.skip("fault tests need a libvirtd started by the tests (KVMSUP_E2E_LIBVIRT_URI)")
+    yield libvirtd
+    libvirtd.heal()
+
+
+@pytest.fixture(scope="session")
+def guests(libvirtd: Libvirtd) -> Iterator[Guests]:
+    """Session guest factory; every guest it made is destroyed and undefined at the end."""
+    factory = Guests(libvirtd.uri, libvirtd.root / "images", libvirtd.accel)
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture
+def make_guest(guests: Guests) -> Iterator[Callable[..., Guest]]:
+    """make_guest('idle'|'spin', name=None, start=True): a guest removed at the end of the test."""
+    made: list[Guest] = []
+
+    def make(kind: Kind, *, name: str | None = None, start: bool = True) -> Guest:
+        guest = guests.create(kind, name=name, start=start)
+        made.append(guest)
+        return guest
+
+    yield make
+    for guest in made:
+        guests.remove(guest)
