@@ -12,12 +12,14 @@ from functools import partial
 
 from pydantic import BaseModel
 
-from agent import __version__, domstate
+from agent import __version__, discovery, domstate
 from agent.bulkstats import RawSample
 from agent.bus import Bus, Inbound, Outbound
 from agent.commands import CommandExecutor
 from agent.config import AgentSettings
+from agent.discovery import DISCOVERY_QOS, DISCOVERY_RETAIN
 from agent.errors import AgentError, DomainNotFound
+from agent.homeassistant import HomeAssistantPublisher
 from agent.hypervisor import Hypervisor, HypervisorEvent, NodeFacts
 from agent.inventory import Inventory
 from agent.requests import Rejection, decode_command, decode_set, valid_response_topic
@@ -81,6 +83,17 @@ class AgentService:
         self._pending_sample: Future[list[RawSample]] | None = None
         self.tick = 0
         subs = [(t, t.endswith("/state")) for t in self.topics.agent_subscriptions(self.host)]
+        self.ha: HomeAssistantPublisher | None = None
+        if settings.ha_discovery:
+            self.ha = HomeAssistantPublisher(
+                self.host,
+                self.topics,
+                settings.ha_prefix,
+                settings.metrics_interval,
+                settings.vm_metrics_every,
+                self._publish_discovery,
+            )
+            subs.append((self.ha.status_topic, False))
         self.bus = Bus(
             settings,
             client_id=f"kvmsup-agent-{self.host}",
@@ -157,9 +170,21 @@ class AgentService:
 
     def _publish_state(self, state: VmState) -> None:
         self._publish("vm_state", self.topics.vm_state(self.host, state.uuid), state)
+        if self.ha is not None:
+            self.ha.vm_changed(state)
 
     def _clear_state(self, uuid: str) -> None:
         self._publish("vm_state", self.topics.vm_state(self.host, uuid), None)
+        if self.ha is not None:
+            self.ha.vm_removed(uuid)
+
+    def _publish_discovery(self, topic: str, payload: bytes) -> None:
+        self.bus.publish(Outbound(topic, payload, DISCOVERY_QOS, DISCOVERY_RETAIN))
+
+    def _send_discovery(self) -> None:
+        if self.ha is not None and self.inventory.synced:
+            status = HostStatus.model_validate_json(self._status_message(online=True).payload)
+            self.ha.publish_all(status, self.inventory.all())
 
     def _event(self, **fields: object) -> None:
         self._publish(
@@ -249,6 +274,7 @@ class AgentService:
         self.bus.publish(self._status_message(online=True))
         self._event(kind="agent", event="libvirt_connected", detail=f"{len(states)} VMs")
         self._clear_orphans()
+        self._send_discovery()
         if self.settings.memory_stats_period > 0:
             for state in states:
                 if state.is_active:
@@ -289,6 +315,13 @@ class AgentService:
             if self.inventory.synced:
                 for state in self.inventory.all():
                     self._publish_state(state)
+            self._send_discovery()
+            return
+        if self.ha is not None and msg.topic == self.ha.status_topic:
+            if discovery.is_ha_online(msg.payload) and not msg.retain:
+                self._send_discovery()
+            elif discovery.is_ha_online(msg.payload):
+                logger.debug("Home Assistant online (retained): configs already sent on connect")
             return
         parsed = self.topics.parse(msg.topic)
         if parsed is None or parsed.host != self.host:
