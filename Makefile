@@ -3,11 +3,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# Broker, libvirt-python's build deps, and libvirtd + QEMU for the end-to-end tier.
 APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \
-	python3-venv python3-dev
+	python3-venv python3-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
 PYTEST_ARGS ?=
 
-.PHONY: install apt venv test test-unit test-service lint bench demo clean
+.PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \
+	demo clean
 
 install: apt venv
 
@@ -37,6 +39,16 @@ test-unit: venv
 
 test-service: install
 	$(PY) -m pytest -m service $(PYTEST_ARGS)
+
+test-e2e: install
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+# A private libvirtd + virtlogd for humans poking at the e2e tier (prints KVMSUP_E2E_DIR).
+e2e-env: install
+	$(PY) -m tests.support.libvirtd up
+
+e2e-env-down: venv
+	$(PY) -m tests.support.libvirtd down
 
 lint: venv
 	$(VENV)/bin/ruff check .
