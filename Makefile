@@ -57,6 +57,11 @@ lint: venv
 
 bench: install
 	$(PY) benchmarks/agent_tick.py
+	$(PY) benchmarks/gateway_read.py
+
+# Mosquitto, two agents on the demo node files and the gateway on http://127.0.0.1:5000.
+demo: install
+	$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
