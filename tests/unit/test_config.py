@@ -1,0 +1,157 @@
+"""Agent settings (SPEC §8): defaults, seed names, host id rules, credentials kept out of view."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from pydantic import ValidationError
+
+from agent.config import AgentSettings, MqttEndpoint
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the environment only: start every test from an empty one."""
+    for name in list(os.environ):
+        if name.startswith("KVMSUP_") or name == "LIBVIRT_URI":
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(socket, "gethostname", lambda: "KVM-Node1.example.org")
+
+
+def test_defaults_follow_spec_table() -> None:
+    s = AgentSettings()
+    assert s.libvirt_uri == "qemu:///system"
+    assert s.mqtt_url == "mqtt://127.0.0.1:1883"
+    assert s.topic_prefix == "kvmsup"
+    assert s.mqtt_keepalive == 15
+    assert s.host_id == "kvm-node1"  # hostname, lowercased
+    assert s.metrics_interval == 2
+    assert s.vm_metrics_every == 5
+    assert s.memory_stats_period == 5
+    assert s.ha_discovery is True
+    assert s.ha_prefix == "homeassistant"
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVMSUP_HOST_ID", "rack2_node-7")
+    monkeypatch.setenv("KVMSUP_TOPIC_PREFIX", "lab/kvm")
+    monkeypatch.setenv("KVMSUP_METRICS_INTERVAL", "0.5")
+    monkeypatch.setenv("KVMSUP_VM_METRICS_EVERY", "3")
+    monkeypatch.setenv("KVMSUP_MEMORY_STATS_PERIOD", "0")
+    monkeypatch.setenv("KVMSUP_HA_DISCOVERY", "false")
+    monkeypatch.setenv("KVMSUP_MQTT_KEEPALIVE", "30")
+    s = AgentSettings()
+    assert s.host_id == "rack2_node-7"
+    assert s.topic_prefix == "lab/kvm"
+    assert s.metrics_interval == 0.5
+    assert s.vm_metrics_every == 3
+    assert s.memory_stats_period == 0
+    assert s.ha_discovery is False
+    assert s.mqtt_keepalive == 30
+
+
+def test_libvirt_uri_is_read_without_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIBVIRT_URI", "test:///default")
+    assert AgentSettings().libvirt_uri == "test:///default"
+
+
+@pytest.mark.parametrize("host", ["gateway", "My Host", "UPPER", "-lead", "a.b", "x" * 64, ""])
+def test_invalid_host_id_refused_clearly(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("KVMSUP_HOST_ID", host)
+    with pytest.raises(ValidationError) as info:
+        AgentSettings()
+    message = str(info.value)
+    assert "host_id" in message
+    assert "invalid host id" in message
+    assert "^[a-z0-9][a-z0-9_-]{0,62}$" in message
+
+
+def test_reserved_hostname_is_refused_as_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "Gateway")
+    with pytest.raises(ValidationError, match="invalid host id"):
+        AgentSettings()
+
+
+@pytest.mark.parametrize("prefix", ["a//b", "kvm/+", "#", "with space", ""])
+def test_invalid_topic_prefix_refused(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    monkeypatch.setenv("KVMSUP_TOPIC_PREFIX", prefix)
+    with pytest.raises(ValidationError, match="invalid topic prefix"):
+        AgentSettings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KVMSUP_MQTT_URL", "http://broker:1883"),
+        ("KVMSUP_METRICS_INTERVAL", "0"),
+        ("KVMSUP_VM_METRICS_EVERY", "0"),
+        ("KVMSUP_MEMORY_STATS_PERIOD", "-1"),
+        ("KVMSUP_MQTT_KEEPALIVE", "1"),
+    ],
+)
+def test_out_of_range_values_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        AgentSettings()
+
+
+@pytest.mark.parametrize(
+    ("uri", "public"),
+    [
+        ("qemu:///system", "qemu:///system"),
+        ("test:///default", "test:///default"),
+        ("qemu+ssh://root:hunter2@kvm1.lan:2222/system", "qemu+ssh://kvm1.lan:2222/system"),
+        ("qemu+tcp://admin:s3cr%40t@10.0.0.5/system", "qemu+tcp://10.0.0.5/system"),
+        ("qemu+ssh://root@kvm1/system?keyfile=/k", "qemu+ssh://kvm1/system?keyfile=/k"),
+        ("qemu+tls://kvm1.lan/system", "qemu+tls://kvm1.lan/system"),
+    ],
+)
+def test_public_libvirt_uri_strips_credentials(uri: str, public: str) -> None:
+    s = AgentSettings(libvirt_uri=uri)
+    assert s.public_libvirt_uri() == public
+    assert "hunter2" not in s.public_libvirt_uri()
+
+
+def test_mqtt_endpoint_with_tls_and_credentials() -> None:
+    ep = MqttEndpoint("mqtts://agent:p%40ss%3Aword@broker.lan:8883")
+    assert ep.tls is True
+    assert (ep.host, ep.port) == ("broker.lan", 8883)
+    assert (ep.username, ep.password) == ("agent", "p@ss:word")
+    assert "p@ss" not in repr(ep)
+    assert "ss%3Aword" not in repr(ep)
+    assert repr(ep) == "mqtts://agent@broker.lan:8883"
+    assert "p@ss" not in str(ep)
+
+
+def test_mqtt_endpoint_defaults() -> None:
+    plain = MqttEndpoint("mqtt://broker")
+    assert (plain.tls, plain.host, plain.port) == (False, "broker", 1883)
+    assert plain.username is None
+    assert plain.password is None
+    assert repr(plain) == "mqtt://broker:1883"
+    assert MqttEndpoint("mqtts://broker").port == 8883
+    assert MqttEndpoint("mqtt://user:pw@broker:1884").port == 1884
+
+
+@pytest.mark.parametrize("url", ["http://broker", "broker:1883", "tcp://broker:1883", ""])
+def test_mqtt_endpoint_refuses_other_schemes(url: str) -> None:
+    with pytest.raises(ValueError, match="mqtt://"):
+        MqttEndpoint(url)
+
+
+def test_settings_expose_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVMSUP_MQTT_URL", "mqtts://bob:pw@broker:8884")
+    ep = AgentSettings().mqtt
+    assert (ep.tls, ep.host, ep.port, ep.username, ep.password) == (
+        True,
+        "broker",
+        8884,
+        "bob",
+        "pw",
+    )

@@ -1,0 +1,174 @@
+"""The agent's VM inventory: `seq` ordering, change detection, full listings, waiters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from agent.hypervisor import DomainInfo
+from agent.inventory import Inventory, next_seq, to_vm_state
+
+pytestmark = pytest.mark.unit
+
+UA = "a0000000-0000-4000-8000-000000000001"
+UB = "b0000000-0000-4000-8000-000000000002"
+
+
+def info(
+    uuid: str = UA, name: str = "web", state: int = 1, reason: int = 1, **kw: Any
+) -> DomainInfo:
+    base = DomainInfo(
+        uuid=uuid,
+        name=name,
+        state=state,
+        reason=reason,
+        vcpus=2,
+        memory_kib=2048 * 1024,
+        max_memory_kib=4096 * 1024,
+        autostart=True,
+        persistent=True,
+    )
+    return replace(base, **kw)
+
+
+def test_next_seq_follows_the_clock() -> None:
+    assert next_seq(None, 1_000) == 1_000
+    assert next_seq(10, 1_000) == 1_000
+
+
+def test_next_seq_beats_a_previous_seq_in_the_future() -> None:
+    # A seq from an earlier run (or a clock that stepped back) still gets exceeded by one.
+    assert next_seq(5_000, 1_000) == 5_001
+    assert next_seq(1_000, 1_000) == 1_001
+
+
+def test_to_vm_state() -> None:
+    s = to_vm_state("kvm1", info(state=5, reason=2, autostart=False), seq=7)
+    assert (s.host, s.uuid, s.name) == ("kvm1", UA, "web")
+    assert (s.state, s.reason, s.is_active) == ("stopped", "destroyed", False)
+    assert (s.vcpus, s.memory_mb, s.max_memory_mb) == (2, 2048, 4096)
+    assert (s.autostart, s.persistent, s.seq) == (False, True, 7)
+    paused = to_vm_state("kvm1", info(state=3, reason=1), seq=8)
+    assert (paused.state, paused.reason, paused.is_active) == ("paused", "user", True)
+
+
+def test_update_reports_only_changes_and_seq_grows() -> None:
+    inv = Inventory("kvm1")
+    first = inv.update(info())
+    assert first is not None
+    assert first.state == "running"
+    assert inv.update(info()) is None  # nothing changed: nothing to publish
+    second = inv.update(info(state=3, reason=1))
+    assert second is not None
+    assert second.state == "paused"
+    assert second.seq > first.seq
+    third = inv.update(info(state=3, reason=1), force=True)
+    assert third is not None
+    assert third.seq > second.seq
+    assert inv.get(UA) == third
+
+
+def test_seq_grows_on_fast_successive_changes() -> None:
+    inv = Inventory("kvm1")
+    seqs = []
+    for i in range(50):
+        s = inv.update(info(name=f"web{i}"))
+        assert s is not None
+        seqs.append(s.seq)
+    assert seqs == sorted(set(seqs))
+
+
+def test_seq_is_per_vm() -> None:
+    inv = Inventory("kvm1")
+    a = inv.update(info(UA))
+    b = inv.update(info(UB, name="db"))
+    assert a is not None and b is not None
+    assert inv.update(info(UA)) is None
+    assert inv.get(UA) == a
+
+
+def test_rename_is_a_change() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info())
+    renamed = inv.update(info(name="web-renamed"))
+    assert renamed is not None
+    assert renamed.name == "web-renamed"
+
+
+def test_replace_all_reports_vanished_vms_and_syncs() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info(UA))
+    inv.update(info(UB, name="db"))
+    assert not inv.synced
+    states, gone = inv.replace_all([info(UA)])
+    assert [s.uuid for s in states] == [UA]  # republished even though unchanged
+    assert [s.uuid for s in gone] == [UB]
+    assert inv.synced
+    assert inv.uuids() == {UA}
+    assert inv.get(UB) is None
+
+
+def test_replace_all_adds_new_vms() -> None:
+    inv = Inventory("kvm1")
+    states, gone = inv.replace_all([info(UA), info(UB, name="db")])
+    assert {s.uuid for s in states} == {UA, UB}
+    assert gone == []
+    assert {s.uuid for s in inv.all()} == {UA, UB}
+
+
+def test_remove() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info())
+    removed = inv.remove(UA)
+    assert removed is not None
+    assert removed.uuid == UA
+    assert inv.remove(UA) is None
+    assert inv.all() == []
+
+
+def test_wait_for_wakes_on_update_from_another_thread() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info(state=1))
+
+    def stop_later() -> None:
+        time.sleep(0.05)
+        inv.update(info(state=5, reason=1))
+
+    worker = threading.Thread(target=stop_later)
+    started = time.monotonic()
+    worker.start()
+    try:
+        ok = inv.wait_for(UA, lambda s: s is not None and s.state == "stopped", timeout=5)
+    finally:
+        worker.join()
+    assert ok
+    assert time.monotonic() - started < 2
+
+
+def test_wait_for_wakes_on_removal() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info())
+    timer = threading.Timer(0.05, inv.remove, args=(UA,))
+    timer.start()
+    try:
+        assert inv.wait_for(UA, lambda s: s is None, timeout=5)
+    finally:
+        timer.join()
+
+
+def test_wait_for_times_out() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info())
+    started = time.monotonic()
+    assert not inv.wait_for(UA, lambda s: s is not None and s.state == "stopped", timeout=0.05)
+    assert time.monotonic() - started >= 0.04
+
+
+def test_wait_for_returns_at_once_when_already_true() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info())
+    assert inv.wait_for(UA, lambda s: s is not None and s.state == "running", timeout=0)
