@@ -42,7 +42,7 @@ class AgentSettings(BaseSettings):
     libvirt_uri: str = Field(
         default="qemu:///system", validation_alias=AliasChoices("LIBVIRT_URI", "KVMSUP_LIBVIRT_URI")
     )
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", repr=False)  # may hold a password
     mqtt_ca: str | None = None
     mqtt_cert: str | None = None
     mqtt_key: str | None = None
@@ -87,9 +87,7 @@ class AgentSettings(BaseSettings):
     def public_libvirt_uri(self) -> str:
         """The libvirt URI without credentials, for the status payload (SPEC §3)."""
         parts = urlsplit(self.libvirt_uri)
-        if parts.password or parts.username:
-            netloc = parts.hostname or ""
-            if parts.port:
-                netloc += f":{parts.port}"
-            return parts._replace(netloc=netloc).geturl()
+        if "@" in parts.netloc:
+            # Keep what follows the credentials verbatim: `[fe80::1]:22` keeps its brackets.
+            return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
         return self.libvirt_uri

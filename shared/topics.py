@@ -9,10 +9,12 @@ from typing import Literal
 API_LEVEL = "v1"
 GATEWAY_LEVEL = "gateway"
 
-HOST_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+HOST_ID_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$"  # as SPEC §2 writes it
+# `\Z`, not `$`: `$` also matches before a trailing newline, which must never pass.
+HOST_ID_RE = re.compile(HOST_ID_PATTERN[:-1] + r"\Z")
 GATEWAY_ID_RE = HOST_ID_RE
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_PREFIX_LEVEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_PREFIX_LEVEL_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 TopicKind = Literal[
     "host_status", "host_metrics", "host_events", "vm_state", "vm_metrics", "vm_set", "cmd",
@@ -47,7 +49,7 @@ class TopicError(ValueError):
 def validate_host_id(host: str) -> str:
     if not HOST_ID_RE.match(host) or host == GATEWAY_LEVEL:
         raise TopicError(
-            f"invalid host id {host!r}: it must match {HOST_ID_RE.pattern} and not be "
+            f"invalid host id {host!r}: it must match {HOST_ID_PATTERN} and not be "
             f"{GATEWAY_LEVEL!r}"
         )
     return host
@@ -56,7 +58,7 @@ def validate_host_id(host: str) -> str:
 def validate_gateway_id(gateway_id: str) -> str:
     if not GATEWAY_ID_RE.match(gateway_id):
         raise TopicError(
-            f"invalid gateway id {gateway_id!r}: it must match {GATEWAY_ID_RE.pattern}"
+            f"invalid gateway id {gateway_id!r}: it must match {HOST_ID_PATTERN}"
         )
     return gateway_id
 

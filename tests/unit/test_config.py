@@ -155,3 +155,8 @@ def test_settings_expose_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
         "bob",
         "pw",
     )
+
+
+def test_public_libvirt_uri_keeps_ipv6_brackets() -> None:
+    s = AgentSettings(host_id="h", libvirt_uri="qemu+ssh://root:pw@[fe80::1]:22/system")
+    assert s.public_libvirt_uri() == "qemu+ssh://[fe80::1]:22/system"

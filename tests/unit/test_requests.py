@@ -232,3 +232,7 @@ def test_own_reply_subtree_is_valid() -> None:
 )
 def test_other_response_topics_refused(topic: str | None) -> None:
     assert not valid_response_topic(topic, PREFIX)
+
+
+def test_response_topic_with_newline_is_refused() -> None:
+    assert not valid_response_topic("kvmsup/v1/kvm1/reply/gw\n", "kvmsup/v1/kvm1/reply/")

@@ -238,3 +238,22 @@ def test_policy_follows_the_spec_table() -> None:
     assert POLICY["host_metrics"].qos == 0
     assert POLICY["vm_metrics"].qos == 0
     assert all(p.qos == 1 for k, p in POLICY.items() if k not in ("host_metrics", "vm_metrics"))
+
+
+def test_host_id_with_trailing_newline_is_refused() -> None:
+    with pytest.raises(TopicError):
+        validate_host_id("kvm1\n")
+
+
+def test_uuid_with_trailing_newline_is_refused() -> None:
+    with pytest.raises(TopicError):
+        validate_uuid(U + "\n")
+
+
+def test_prefix_with_trailing_newline_is_refused() -> None:
+    with pytest.raises(TopicError):
+        validate_prefix("kvmsup\n")
+
+
+def test_parse_refuses_host_with_newline() -> None:
+    assert Topics().parse("kvmsup/v1/kvm1\n/status") is None
