@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TypeVar
 
-from agent.errors import AgentError, CallTimeout, DomainNotFound
+from agent.errors import AgentError, CallTimeout
 from agent.hypervisor import Hypervisor
 from agent.inventory import Inventory
 from agent.requests import Rejection
@@ -88,6 +88,7 @@ class CommandExecutor:
         hypervisor: Hypervisor,
         inventory: Inventory,
         on_outcome: Callable[[CommandRequest | None, CommandReply], None],
+        on_change: Callable[[str], None],
         workers: int = 4,
         call_timeout: float = 30.0,
         history: int = 2048,
@@ -96,6 +97,7 @@ class CommandExecutor:
         self._hv = hypervisor
         self._inventory = inventory
         self._on_outcome = on_outcome
+        self._on_change = on_change
         self._calls = CallPool(workers)
         self._jobs = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="command")
         self._max_pending = workers * 8
@@ -259,17 +261,17 @@ class CommandExecutor:
             error=error,
         )
 
-    def _fresh(self, uuid: str) -> VmState | None:
-        """Reads the VM from libvirt now and records it (the reply carries the true state)."""
+    def _fresh(self, uuid: str) -> VmState:
+        """Reads the VM from libvirt now (the reply carries the true state) and asks the
+        service to publish it if it changed: only the event worker records states."""
         info = self._calls.run(lambda: self._hv.domain_info(uuid), self._call_timeout)
-        self._inventory.update(info)
-        return self._inventory.get(uuid)
+        self._on_change(uuid)
+        return self._inventory.view(info)
 
     def _execute(self, request: CommandRequest) -> CommandReply:
         action = request.action
         try:
             before = self._fresh(request.vm)
-            assert before is not None
             if before.state in TARGET.get(action, ()):
                 return self._final(request, "succeeded", state=before, changed=False)
             if before.state not in ALLOWED_FROM[action]:
@@ -281,36 +283,42 @@ class CommandExecutor:
                         code="invalid_state", message=f"cannot {action} a VM that is {before.state}"
                     ),
                 )
-            self._calls.run(lambda: self._hv.perform(request.vm, action), self._call_timeout)
             if action == "shutdown":
-                return self._await_shutdown(request)
+                return self._shutdown(request)
+            self._calls.run(lambda: self._hv.perform(request.vm, action), self._call_timeout)
             return self._final(request, "succeeded", state=self._fresh(request.vm), changed=True)
         except CallTimeout as exc:
             return self._final(
                 request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
             )
-        except DomainNotFound as exc:
-            return self._final(request, "failed", error=ErrorInfo(code=exc.code, message=str(exc)))
         except AgentError as exc:
             return self._final(request, "failed", error=ErrorInfo(code=exc.code, message=str(exc)))
 
-    def _await_shutdown(self, request: CommandRequest) -> CommandReply:
-        """`virDomainShutdown` only asks the guest (PITFALLS 6): wait for STOPPED, then escalate."""
+    def _shutdown(self, request: CommandRequest) -> CommandReply:
+        """`virDomainShutdown` only asks the guest (PITFALLS 6): the VM shows `shutting_down`
+        until it stops or the timeout; then `force_after` escalates to destroy."""
+        uuid = request.vm
         timeout = request.params.timeout_s
-        stopped: tuple[VmStateName, ...] = ("stopped", "crashed")
-        deadline_hit = not self._wait_state(request.vm, stopped, timeout)
-        if not deadline_hit:
-            return self._final(request, "succeeded", state=self._fresh(request.vm), changed=True)
-        if request.params.force_after:
-            logger.warning("shutdown of %s took over %.0fs: destroying it", request.vm, timeout)
-            self._calls.run(lambda: self._hv.perform(request.vm, "destroy"), self._call_timeout)
-            return self._final(
-                request, "succeeded", state=self._fresh(request.vm), changed=True, escalated=True
-            )
+        stopped = escalated = False
+        self._inventory.mark_shutdown(uuid, True)
+        try:
+            self._calls.run(lambda: self._hv.perform(uuid, "shutdown"), self._call_timeout)
+            self._on_change(uuid)
+            stopped = self._wait_state(uuid, ("stopped", "crashed"), timeout)
+            if not stopped and request.params.force_after:
+                logger.warning("shutdown of %s took over %.0fs: destroying it", uuid, timeout)
+                self._calls.run(lambda: self._hv.perform(uuid, "destroy"), self._call_timeout)
+                escalated = True
+        finally:
+            self._inventory.mark_shutdown(uuid, False)
+            self._on_change(uuid)
+        state = self._fresh(uuid)
+        if stopped or escalated:
+            return self._final(request, "succeeded", state=state, changed=True, escalated=escalated)
         return self._final(
             request,
             "timed_out",
-            state=self._fresh(request.vm),
+            state=state,
             escalated=False,
             error=ErrorInfo(
                 code="shutdown_timeout", message=f"the guest did not stop within {timeout:.0f}s"
@@ -332,5 +340,5 @@ class CommandExecutor:
                 fresh = self._fresh(uuid)
             except AgentError:
                 continue
-            if fresh is not None and fresh.state in states:
+            if fresh.state in states:
                 return True

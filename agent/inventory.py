@@ -18,14 +18,21 @@ def next_seq(previous: int | None, now_us: int) -> int:
     return max(now_us, (previous or 0) + 1)
 
 
-def to_vm_state(host: str, info: DomainInfo, seq: int) -> VmState:
+def to_vm_state(
+    host: str, info: DomainInfo, seq: int, *, shutdown_requested: bool = False
+) -> VmState:
+    """The published form of a reading. libvirt keeps a QEMU guest RUNNING until it is off, so
+    a shutdown the agent asked for is shown as `shutting_down` until the guest stops."""
     name = domstate.state_name(info.state)
+    reason = domstate.reason_words(info.state, info.reason)
+    if shutdown_requested and name in ("running", "paused"):
+        name, reason = "shutting_down", "shutdown requested"
     return VmState(
         host=host,
         uuid=info.uuid,
         name=info.name,
         state=name,
-        reason=domstate.reason_words(info.state, info.reason),
+        reason=reason,
         is_active=name in domstate.ACTIVE_STATES,
         vcpus=info.vcpus,
         memory_mb=info.memory_kib // KIB_PER_MIB,
@@ -43,20 +50,45 @@ def _same(a: VmState, b: VmState) -> bool:
 
 
 class Inventory:
-    """Thread-safe; `synced` is true once a full listing of the current connection is in."""
+    """Thread-safe; `synced` is true once a full listing of the current connection is in.
+
+    Only the service's event worker records states (so `seq` order is publication order);
+    command workers read, and mark the VMs they are shutting down.
+    """
 
     def __init__(self, host: str) -> None:
         self.host = host
         self._states: dict[str, VmState] = {}
+        self._shutting_down: set[str] = set()
         self._cond = threading.Condition()
         self.synced = False
+
+    def mark_shutdown(self, uuid: str, requested: bool) -> None:
+        with self._cond:
+            if requested:
+                self._shutting_down.add(uuid)
+            else:
+                self._shutting_down.discard(uuid)
+
+    def view(self, info: DomainInfo) -> VmState:
+        """What `info` would be published as, without recording it (for command replies)."""
+        with self._cond:
+            old = self._states.get(info.uuid)
+            return to_vm_state(
+                self.host,
+                info,
+                old.seq if old else 0,
+                shutdown_requested=info.uuid in self._shutting_down,
+            )
 
     def update(self, info: DomainInfo, *, force: bool = False) -> VmState | None:
         """Records a fresh reading; returns the new state when it changed (or `force`)."""
         with self._cond:
             old = self._states.get(info.uuid)
             seq = next_seq(old.seq if old else None, time.time_ns() // 1000)
-            new = to_vm_state(self.host, info, seq)
+            new = to_vm_state(
+                self.host, info, seq, shutdown_requested=info.uuid in self._shutting_down
+            )
             if old is not None and not force and _same(old, new):
                 return None
             self._states[info.uuid] = new

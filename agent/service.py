@@ -74,13 +74,14 @@ class AgentService:
             self.hypervisor,
             self.inventory,
             self._command_outcome,
+            on_change=self._request_refresh,
             workers=settings.command_workers,
         )
         self._node: NodeFacts | None = None
         self._broker_retained: set[str] = set()
         self._retained_lock = threading.Lock()
         self._sampling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampler")
-        self._pending_sample: Future[list[RawSample]] | None = None
+        self._pending_sample: Future[tuple[list[RawSample], NodeReading]] | None = None
         self.tick = 0
         subs = [(t, t.endswith("/state")) for t in self.topics.agent_subscriptions(self.host)]
         self.ha: HomeAssistantPublisher | None = None
@@ -200,6 +201,10 @@ class AgentService:
                 continue
             guarded(f"libvirt event {ev.kind}", partial(self._on_hypervisor_event, ev))()
 
+    def _request_refresh(self, uuid: str) -> None:
+        """Re-read one VM on the event worker and publish it if it changed."""
+        self._hv_events.put(HypervisorEvent("lifecycle", uuid, None))
+
     def _on_hypervisor_event(self, ev: HypervisorEvent) -> None:
         if ev.kind == "connected":
             self._resync()
@@ -240,7 +245,7 @@ class AgentService:
             uuid=state.uuid,
             name=state.name,
             event=name,
-            detail=str(ev.detail) if ev.event >= 0 else "detected by polling",
+            detail=str(ev.detail) if ev.event >= 0 else "refreshed",
             state=state.state,
         )
         if ev.event == 2 and self.settings.memory_stats_period > 0:  # started
@@ -419,20 +424,14 @@ class AgentService:
         """Samples every VM with one bulk call and publishes the batch (one per tick)."""
         if not (self.hypervisor.connected and self.inventory.synced):
             return None
-        samples = self._sample_with_deadline()
-        if samples is None:
+        read = self._sample_with_deadline()
+        if read is None:
             return None
+        samples, reading = read
         self.tick += 1
         self._reconcile(samples)
         known = {s.uuid: s for s in self.inventory.all()}
         vms = self.sampler.vm_metrics(samples, known)
-        node = self._node
-        reading = NodeReading(
-            cpus=node.cpus if node else None,
-            memory_total_mb=node.memory_mb if node else None,
-            memory_free_mb=self.hypervisor.node_free_memory_mb(),
-            cpu_stats=self.hypervisor.node_cpu_stats(),
-        )
         batch = MetricsBatch(
             host=self.host,
             interval_s=self.settings.metrics_interval,
@@ -446,10 +445,28 @@ class AgentService:
                 self._publish("vm_metrics", self.topics.vm_metrics(self.host, vm.uuid), vm)
         return batch
 
-    def _sample_with_deadline(self) -> list[RawSample] | None:
+    def _read_hypervisor(self) -> tuple[list[RawSample], NodeReading]:
+        """Every libvirt call of a tick, so all of them run under the tick's deadline."""
+        samples = self.hypervisor.sample()
+        return samples, self._node_reading(
+            self.hypervisor.node_free_memory_mb(), self.hypervisor.node_cpu_stats()
+        )
+
+    def _node_reading(
+        self, free_mb: int | None, cpu_stats: dict[str, int] | None
+    ) -> NodeReading:
+        node = self._node
+        return NodeReading(
+            cpus=node.cpus if node else None,
+            memory_total_mb=node.memory_mb if node else None,
+            memory_free_mb=free_mb,
+            cpu_stats=cpu_stats,
+        )
+
+    def _sample_with_deadline(self) -> tuple[list[RawSample], NodeReading] | None:
         """A hung libvirtd must not stall the tick: wait one interval, then report stale."""
         if self._pending_sample is None or self._pending_sample.done():
-            self._pending_sample = self._sampling.submit(self.hypervisor.sample)
+            self._pending_sample = self._sampling.submit(self._read_hypervisor)
         try:
             return self._pending_sample.result(timeout=max(1.0, self.settings.metrics_interval))
         except TimeoutError:
@@ -465,7 +482,7 @@ class AgentService:
                     stale=True,
                 )
                 for s in self.inventory.all()
-            ]
+            ], self._node_reading(None, None)
         except AgentError as exc:
             logger.warning("sampling failed: %s", exc)
             return None

@@ -16,7 +16,10 @@ def test_status_states_metrics_and_events(broker, recorder, start_agent):
     start_agent("demo-a", demo_node_uri("demo-a"), KVMSUP_METRICS_INTERVAL="0.3")
     topics = client.topics
 
-    status_msg = recorder.wait_for(lambda m: m.topic == topics.host_status("demo-a"))[-1]
+    # The first status may precede the libvirt connection; the next one says it is up.
+    status_msg = recorder.wait_for(
+        lambda m: m.topic == topics.host_status("demo-a") and m.json()["libvirt_connected"]
+    )[-1]
     status = HostStatus.model_validate_json(status_msg.payload)
     assert status.online and status.libvirt_connected
     assert status.node is not None and status.node.cpus == 8
