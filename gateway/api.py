@@ -38,7 +38,7 @@ def index() -> ResponseReturnValue:
             "GET /vm/<name>/metrics", "GET /vm/<name>/history?minutes=",
             *(f"POST /vm/<name>/{verb}" for verb in VERBS),
             "GET /hosts", "GET /hosts/<host>", "GET /hosts/<host>/vms", "GET /jobs",
-            "GET /jobs/<id>", "GET /events", "GET /openapi.json", "GET /metrics",
+            "GET /jobs/<id>", "GET /events", "GET /audit", "GET /openapi.json", "GET /metrics",
         ],
         "auth": "none" if gw().auth.open else "bearer",
     })
@@ -125,7 +125,7 @@ def vm_history(name: str) -> ResponseReturnValue:
     if not 0 < minutes <= gateway.settings.history_minutes:
         raise BadRequest(f"minutes must be in (0, {gateway.settings.history_minutes}]")
     vm = gateway.cache.find(name, host_arg())
-    points = gateway.cache.history_of((vm.host, vm.uuid), utc_now() - timedelta(minutes=minutes))
+    points = gateway.store.history(vm.host, vm.uuid, utc_now() - timedelta(minutes=minutes))
     return jsonify(views.history(vm, minutes, points))
 
 
@@ -196,17 +196,21 @@ def job(job_id: str) -> ResponseReturnValue:
 @bp.get("/events")
 @require("viewer")
 def events() -> ResponseReturnValue:
-    """The audit trail: lifecycle events and command outcomes, newest first."""
-    items = list(reversed(gw().cache.events()))
-    host, vm, kind = request.args.get("host"), request.args.get("vm"), request.args.get("kind")
-    if host:
-        items = [e for e in items if e.host == host]
-    if vm:
-        items = [e for e in items if vm in (e.uuid, e.name)]
-    if kind:
-        items = [e for e in items if e.kind == kind]
-    items = items[: _limit()]
+    """What the agents report: lifecycle events and command outcomes, newest first."""
+    items = gw().store.events(host=request.args.get("host"), vm=request.args.get("vm"),
+                              kind=request.args.get("kind"), limit=_limit())
     return jsonify({"count": len(items), "events": [views.event_view(e) for e in items]})
+
+
+@bp.get("/audit")
+@require("viewer")
+def audit() -> ResponseReturnValue:
+    """Every command the gateway handled (who, what, when, result), refusals too."""
+    args = request.args
+    items = gw().store.audit(limit=_limit(), vm=args.get("vm"), by=args.get("by"),
+                             host=args.get("host"), action=args.get("action"),
+                             result=args.get("result"))
+    return jsonify({"count": len(items), "audit": [views.audit_view(a) for a in items]})
 
 
 def _limit() -> int:

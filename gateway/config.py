@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     accept_timeout: float = Field(5.0, gt=0, le=60)
     default_wait: float = Field(10.0, ge=0, le=300)
     max_wait: float = Field(120.0, gt=0)
-    history_minutes: int = Field(60, ge=1, le=24 * 60)
-    events_keep: int = Field(2000, ge=10)
+    history_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    audit_days: int = Field(90, ge=1)
     jobs_keep: int = Field(1000, ge=10)
     threads: int = Field(64, ge=4, le=1024)
 

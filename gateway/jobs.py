@@ -7,13 +7,13 @@ import math
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.errors import AgentTimeout, Conflict
+from gateway.errors import AgentTimeout, BusError, Conflict
 from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, utc_now
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class JobManager:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._cond = threading.Condition()
         self._listeners: list[JobListener] = []
+        # Jobs that entered each status since start (Prometheus counters: never decrease).
+        self.counts: Counter[str] = Counter()
         self._stop = threading.Event()
         self._janitor = threading.Thread(target=self._janitor_loop, name="jobs-janitor",
                                          daemon=True)
@@ -104,6 +106,8 @@ class JobManager:
 
     def _update(self, job: Job, status: str, **fields: Any) -> None:
         """Caller holds the condition."""
+        if status != job.status:
+            self.counts[status] += 1
         job.status = status
         job.updated_at = utc_now()
         for name, value in fields.items():
@@ -125,6 +129,7 @@ class JobManager:
                                    code="job_in_progress", job=other.id)
             job.deadline = time.monotonic() + self.accept_timeout + final_budget(action, params)
             self._jobs[job.id] = job
+            self.counts["pending"] += 1
             while len(self._jobs) > self._keep:
                 self._jobs.popitem(last=False)
         request = CommandRequest(
@@ -137,7 +142,10 @@ class JobManager:
             with self._cond:
                 self._update(job, "failed", error={"code": "broker_unreachable",
                                                    "message": str(exc)})
-            raise
+            self._publish(job)
+            # The job is kept (and audited) as failed; the client gets 503 with it.
+            raise BusError(str(exc) or "the broker did not take the command",
+                           job=self.snapshot(job)) from exc
         self._publish(job)
         return job
 
@@ -231,3 +239,8 @@ class JobManager:
     def snapshot(self, job: Job) -> dict[str, Any]:
         with self._cond:
             return job.to_dict()
+
+    def stats(self) -> tuple[dict[str, int], int]:
+        """Jobs that entered each status since start, and jobs in flight now."""
+        with self._cond:
+            return dict(self.counts), sum(1 for j in self._jobs.values() if not j.finished)

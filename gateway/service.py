@@ -4,6 +4,7 @@ Socket.IO share."""
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +13,11 @@ from pydantic import ValidationError
 from gateway.auth import Authenticator, Principal
 from gateway.bus import Bus, Inbound, VmRemoved
 from gateway.config import Settings
-from gateway.errors import BadRequest, Unavailable
-from gateway.jobs import JobManager
+from gateway.errors import BadRequest, GatewayError, Unavailable
+from gateway.jobs import Job, JobManager
+from gateway.records import REFUSED, AuditEntry
 from gateway.state import StateCache
+from gateway.store import Store
 from shared.messages import (
     CommandParams,
     CommandReply,
@@ -23,6 +26,7 @@ from shared.messages import (
     MetricsBatch,
     VmEvent,
     VmState,
+    utc_now,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,6 +76,25 @@ def parse_wait(value: Any, default: float, cap: float) -> float:
     return wait
 
 
+def audit_of(job: Job) -> AuditEntry:
+    return AuditEntry(
+        id=job.id, ts=job.created_at, by=job.by, host=job.host, vm=job.vm, name=job.name,
+        action=job.action, params=job.params, result=job.status, error=job.error,
+        updated_at=job.updated_at, finished_at=job.finished_at,
+    )
+
+
+def refusal(ref: str, host: str | None, verb: str, who: Principal,
+            exc: GatewayError) -> AuditEntry:
+    """A command turned down before it became a job: still who, what, when and why."""
+    now = utc_now()
+    return AuditEntry(
+        id=uuid.uuid4().hex, ts=now, by=who.name, host=host, vm=None, name=ref, action=verb,
+        params={}, result=REFUSED, error={"code": exc.code, "message": exc.message},
+        updated_at=now, finished_at=now,
+    )
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A command's answer: HTTP status and body (REST), the same as a Socket.IO ack."""
@@ -87,15 +110,18 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.auth = Authenticator.from_settings(settings)
-        self.cache = StateCache(settings.history_minutes, settings.events_keep)
+        self.cache = StateCache()
+        self.store = Store(settings.db, settings.history_minutes, settings.audit_days)
         self.bus = Bus(settings, self.handle)
         self.jobs = JobManager(self.bus.send_command, settings.accept_timeout,
                                settings.jobs_keep)
+        self.jobs.listen(lambda job: self.store.record(audit_of(job)))
         self._started = False
 
     def start(self) -> None:
         if not self._started:
             self._started = True
+            self.store.start()
             self.jobs.start()
             self.bus.start()
 
@@ -103,6 +129,7 @@ class Gateway:
         if self._started:
             self.jobs.stop()
             self.bus.stop()
+            self.store.stop()
 
     def handle(self, model: Inbound) -> None:
         """Every decoded MQTT message, on the ingest thread."""
@@ -110,6 +137,7 @@ class Gateway:
             self.cache.apply_vm_state(model)
         elif isinstance(model, MetricsBatch):
             self.cache.apply_metrics(model)
+            self.store.add_metrics(model)
         elif isinstance(model, HostStatus):
             self.cache.apply_host_status(model)
             if not model.online:
@@ -119,13 +147,23 @@ class Gateway:
         elif isinstance(model, CommandReply):
             self.jobs.on_reply(model)
         elif isinstance(model, VmEvent):
-            self.cache.add_event(model)
+            self.store.add_event(model)
         elif isinstance(model, GatewayStatus):
             self.cache.apply_gateway_status(model)
 
     def command(self, ref: str, host: str | None, verb: str, body: Any, who: Principal,
                 wait: Any = None) -> Outcome:
-        """Resolve, check reachability, publish, wait: 200, 202, or a GatewayError."""
+        """Resolve, check reachability, publish, wait: 200, 202, or a GatewayError. Every
+        command lands in the audit: as its job, or as a refusal when no job was made."""
+        try:
+            return self._command(ref, host, verb, body, who, wait)
+        except GatewayError as exc:
+            if not isinstance(exc.extra.get("job"), dict):  # a 504 carries its (audited) job
+                self.store.record(refusal(ref, host, verb, who, exc))
+            raise
+
+    def _command(self, ref: str, host: str | None, verb: str, body: Any, who: Principal,
+                 wait: Any) -> Outcome:
         action, params = command_of(verb, body)
         wait_s = parse_wait(wait, self.settings.default_wait, self.settings.max_wait)
         vm = self.cache.find(ref, host)

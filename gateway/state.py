@@ -1,13 +1,13 @@
-"""The in-memory picture of every host and VM, fed only by MQTT, read by REST and Socket.IO."""
+"""The in-memory picture of every host and VM, fed only by MQTT, read by REST and Socket.IO
+(history and events live in `store`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from gateway.errors import Conflict, NotFound
 from shared.messages import (
@@ -15,7 +15,6 @@ from shared.messages import (
     HostMetrics,
     HostStatus,
     MetricsBatch,
-    VmEvent,
     VmMetrics,
     VmState,
 )
@@ -25,31 +24,6 @@ logger = logging.getLogger(__name__)
 
 VmKey = tuple[str, str]  # (host, uuid)
 Listener = Callable[[str, object], None]
-
-
-@dataclass(frozen=True)
-class HistoryPoint:
-    ts: datetime
-    cpu_percent: float | None
-    memory_percent: float | None
-    memory_used_mb: float | None
-    disk_read_bps: float
-    disk_write_bps: float
-    net_rx_bps: float
-    net_tx_bps: float
-
-
-def history_point(m: VmMetrics) -> HistoryPoint:
-    return HistoryPoint(
-        ts=m.ts,
-        cpu_percent=m.cpu_percent,
-        memory_percent=m.memory_percent,
-        memory_used_mb=m.memory_used_mb,
-        disk_read_bps=sum(d.read_bps or 0.0 for d in m.disk_io),
-        disk_write_bps=sum(d.write_bps or 0.0 for d in m.disk_io),
-        net_rx_bps=sum(n.rx_bps or 0.0 for n in m.network_io),
-        net_tx_bps=sum(n.tx_bps or 0.0 for n in m.network_io),
-    )
 
 
 @dataclass
@@ -100,16 +74,13 @@ def resolve(vms: Iterable[VmState], ref: str, host: str | None = None) -> VmStat
 class StateCache:
     """Thread-safe; every change is reported to the listeners after the lock is released."""
 
-    def __init__(self, history_minutes: int = 60, events_keep: int = 2000) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._hosts: dict[str, HostStatus] = {}
         self._loads: dict[str, HostLoad] = {}
         self._vms: dict[VmKey, VmState] = {}
         self._metrics: dict[VmKey, VmMetrics] = {}
-        self._history: dict[VmKey, deque[HistoryPoint]] = {}
-        self._events: deque[VmEvent] = deque(maxlen=events_keep)
         self._gateways: dict[str, GatewayStatus] = {}
-        self._keep = timedelta(minutes=history_minutes)
         self._listeners: list[Listener] = []
         self.version = 0  # bumped on every host/VM change; read views memoise on it
 
@@ -149,7 +120,6 @@ class StateCache:
         with self._lock:
             gone = self._vms.pop(key, None)
             self._metrics.pop(key, None)
-            self._history.pop(key, None)
             if gone:
                 self.version += 1
         if gone:
@@ -157,22 +127,12 @@ class StateCache:
         return gone
 
     def apply_metrics(self, batch: MetricsBatch) -> None:
-        horizon = batch.ts - self._keep
         with self._lock:
             self._loads[batch.host] = HostLoad(batch.host_metrics, batch.interval_s, batch.ts)
             for m in batch.vms:
                 key = (m.host or batch.host, m.uuid)
                 self._metrics[key] = m
-                points = self._history.setdefault(key, deque())
-                points.append(history_point(m))
-                while points and points[0].ts < horizon:
-                    points.popleft()
         self._emit("metrics", batch)
-
-    def add_event(self, event: VmEvent) -> None:
-        with self._lock:
-            self._events.append(event)
-        self._emit("event", event)
 
     def apply_gateway_status(self, status: GatewayStatus) -> None:
         with self._lock:
@@ -208,14 +168,6 @@ class StateCache:
     def metrics_of(self, key: VmKey) -> VmMetrics | None:
         with self._lock:
             return self._metrics.get(key)
-
-    def history_of(self, key: VmKey, since: datetime) -> list[HistoryPoint]:
-        with self._lock:
-            return [p for p in self._history.get(key, ()) if p.ts >= since]
-
-    def events(self) -> list[VmEvent]:
-        with self._lock:
-            return list(self._events)
 
     def gateways(self) -> list[GatewayStatus]:
         with self._lock:

@@ -6,7 +6,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.state import HistoryPoint, HostLoad, Snapshot
+from gateway.records import AuditEntry, HistoryPoint
+from gateway.state import HostLoad, Snapshot
 from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics, VmState, as_dict
 
 
@@ -136,3 +137,12 @@ def event_view(event: VmEvent) -> dict[str, Any]:
     data = as_dict(event)
     data.pop("v", None)
     return data
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id, "ts": iso(entry.ts), "by": entry.by, "host": entry.host, "vm": entry.vm,
+        "name": entry.name, "action": entry.action, "params": entry.params,
+        "result": entry.result, "error": entry.error, "updated_at": iso(entry.updated_at),
+        "finished_at": iso(entry.finished_at) if entry.finished_at else None,
+    }

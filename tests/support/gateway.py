@@ -42,6 +42,8 @@ class GatewayProc:
             "KVMSUP_API_TOKENS": self.tokens.env(),
             "KVMSUP_MQTT_KEEPALIVE": "5",
             "KVMSUP_ACCEPT_TIMEOUT": "3",
+            # Per gateway id, so a restarted gateway (same id) finds its history and audit.
+            "KVMSUP_DB": str(tmp / f"{gateway_id}.db"),
             **extra,
         }
         args = [sys.executable, "-m", "gateway"] + (["--dev"] if dev else [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -22,8 +23,9 @@ OPERATOR = {"Authorization": "Bearer operator-secret"}
 
 
 @pytest.fixture
-def app() -> Iterator[Flask]:
+def app(tmp_path: Path) -> Iterator[Flask]:
     settings = Settings(
+        db=str(tmp_path / "gateway.db"),
         mqtt_url="mqtt://127.0.0.1:9", gateway_id="gw-unit", accept_timeout=0.5,
         api_tokens="v:viewer:viewer-secret,o:operator:operator-secret",
         cors_origins="https://app.example",

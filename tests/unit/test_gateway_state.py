@@ -1,4 +1,4 @@
-"""The gateway's cache and read views: name resolution, seq ordering, removal, history."""
+"""The gateway's cache and read views: name resolution, seq ordering, removal."""
 
 from __future__ import annotations
 
@@ -67,16 +67,6 @@ def test_removed_vm_disappears_with_its_metrics() -> None:
     assert cache.remove_vm("a", UA) is not None
     assert cache.vm(("a", UA)) is None and cache.metrics_of(("a", UA)) is None
     assert cache.remove_vm("a", UA) is None
-
-
-def test_history_keeps_only_its_window() -> None:
-    cache = StateCache(history_minutes=1)
-    cache.apply_vm_state(vm("a", UA, "web"))
-    cache.apply_metrics(batch("a", UA, "web", 1, ts_offset_s=-120))
-    cache.apply_metrics(batch("a", UA, "web", 2, ts_offset_s=-30))
-    cache.apply_metrics(batch("a", UA, "web", 3))
-    points = cache.history_of(("a", UA), utc_now() - timedelta(minutes=5))
-    assert [p.cpu_percent for p in points] == [2, 3]
 
 
 def test_views_keep_the_seed_shapes_and_summarise() -> None:

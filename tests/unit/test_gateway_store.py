@@ -1,0 +1,140 @@
+"""The SQLite store: history window, persistence across reopen, events, audit upserts."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.records import AuditEntry
+from gateway.store import Store, StoreError
+from shared.messages import (
+    DiskIO,
+    HostMetrics,
+    MetricsBatch,
+    NetIO,
+    VmEvent,
+    VmMetrics,
+    utc_now,
+)
+
+pytestmark = pytest.mark.unit
+
+UA = "a0000000-0000-4000-8000-000000000001"
+
+
+def batch(cpu: float, ts_offset_s: float = 0) -> MetricsBatch:
+    ts = utc_now() + timedelta(seconds=ts_offset_s)
+    m = VmMetrics(
+        host="a",
+        uuid=UA,
+        name="web",
+        state="running",
+        cpu_percent=cpu,
+        vcpus=2,
+        memory_used_mb=512,
+        memory_total_mb=1024,
+        memory_percent=50,
+        ts=ts,
+        disk_io=[
+            DiskIO(device="vda", read_bytes=1, write_bytes=2, read_bps=10, write_bps=20),
+            DiskIO(device="vdb", read_bytes=1, write_bytes=2, read_bps=1),
+        ],
+        network_io=[NetIO(interface="vnet0", rx_bytes=1, tx_bytes=2, rx_bps=5)],
+    )
+    return MetricsBatch(host="a", interval_s=1, tick=1, host_metrics=HostMetrics(), vms=[m], ts=ts)
+
+
+def entry(id_: str, result: str, by: str = "bob") -> AuditEntry:
+    now = utc_now()
+    return AuditEntry(
+        id=id_,
+        ts=now,
+        by=by,
+        host="a",
+        vm=UA,
+        name="web",
+        action="shutdown",
+        params={"timeout_s": 60.0},
+        result=result,
+        error=None,
+        updated_at=now,
+        finished_at=None,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(str(tmp_path / "sub" / "gw.db"), history_minutes=1, audit_days=1)
+    s.start()
+    return s
+
+
+def test_history_sums_devices_keeps_its_window_and_survives_reopen(
+    store: Store, tmp_path: Path
+) -> None:
+    store.add_metrics(batch(1, ts_offset_s=-120))  # older than the window: pruned
+    store.add_metrics(batch(2, ts_offset_s=-30))
+    store.add_metrics(batch(3))
+    store.stop()  # commits and prunes
+    again = Store(str(tmp_path / "sub" / "gw.db"), history_minutes=1, audit_days=1)
+    points = again.history("a", UA, utc_now() - timedelta(minutes=5))
+    assert [p.cpu_percent for p in points] == [2, 3]
+    assert (points[-1].disk_read_bps, points[-1].disk_write_bps) == (11, 20)
+    assert (points[-1].net_rx_bps, points[-1].net_tx_bps) == (5, 0)
+    assert again.history("a", UA, utc_now() + timedelta(seconds=5)) == []
+
+
+def test_events_newest_first_with_filters(store: Store) -> None:
+    store.add_event(VmEvent(host="a", kind="lifecycle", uuid=UA, name="web", event="started"))
+    store.add_event(
+        VmEvent(
+            host="a",
+            kind="command",
+            uuid=UA,
+            name="web",
+            event="succeeded",
+            by="bob",
+            action="start",
+            status="succeeded",
+            id="j1",
+        )
+    )
+    store.add_event(VmEvent(host="b", kind="agent", event="libvirt_connected"))
+    assert store.flush()
+    assert [e.event for e in store.events()] == ["libvirt_connected", "succeeded", "started"]
+    assert [e.by for e in store.events(kind="command", vm="web")] == ["bob"]
+    assert [e.host for e in store.events(host="b")] == ["b"]
+    assert len(store.events(limit=1)) == 1
+
+
+def test_audit_rewrites_one_entry_per_job(store: Store) -> None:
+    store.record(entry("j1", "pending"))
+    store.record(entry("j1", "succeeded"))
+    store.record(entry("r1", "refused", by="carol"))
+    assert store.flush()
+    rows = store.audit()
+    assert sorted((r.id, r.result, r.by) for r in rows) == [
+        ("j1", "succeeded", "bob"),
+        ("r1", "refused", "carol"),
+    ]
+    assert [r.id for r in store.audit(by="carol")] == ["r1"]
+    assert [r.id for r in store.audit(vm="web", result="succeeded")] == ["j1"]
+    assert store.audit()[0].params == {"timeout_s": 60.0}
+
+
+def test_writes_never_block_when_the_writer_is_behind(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "gw.db"), 1, 1, queue_max=2)  # writer not started
+    t0 = time.monotonic()
+    for i in range(10):
+        s.record(entry(f"j{i}", "pending"))
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_an_unusable_path_refuses_to_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError):
+        Store(str(blocker / "gw.db"), 1, 1)
