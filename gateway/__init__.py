@@ -11,7 +11,7 @@ from gateway.config import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app, its Socket.IO server and the gateway behind them, and connect."""
-    from gateway import api, errors, realtime
+    from gateway import api, errors, openapi, prometheus, realtime
     from gateway.service import Gateway
 
     settings = settings or Settings()
@@ -21,6 +21,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["kvmsup"] = gateway
     errors.init_app(app)
     api.init_app(app)
+    prometheus.init_app(app)
+    openapi.init_app(app)
     realtime.init_app(app, gateway)
     gateway.start()
     atexit.register(gateway.stop)

@@ -1,0 +1,209 @@
+"""`GET /openapi.json`: the OpenAPI 3.1 document, built from Flask's own url map at runtime."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from gateway.bus import gateway_version
+from gateway.openapi_schemas import PARAMS, SCHEMAS, ref
+
+bp = Blueprint("docs", __name__)
+
+# Statuses every route may answer, and what each means (the body is always the Error schema).
+ERRORS = {
+    400: "Bad input (body, `?wait=`, `?minutes=`, `?limit=`)",
+    401: "No or unknown token",
+    403: "The token's role is too low",
+    404: "Unknown VM, host or job",
+    409: "Ambiguous VM name (`candidates`) or a job already running on the VM (`job`)",
+    503: "Host offline or broker unreachable; never queued",
+    504: "The agent did not accept the command in time",
+}
+
+
+@dataclass(frozen=True)
+class Doc:
+    """What Flask cannot tell about a route. Paths, methods and roles come from the app."""
+
+    summary: str
+    response: str  # a schema name in SCHEMAS
+    query: tuple[str, ...] = ()  # names in PARAMS
+    errors: tuple[int, ...] = ()
+    body: str | None = None
+    media: str = "application/json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_CMD_ERRORS = (400, 404, 409, 503, 504)
+_VM_ERRORS = (404, 409)
+
+# Keyed by Flask endpoint; a test checks it matches `app.url_map` both ways.
+ROUTES: dict[str, Doc] = {
+    "api.index": Doc("API information", "Index"),
+    "api.health": Doc("Broker, hosts and libvirt connectivity (always 200)", "Health"),
+    "api.stats_summary": Doc("Hosts, VMs per state, vCPUs and memory", "Summary"),
+    "api.list_vms": Doc("Every VM on every host", "VmList", ("host",), (404,)),
+    "api.vm_detail": Doc("One VM", "VmDetail", ("host",), _VM_ERRORS),
+    "api.vm_metrics": Doc("A VM's latest metrics", "VmMetrics", ("host",), _VM_ERRORS),
+    "api.vm_history": Doc(
+        "A VM's metrics history", "History", ("host", "minutes"), (400, *_VM_ERRORS)
+    ),
+    "api.vm_start": Doc("Start a VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
+    "api.vm_stop": Doc(
+        "Shut a VM down (graceful), or destroy it with force",
+        "Job",
+        ("host", "wait"),
+        _CMD_ERRORS,
+        "StopBody",
+    ),
+    "api.vm_restart": Doc(
+        "Reboot a VM, or reset it with force",
+        "Job",
+        ("host", "wait"),
+        _CMD_ERRORS,
+        "RestartBody",
+    ),
+    "api.vm_suspend": Doc("Pause a VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
+    "api.vm_resume": Doc("Resume a paused VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
+    "api.hosts": Doc("Every host", "HostList"),
+    "api.host_detail": Doc("One host", "Host", errors=(404,)),
+    "api.host_vms": Doc("The VMs of one host", "VmList", errors=(404,)),
+    "api.jobs": Doc(
+        "Commands as jobs, newest first (this run)",
+        "JobList",
+        ("host", "status", "by", "limit"),
+        (400,),
+    ),
+    "api.job": Doc("One job", "Job", errors=(404,)),
+    "api.events": Doc(
+        "Agent events (lifecycle, commands), newest first",
+        "EventList",
+        ("host", "vm", "kind", "limit"),
+        (400,),
+    ),
+    "api.audit": Doc(
+        "Every command the gateway handled, refusals too, newest first",
+        "AuditList",
+        ("host", "vm", "by", "action", "result", "limit"),
+        (400,),
+    ),
+    "docs.openapi": Doc("This document", "OpenApi"),
+    "prometheus.metrics": Doc(
+        "Prometheus text exposition (version 0.0.4)",
+        "Exposition",
+        media="text/plain; version=0.0.4",
+    ),
+}
+
+
+def openapi_path(rule: str) -> str:
+    """Flask's `/vm/<name>` (or `<string:name>`) as OpenAPI's `/vm/{name}`."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _operation(
+    endpoint: str, doc: Doc, role: str | None, path_args: list[str], method: str
+) -> dict[str, Any]:
+    params = [
+        {
+            "name": a,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "VM name (URL-encoded) or UUID" if a == "name" else a,
+        }
+        for a in path_args
+    ] + [PARAMS[q] for q in doc.query]
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {doc.media: {"schema": ref(doc.response)}}},
+    }
+    if method == "POST":
+        responses["200"]["description"] = "The job finished within `?wait=`"
+        responses["202"] = {
+            "description": "Still running: poll the Location",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "/jobs/{id}"}},
+            "content": {"application/json": {"schema": ref("Job")}},
+        }
+    statuses = set(doc.errors) | ({401, 403} if role else set())
+    for status in sorted(statuses):
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    op: dict[str, Any] = {
+        "operationId": endpoint.split(".", 1)[1],
+        "summary": doc.summary,
+        "parameters": params,
+        "responses": responses,
+        "security": [{"bearer": []}] if role else [],
+        **doc.extra,
+    }
+    if role:
+        op["x-required-role"] = role
+    if doc.body:
+        op["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": ref(doc.body)}},
+        }
+    return op
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """Every url rule of the app (but `static`) with its ROUTES entry; KeyError when missing."""
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        doc = ROUTES[rule.endpoint]
+        role = getattr(app.view_functions[rule.endpoint], "required_role", None)
+        item = paths.setdefault(openapi_path(rule.rule), {})
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            item[method.lower()] = _operation(
+                rule.endpoint, doc, role, sorted(rule.arguments), method
+            )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "KVM Supervisor API",
+            "version": gateway_version(),
+            "description": "The seed backend's routes over an MQTT-fed cache of every KVM "
+            "host; commands are jobs. Socket.IO on the same port is not "
+            "described here (see docs/API.md).",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "KVMSUP_API_TOKENS; role viewer for reads, operator for "
+                    "commands (x-required-role)",
+                }
+            },
+            "schemas": SCHEMAS,
+            "responses": {
+                f"E{status}": {
+                    "description": text,
+                    "content": {"application/json": {"schema": ref("Error")}},
+                }
+                for status, text in ERRORS.items()
+            },
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    """Public, like `/`: it describes the API, never the fleet."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    cached = app.extensions.get("kvmsup_openapi")
+    if cached is None:
+        cached = app.extensions["kvmsup_openapi"] = document(app)
+    return jsonify(cached)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,108 @@
+"""`GET /openapi.json`: every Flask route documented and nothing else, refs resolve, roles."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from gateway import create_app
+from gateway.config import Settings
+from gateway.openapi import ROUTES, openapi_path
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(
+        Settings(
+            db=str(tmp_path / "gw.db"),
+            mqtt_url="mqtt://127.0.0.1:9",
+            gateway_id="gw-unit",
+            api_tokens="v:viewer:viewer-secret,o:operator:operator-secret",
+        )
+    )
+    yield app
+    app.extensions["kvmsup"].stop()
+
+
+def flask_routes(app: Flask) -> set[tuple[str, str]]:
+    return {
+        (openapi_path(rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}
+    }
+
+
+def refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for v in node.values() for r in refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in refs(v)]
+    return []
+
+
+def test_every_route_is_documented_and_nothing_else(app: Flask) -> None:
+    resp = app.test_client().get("/openapi.json")  # public, like `/`
+    assert resp.status_code == 200
+    doc = resp.get_json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(p, m) for p, item in doc["paths"].items() for m in item}
+    assert documented == flask_routes(app)
+    endpoints = {r.endpoint for r in app.url_map.iter_rules() if r.endpoint != "static"}
+    assert endpoints == set(ROUTES)  # no stale table entry either
+
+
+def test_refs_resolve_and_ids_are_unique(app: Flask) -> None:
+    doc = app.test_client().get("/openapi.json").get_json()
+    for target in refs(doc):
+        node: Any = doc
+        assert target.startswith("#/"), target
+        for part in target[2:].split("/"):
+            assert part in node, target
+            node = node[part]
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            path_params = {p["name"] for p in op["parameters"] if p["in"] == "path"}
+            assert path_params == set(re.findall(r"{(\w+)}", path)), path
+            assert all(p["schema"] for p in op["parameters"])
+
+
+def test_roles_bodies_and_parameters(app: Flask) -> None:
+    doc = app.test_client().get("/openapi.json").get_json()
+    paths = doc["paths"]
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        **doc["components"]["securitySchemes"]["bearer"],
+        "type": "http",
+        "scheme": "bearer",
+    }
+    for public in ("/", "/health", "/openapi.json"):
+        assert paths[public]["get"]["security"] == []
+    assert paths["/vms"]["get"]["x-required-role"] == "viewer"
+    assert paths["/metrics"]["get"]["x-required-role"] == "viewer"
+    stop = paths["/vm/{name}/stop"]["post"]
+    assert stop["x-required-role"] == "operator"
+    assert {p["name"] for p in stop["parameters"]} == {"name", "host", "wait"}
+    assert {"200", "202", "401", "403", "503", "504"} <= set(stop["responses"])
+    body = doc["components"]["schemas"]["StopBody"]["properties"]
+    assert set(body) == {"force", "timeout_s", "force_after"}
+    assert set(doc["components"]["schemas"]["RestartBody"]["properties"]) == {"force"}
+    history = paths["/vm/{name}/history"]["get"]
+    assert {p["name"] for p in history["parameters"]} == {"name", "host", "minutes"}
+    error = doc["components"]["schemas"]["Error"]["properties"]["error"]
+    assert set(error["required"]) == {"code", "message"}
+    assert "text/plain; version=0.0.4" in paths["/metrics"]["get"]["responses"]["200"]["content"]
+
+
+def test_flask_paths_become_openapi_paths() -> None:
+    assert openapi_path("/vm/<name>/stop") == "/vm/{name}/stop"
+    assert openapi_path("/jobs/<string:job_id>") == "/jobs/{job_id}"
