@@ -19,7 +19,13 @@ from typing import Any, Literal, TypeVar
 import libvirt
 
 from agent.bulkstats import BlockCounters, NetCounters, RawSample, parse_record
-from agent.errors import DomainNotFound, HypervisorError, HypervisorUnavailable
+from agent.errors import (
+    AgentError,
+    CallTimeout,
+    DomainNotFound,
+    HypervisorError,
+    HypervisorUnavailable,
+)
 from agent.metrics import BalloonStats
 
 logger = logging.getLogger(__name__)
@@ -44,6 +50,10 @@ _CONNECTION_ERRORS = {
 }
 _MIN_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 5.0
+# Liveness: a cheap RPC every PROBE_EVERY_S; no answer within PROBE_DEADLINE_S and the
+# connection counts as lost (what libvirt's keepalive 5 s x 3 would decide, see _open).
+PROBE_EVERY_S = 5.0
+PROBE_DEADLINE_S = 15.0
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -119,6 +129,10 @@ def translate(exc: libvirt.libvirtError) -> Exception:
     message = exc.get_error_message() or str(exc)
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return DomainNotFound(message)
+    if exc.get_error_domain() == libvirt.VIR_FROM_RPC and "keepalive" in message:
+        # libvirtd stopped answering (frozen, overloaded): the call hit a deadline, and the
+        # request may still run once the daemon wakes up, so this is a timeout, not a failure.
+        return CallTimeout(message)
     if code in _CONNECTION_ERRORS or exc.get_error_domain() == libvirt.VIR_FROM_RPC:
         return HypervisorUnavailable(message)
     err = HypervisorError(message)
@@ -141,6 +155,10 @@ class Hypervisor:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._callback_ids: list[int] = []
+        # A lost connection is closed only once no call runs on it any more: a frozen libvirtd
+        # answers its queued calls when thawed, and those must land on an open client.
+        self._inflight: dict[int, int] = {}
+        self._retired: dict[int, tuple[libvirt.virConnect, list[int]]] = {}
         self._bulk_is_complete = True
         self._devices: dict[str, tuple[list[str], list[str]]] = {}
         self._thread: threading.Thread | None = None
@@ -159,7 +177,7 @@ class Hypervisor:
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
-            self._teardown(conn)
+            self._retire(conn)
 
     @property
     def connected(self) -> bool:
@@ -184,9 +202,24 @@ class Hypervisor:
             logger.info("connected to libvirt %s", self.uri)
             self._connected.set()
             self._events.put(HypervisorEvent("connected"))
+            probe: threading.Thread | None = None
+            probe_at = time.monotonic()
             while not self._stop.is_set() and not self._dead.wait(1.0):
+                now = time.monotonic()
                 if not self._alive(conn):
                     self._dead.set()
+                elif probe is not None and probe.is_alive():
+                    if now - probe_at > PROBE_DEADLINE_S:
+                        logger.warning(
+                            "libvirt %s did not answer for %.0fs: connection given up",
+                            self.uri,
+                            now - probe_at,
+                        )
+                        self._dead.set()
+                elif now - probe_at >= PROBE_EVERY_S:
+                    probe_at = now
+                    probe = threading.Thread(target=self._probe, name="libvirt-probe", daemon=True)
+                    probe.start()
             if self._stop.is_set():
                 return
             logger.warning("libvirt connection to %s lost; reconnecting", self.uri)
@@ -194,13 +227,17 @@ class Hypervisor:
             with self._lock:
                 self._conn = None
             self._events.put(HypervisorEvent("disconnected"))
-            self._teardown(conn)
+            self._retire(conn)
 
     def _alive(self, conn: libvirt.virConnect) -> bool:
         try:
             return bool(conn.isAlive())
         except libvirt.libvirtError:
             return False
+
+    def _probe(self) -> None:
+        with contextlib.suppress(AgentError):
+            self._call(lambda conn: conn.getLibVersion())
 
     def _open(self) -> libvirt.virConnect:
         conn = libvirt.open(self.uri)
@@ -209,11 +246,13 @@ class Hypervisor:
             conn.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError as exc:
             logger.debug("close callback not supported: %s", exc)
-        try:
-            conn.setKeepAlive(5, 3)
-        except libvirt.libvirtError as exc:
-            # The test driver refuses keepalive; remote drivers accept it.
-            logger.debug("keepalive not supported by %s: %s", self.uri, exc)
+        # No libvirt keepalive (PITFALLS 3 asks for 5, 3): when it closes a connection to a
+        # frozen libvirtd while another thread waits in a call on it, libvirt 9.0's client
+        # crashes that thread (SIGSEGV in its IO loop) once the daemon answers again. The
+        # probe in _supervise detects the freeze instead, and a lost connection is closed only
+        # after its last call returned (_retire), so the process survives the thaw.
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(-1, 0)
         self._callback_ids = [
             conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
@@ -229,11 +268,20 @@ class Hypervisor:
             self._conn = conn
         return conn
 
-    def _teardown(self, conn: libvirt.virConnect) -> None:
-        for cb in self._callback_ids:
+    def _retire(self, conn: libvirt.virConnect) -> None:
+        """Close a connection now, or when the last call still running on it returns."""
+        callback_ids, self._callback_ids = self._callback_ids, []
+        with self._lock:
+            if self._inflight.get(id(conn), 0) > 0:
+                logger.info("closing the old libvirt connection once its last call returns")
+                self._retired[id(conn)] = (conn, callback_ids)
+                return
+        self._teardown(conn, callback_ids)
+
+    def _teardown(self, conn: libvirt.virConnect, callback_ids: list[int]) -> None:
+        for cb in callback_ids:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(cb)
-        self._callback_ids = []
         for close in (conn.unregisterCloseCallback, conn.close):
             with contextlib.suppress(libvirt.libvirtError):
                 close()
@@ -265,15 +313,25 @@ class Hypervisor:
     def _call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
         with self._lock:
             conn = self._conn
-        if conn is None:
-            raise HypervisorUnavailable(f"not connected to {self.uri}")
+            if conn is None:
+                raise HypervisorUnavailable(f"not connected to {self.uri}")
+            key = id(conn)
+            self._inflight[key] = self._inflight.get(key, 0) + 1
         try:
             return fn(conn)
         except libvirt.libvirtError as exc:
             err = translate(exc)
-            if isinstance(err, HypervisorUnavailable):
+            if isinstance(err, HypervisorUnavailable | CallTimeout):
                 self._dead.set()
             raise err from exc
+        finally:
+            with self._lock:
+                left = self._inflight.pop(key) - 1
+                if left:
+                    self._inflight[key] = left
+                retired = None if left else self._retired.pop(key, None)
+            if retired is not None:
+                self._teardown(*retired)
 
     def node_facts(self) -> NodeFacts:
         def read(conn: libvirt.virConnect) -> NodeFacts:
