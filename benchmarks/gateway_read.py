@@ -253,7 +253,7 @@ def main() -> int:
             spawn("gateway", [sys.executable, "-m", "gateway"], {
                 "HOST": "127.0.0.1", "PORT": str(gw_port), "KVMSUP_MQTT_URL": broker.url,
                 "KVMSUP_GATEWAY_ID": "bench", "KVMSUP_API_TOKENS": f"bench:viewer:{token}",
-                "KVMSUP_THREADS": str(args.threads)})
+                "KVMSUP_THREADS": str(args.threads), "KVMSUP_DB": str(work / "gateway.db")})
             spawn("reference", [sys.executable, __file__, "--serve-reference", str(ref_port),
                                 *uris, "--threads", str(args.threads)], {})
             wait_port(gw_port, 20)
