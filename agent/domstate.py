@@ -83,6 +83,8 @@ EVENT_NAMES: tuple[str, ...] = (
     "crashed",
 )
 EVENT_DEFINED, EVENT_UNDEFINED = 0, 1
+# A rename is UNDEFINED(renamed) then DEFINED(renamed) for the same UUID: not a removal.
+UNDEFINED_RENAMED = 1
 
 
 def state_name(state: int) -> VmStateName:

@@ -228,13 +228,15 @@ class AgentService:
     def _on_lifecycle(self, ev: HypervisorEvent) -> None:
         assert ev.uuid is not None
         name = domstate.event_name(ev.event) if ev.event >= 0 else "changed"
-        if ev.event == domstate.EVENT_UNDEFINED:
+        renaming = ev.event == domstate.EVENT_UNDEFINED and ev.detail == domstate.UNDEFINED_RENAMED
+        if ev.event == domstate.EVENT_UNDEFINED and not renaming:
             self._undefined(ev.uuid, ev.name)
             return
         try:
             info = self.hypervisor.domain_info(ev.uuid)
         except DomainNotFound:
-            self._undefined(ev.uuid, ev.name)  # a transient domain that stopped is gone
+            if not renaming:  # the DEFINED(renamed) event that follows brings the new name
+                self._undefined(ev.uuid, ev.name)  # a transient domain that stopped is gone
             return
         state = self.inventory.update(info, force=ev.event >= 0)
         if state is None:
@@ -452,9 +454,7 @@ class AgentService:
             self.hypervisor.node_free_memory_mb(), self.hypervisor.node_cpu_stats()
         )
 
-    def _node_reading(
-        self, free_mb: int | None, cpu_stats: dict[str, int] | None
-    ) -> NodeReading:
+    def _node_reading(self, free_mb: int | None, cpu_stats: dict[str, int] | None) -> NodeReading:
         node = self._node
         return NodeReading(
             cpus=node.cpus if node else None,
@@ -495,14 +495,23 @@ class AgentService:
             known = self.inventory.get(raw.uuid)
             if raw.stale:
                 continue
-            if (
-                known is None
-                or known.state != domstate.state_name(raw.state)
-                or known.name != raw.name
-            ):
+            if known is None or _differs(known, raw):
                 self._hv_events.put(HypervisorEvent("lifecycle", raw.uuid, raw.name))
         for uuid in self.inventory.uuids() - seen:
             self._hv_events.put(HypervisorEvent("lifecycle", uuid, None))
+
+
+def _differs(known: VmState, raw: RawSample) -> bool:
+    """What a tick can see changed without an event: state, name, vCPUs, memory."""
+    if known.name != raw.name or known.vcpus != (raw.vcpus or known.vcpus):
+        return True
+    if raw.max_memory_kib and known.max_memory_mb != raw.max_memory_kib // 1024:
+        return True
+    current = raw.balloon.current_kib
+    if current and known.memory_mb != current // 1024:
+        return True
+    # A shutdown in progress is shown as shutting_down while libvirt still says running.
+    return known.state != domstate.state_name(raw.state) and known.reason != "shutdown requested"
 
 
 def _state_code(state: str) -> int:

@@ -11,6 +11,7 @@ import pytest
 from tests.support.broker import Broker
 from tests.support.mqtt import Recorder
 from tests.support.procs import Service, agent_service
+from tests.support.testdriver import TestDriverDaemon
 
 
 @pytest.fixture
@@ -52,3 +53,12 @@ def start_agent(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Servic
         # A thread that died or a callback that swallowed an exception fails the test (PITFALLS 26).
         out = svc.output()
         assert "Traceback" not in out, f"{svc.name} logged an exception:\n{out[-4000:]}"
+
+
+@pytest.fixture
+def testdriver(tmp_path: Path) -> Iterator[TestDriverDaemon]:
+    """libvirt's test driver behind a private libvirtd: the test and its agents share VMs."""
+    daemon = TestDriverDaemon(tmp_path)
+    daemon.start()
+    yield daemon
+    daemon.stop()

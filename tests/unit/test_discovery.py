@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 import jinja2
 import pytest
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from agent import discovery
 from shared.messages import (
@@ -27,6 +25,18 @@ from shared.messages import (
     dump,
 )
 from shared.topics import TopicError, Topics
+from tests.support.hass import (
+    ACCEPTED,
+    COMMON,
+    ENV,
+    PLAIN_FILTERS,
+    REQUIRED,
+    STATE_CLASSES,
+    UNITS,
+    ha_number,
+    render,
+    templates,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -35,117 +45,6 @@ UUID_A = "6f1c1f0e-2b7a-4c1e-9a51-0d6f3b1a2c3d"
 UUID_B = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 NASTY_NAMES = ("web server", "a+b", "c#d", "ünïcødé 🚀", "x/+/#", "  ")
 ID_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
-
-# What Home Assistant's MQTT platforms require and accept (homeassistant/components/mqtt:
-# config.py MQTT_RO_SCHEMA/MQTT_RW_SCHEMA, schemas.py MQTT_ENTITY_COMMON_SCHEMA, sensor.py,
-# binary_sensor.py, switch.py, button.py). Discovery schemas drop unknown keys silently
-# (vol.REMOVE_EXTRA), so a misspelt key would be lost without a word: check against the list.
-REQUIRED = {
-    "sensor": {"state_topic"},
-    "binary_sensor": {"state_topic"},
-    "switch": {"command_topic"},
-    "button": {"command_topic"},
-}
-COMMON = {
-    "name",
-    "unique_id",
-    "device",
-    "origin",
-    "availability",
-    "availability_mode",
-    "qos",
-    "encoding",
-    "enabled_by_default",
-    "entity_category",
-    "icon",
-    "json_attributes_topic",
-    "json_attributes_template",
-    "object_id",
-    "default_entity_id",
-    "entity_picture",
-}
-ACCEPTED = {
-    "sensor": {
-        "state_topic",
-        "value_template",
-        "device_class",
-        "expire_after",
-        "force_update",
-        "last_reset_value_template",
-        "options",
-        "suggested_display_precision",
-        "state_class",
-        "unit_of_measurement",
-    },
-    "binary_sensor": {
-        "state_topic",
-        "value_template",
-        "device_class",
-        "expire_after",
-        "force_update",
-        "off_delay",
-        "payload_on",
-        "payload_off",
-    },
-    "switch": {
-        "command_topic",
-        "command_template",
-        "state_topic",
-        "value_template",
-        "device_class",
-        "optimistic",
-        "payload_on",
-        "payload_off",
-        "state_on",
-        "state_off",
-        "retain",
-    },
-    "button": {"command_topic", "command_template", "device_class", "payload_press", "retain"},
-}
-# homeassistant/const.py UnitOfDataRate / UnitOfInformation, and sensor/const.py
-# DEVICE_CLASS_UNITS / DEVICE_CLASS_STATE_CLASSES for these classes.
-UNITS = {
-    "data_rate": {
-        "bit/s",
-        "kbit/s",
-        "Mbit/s",
-        "Gbit/s",
-        "B/s",
-        "kB/s",
-        "MB/s",
-        "GB/s",
-        "KiB/s",
-        "MiB/s",
-        "GiB/s",
-    },
-    "data_size": {
-        "bit",
-        "kbit",
-        "Mbit",
-        "Gbit",
-        "B",
-        "kB",
-        "MB",
-        "GB",
-        "TB",
-        "PB",
-        "EB",
-        "ZB",
-        "YB",
-        "KiB",
-        "MiB",
-        "GiB",
-        "TiB",
-        "PiB",
-        "EiB",
-        "ZiB",
-        "YiB",
-    },
-}
-STATE_CLASSES = {
-    "data_rate": {"measurement"},
-    "data_size": {"measurement", "total", "total_increasing"},
-}
 
 
 def vm_state(uuid: str = UUID_A, name: str = "web", state: str = "running", **kw: Any) -> VmState:
@@ -218,30 +117,6 @@ def all_configs(host: str = "h1") -> list[tuple[str, dict[str, Any]]]:
 # replaces a few builtin filters (float, int, round, ...) with its own: the templates use none
 # of them (checked below), so plain Jinja2 renders them exactly as HA does. StrictUndefined is
 # stricter than HA's logging Undefined: a template that passes here passes there.
-ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
-PLAIN_FILTERS = {"map", "reject", "list", "sum", "tojson"}
-
-
-def render(template: str, payload: bytes) -> str:
-    raw = payload.decode()
-    variables: dict[str, Any] = {"value": raw}
-    with contextlib.suppress(ValueError):
-        variables["value_json"] = json.loads(raw)
-    return ENV.from_string(template).render(variables).strip()
-
-
-def ha_number(rendered: str) -> float | None:
-    """What an HA numeric sensor stores: `None` → unknown, anything else must parse as float."""
-    if rendered == "None":
-        return None
-    return float(rendered)
-
-
-def templates(config: dict[str, Any]) -> list[str]:
-    found = [config[k] for k in ("value_template", "json_attributes_template") if k in config]
-    return found + [a["value_template"] for a in config.get("availability", [])]
-
-
 # -- schema ----------------------------------------------------------------------------------
 def test_every_payload_has_the_keys_home_assistant_requires() -> None:
     for topic, config in all_configs():

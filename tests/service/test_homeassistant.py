@@ -1,0 +1,270 @@
+"""Home Assistant over a real broker, played by a test client: discovery, commands, availability."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import libvirt
+import pytest
+
+from agent import discovery
+from shared.topics import Topics
+from tests.support.agentctl import DEMO_A, DEMO_B, AgentClient
+from tests.support.hass import REQUIRED, ha_number, render
+from tests.support.mqtt import Recorder
+from tests.support.procs import demo_node_uri
+
+pytestmark = pytest.mark.service
+
+HA = "homeassistant"
+SAFE = re.compile(r"^[a-zA-Z0-9_-]+$")
+TOPICS = Topics()
+PER_VM = len(discovery.VM_OBJECTS)
+PER_HOST = len(discovery.HOST_OBJECTS)
+
+
+def configs(rec: Recorder) -> dict[str, dict]:
+    """The latest retained config per discovery topic (an empty payload deletes it)."""
+    latest: dict[str, bytes] = {}
+    for m in rec.matching(lambda m: m.topic.startswith(f"{HA}/") and m.topic.endswith("/config")):
+        latest[m.topic] = m.payload
+    return {t: json.loads(p) for t, p in latest.items() if p}
+
+
+def wait_configs(rec: Recorder, count: int, timeout: float = 10) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = configs(rec)
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"only {len(configs(rec))} configs of {count}")
+
+
+def per_vm(found: dict[str, dict], host: str, uuid: str) -> dict[str, dict]:
+    node = f"kvmsup_{host}_{uuid.replace('-', '')}"
+    return {t.split("/")[3]: c for t, c in found.items() if t.split("/")[2] == node}
+
+
+@pytest.fixture
+def ha(broker) -> Recorder:
+    rec = Recorder(broker.port, client_id="home-assistant")
+    rec.subscribe(f"{HA}/#", "kvmsup/#")
+    yield rec
+    rec.close()
+
+
+def test_discovery_of_two_hosts_with_the_same_vm_name(ha, start_agent):
+    start_agent(
+        "demo-a",
+        demo_node_uri("demo-a"),
+        KVMSUP_METRICS_INTERVAL="0.2",
+        KVMSUP_VM_METRICS_EVERY="1",
+    )
+    start_agent(
+        "demo-b",
+        demo_node_uri("demo-b"),
+        KVMSUP_METRICS_INTERVAL="0.2",
+        KVMSUP_VM_METRICS_EVERY="1",
+    )
+    vm_count = len(DEMO_A) + len(DEMO_B)
+    found = wait_configs(ha, 2 * PER_HOST + vm_count * PER_VM)
+    time.sleep(1.0)  # a few metrics ticks, so every topic the configs name has been used
+    published = {m.topic for m in ha.messages}
+
+    unique_ids = [c["unique_id"] for c in found.values()]
+    assert len(unique_ids) == len(set(unique_ids))
+    a, b = (
+        per_vm(found, "demo-a", DEMO_A["shared-vm"]),
+        per_vm(found, "demo-b", DEMO_B["shared-vm"]),
+    )
+    assert a["power"]["device"]["name"] == b["power"]["device"]["name"] == "shared-vm"
+    assert a["power"]["unique_id"] != b["power"]["unique_id"]
+    assert a["power"]["device"]["identifiers"] != b["power"]["device"]["identifiers"]
+    assert a["power"]["device"]["via_device"] != b["power"]["device"]["via_device"]
+
+    for topic, config in found.items():
+        prefix, component, node_id, object_id, _ = topic.split("/")
+        assert prefix == HA and SAFE.match(node_id) and SAFE.match(object_id), topic
+        assert REQUIRED[component] <= config.keys(), topic
+        assert config["origin"]["name"] == "KVM Supervisor"
+        # Every topic a config names is one the agent really publishes or listens to.
+        for key in ("state_topic", "json_attributes_topic"):
+            if key in config:
+                assert config[key] in published, (topic, key, config[key])
+        for avail in config.get("availability", []):
+            assert avail["topic"] in published
+            parsed = TOPICS.parse(avail["topic"])
+            assert parsed is not None and parsed.kind == "host_status"
+        if "command_topic" in config:
+            parsed = TOPICS.parse(config["command_topic"])
+            assert parsed is not None and parsed.kind == "vm_set", topic
+            assert parsed.uuid in set(DEMO_A.values()) | set(DEMO_B.values())
+
+    # Sensors read through their templates, as Home Assistant renders them: numbers in units.
+    web = per_vm(found, "demo-a", DEMO_A["web-01"])
+    metrics = ha.on(TOPICS.vm_metrics("demo-a", DEMO_A["web-01"]))[-1].payload
+    cpu = ha_number(render(web["cpu"]["value_template"], metrics))
+    assert cpu is not None and 0 <= cpu <= 100 and web["cpu"]["unit_of_measurement"] == "%"
+    for rate in ("disk_read", "disk_write", "net_rx", "net_tx"):
+        value = ha_number(render(web[rate]["value_template"], metrics))
+        assert value is not None and value >= 0, rate
+        assert web[rate]["device_class"] == "data_rate"
+        assert web[rate]["unit_of_measurement"] == "B/s"
+    # The test driver reports no memory figures: unknown, never a made-up 0.
+    assert ha_number(render(web["memory_used"]["value_template"], metrics)) is None
+    running = per_vm(found, "demo-a", DEMO_A["web-01"])
+    assert (
+        render(
+            running["state"]["value_template"],
+            ha.on(TOPICS.vm_state("demo-a", DEMO_A["web-01"]))[-1].payload,
+        )
+        == "running"
+    )
+    host_cfg = {t.split("/")[3]: c for t, c in found.items() if t.split("/")[2] == "kvmsup_demo-a"}
+    batch = ha.on(TOPICS.host_metrics("demo-a"))[-1].payload
+    assert ha_number(render(host_cfg["vms_running"]["value_template"], batch)) == 2
+
+
+def switch_state(rec: Recorder, config: dict) -> str:
+    payload = [m for m in rec.on(config["state_topic"]) if m.payload][-1].payload
+    return render(config["value_template"], payload)
+
+
+def test_switch_and_buttons_drive_the_vm(ha, start_agent):
+    client = AgentClient(ha, "demo-a")
+    start_agent("demo-a", demo_node_uri("demo-a"))
+    uuid = DEMO_A["shared-vm"]
+    found = per_vm(wait_configs(ha, PER_HOST + len(DEMO_A) * PER_VM), "demo-a", uuid)
+    power = found["power"]
+    assert power["optimistic"] is False
+    assert switch_state(ha, power) == "OFF"
+
+    since = time.monotonic()
+    ha.publish(power["command_topic"], power["payload_on"])
+    client.wait_state(uuid, "running", since=since)
+    assert switch_state(ha, power) == "ON"
+
+    since = time.monotonic()
+    ha.publish(found["reboot"]["command_topic"], found["reboot"]["payload_press"])
+    ha.wait_for(
+        lambda m: (
+            m.topic.endswith("/events")
+            and m.json().get("action") == "reboot"
+            and m.json().get("status") == "succeeded"
+            and m.at >= since
+        )
+    )
+
+    since = time.monotonic()
+    ha.publish(power["command_topic"], power["payload_off"])
+    client.wait_state(uuid, "stopped", since=since)
+    assert switch_state(ha, power) == "OFF"
+
+    assert found["force_off"]["enabled_by_default"] is False
+    assert found["reset"]["enabled_by_default"] is False
+    ha.publish(power["command_topic"], power["payload_on"])
+    client.wait_state(uuid, "running", since=time.monotonic() - 0.2)
+    since = time.monotonic()
+    ha.publish(found["force_off"]["command_topic"], found["force_off"]["payload_press"])
+    stopped = client.wait_state(uuid, "stopped", since=since)
+    assert stopped["reason"] == "destroyed"
+
+    # A retained command (a stale `ON` left on the broker) is ignored.
+    ha.publish(power["command_topic"], power["payload_on"], retain=True)
+    time.sleep(1.0)
+    assert client.states(uuid)[-1]["state"] == "stopped"
+    ha.publish(power["command_topic"], b"", retain=True)
+
+
+def test_ha_birth_resends_every_config_and_the_will_makes_entities_unavailable(ha, start_agent):
+    agent = start_agent("demo-a", demo_node_uri("demo-a"), KVMSUP_MQTT_KEEPALIVE="2")
+    found = wait_configs(ha, PER_HOST + len(DEMO_A) * PER_VM)
+    count = len(found)
+    ha.clear()
+    ha.publish(f"{HA}/status", b"online")
+    resent = ha.wait_for(
+        lambda m: m.topic.startswith(f"{HA}/") and m.topic.endswith("/config"), count=count
+    )
+    assert {m.topic for m in resent} == set(found)
+
+    power = per_vm(found, "demo-a", DEMO_A["web-01"])["power"]
+    avail = power["availability"][0]
+
+    def availability() -> str:
+        payload = ha.on(avail["topic"])[-1].payload if ha.on(avail["topic"]) else None
+        if payload is None:
+            late = Recorder(ha.client._port)
+            late.subscribe(avail["topic"], settle=0.3)
+            payload = late.on(avail["topic"])[-1].payload
+            late.close()
+        return render(avail["value_template"], payload)
+
+    assert availability() == avail["payload_available"]
+    agent.kill9()
+    ha.wait_for(lambda m: m.topic == avail["topic"] and not m.json()["online"], timeout=6)
+    assert availability() == avail["payload_not_available"]
+    # Every entity of the host names that same availability topic.
+    for config in found.values():
+        if config.get("availability"):
+            assert config["availability"][0]["topic"] == avail["topic"]
+
+
+VM_XML = """<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>
+<memory unit='MiB'>512</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>"""
+
+
+def test_undefine_removes_and_rename_updates_configs(ha, start_agent, testdriver):
+    uri = f"test+unix:///default?socket={testdriver.socket}"
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    conn = libvirt.open(uri)
+    uuid = "d0000000-0000-4000-8000-000000000001"
+    try:
+        dom = conn.defineXML(VM_XML.format(name="ha vm #1", uuid=uuid))
+        start_agent("ha-host", uri)
+        node = f"kvmsup_ha-host_{uuid.replace('-', '')}"
+        mine = lambda: {t: c for t, c in configs(ha).items() if t.split("/")[2] == node}  # noqa: E731
+        deadline = time.monotonic() + 10
+        while len(mine()) < PER_VM and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mine() and all(c["device"]["name"] == "ha vm #1" for c in mine().values())
+        topics = set(mine())
+
+        # A rename behind the agent's back: the device is renamed, same ids, never deleted
+        # (deleting would lose the user's customisations of the entities in Home Assistant).
+        renamed_at = time.monotonic()
+        dom.rename("renamed vm", 0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(c["device"]["name"] == "renamed vm" for c in mine().values()):
+                break
+            time.sleep(0.05)
+        assert set(mine()) == topics
+        assert all(c["device"]["name"] == "renamed vm" for c in mine().values())
+        assert not ha.matching(lambda m: m.at >= renamed_at and m.topic in topics and not m.payload)
+
+        # More vCPUs and memory (no lifecycle event for this): the configs follow within a tick.
+        dom.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+        dom.setVcpusFlags(2, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        dom.setMemoryFlags(
+            1024 * 1024, libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_MEM_MAXIMUM
+        )
+        dom.setMemoryFlags(1024 * 1024, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(c["device"]["hw_version"] == "2 vCPU, 1024 MiB" for c in mine().values()):
+                break
+            time.sleep(0.05)
+        versions = {c["device"]["hw_version"] for c in mine().values()}
+        assert versions == {"2 vCPU, 1024 MiB"}
+
+        # Undefined: every config of the VM is deleted (empty retained payloads).
+        dom.undefine()
+        ha.wait_for(lambda m: m.topic in topics and m.payload == b"", count=len(topics))
+        assert mine() == {}
+        state_topic = TOPICS.vm_state("ha-host", uuid)
+        ha.wait_for(lambda m: m.topic == state_topic and m.payload == b"")
+    finally:
+        conn.close()
