@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -82,6 +83,7 @@ class Bus:
         client.reconnect_delay_set(
             min_delay=1 + int(random.random() * 2), max_delay=8 + int(random.random() * 4)
         )
+        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -175,3 +177,12 @@ class Bus:
             )
         except Exception:
             logger.exception("MQTT message handler failed")
+
+
+def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    """TCP_NODELAY: with Nagle, a PUBLISH written right after a PUBACK waits for the broker's
+    delayed ACK (~40 ms on Linux), which showed in every command reply (benchmarks/latency.py)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError) as exc:
+        logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
