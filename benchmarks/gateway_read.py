@@ -59,9 +59,11 @@ def node_xml(host: str, count: int) -> str:
         <target dev='tap-{letter}{i}'/><model type='virtio'/></interface>
     </devices>
   </domain>""")
-    return f"<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>16</cores><threads>1</threads>" \
-           f"<active>16</active><mhz>2400</mhz><model>bench</model></cpu>" \
-           f"<memory>134217728</memory>{''.join(domains)}\n</node>\n"
+    return (
+        f"<node><cpu><nodes>1</nodes><sockets>1</sockets><cores>16</cores><threads>1</threads>"
+        f"<active>16</active><mhz>2400</mhz><model>bench</model></cpu>"
+        f"<memory>134217728</memory>{''.join(domains)}\n</node>\n"
+    )
 
 
 def socket_answers(path: Path) -> bool:
@@ -89,20 +91,22 @@ def libvirtd(workdir: Path) -> Iterator[str]:
     (workdir / "drivers").mkdir()
     sock_dir.mkdir()
     conf = workdir / "libvirtd.conf"
-    conf.write_text(f'unix_sock_dir = "{sock_dir}"\nauth_unix_rw = "none"\n'
-                    f'auth_unix_ro = "none"\n')
+    conf.write_text(f'unix_sock_dir = "{sock_dir}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n')
     log = (workdir / "libvirtd.log").open("wb")
     proc = subprocess.Popen(
         ["libvirtd", "-f", str(conf), "-p", str(workdir / "libvirtd.pid")],
         env={**os.environ, "LIBVIRT_DRIVER_DIR": str(workdir / "drivers")},
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 15
         while not socket_answers(sock_dir / "libvirt-sock"):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("libvirtd could not be started: "
-                                   + (workdir / "libvirtd.log").read_text()[-1500:])
+                raise RuntimeError(
+                    "libvirtd could not be started: "
+                    + (workdir / "libvirtd.log").read_text()[-1500:]
+                )
             time.sleep(0.1)
         yield f"?socket={sock_dir / 'libvirt-sock'}"
     finally:
@@ -117,8 +121,15 @@ def reference_app(uris: list[str]) -> Any:
     from flask import Flask, abort, jsonify
 
     conns = [libvirt.open(uri) for uri in uris]
-    states = {1: "running", 2: "running", 3: "paused", 4: "shutting_down", 5: "stopped",
-              6: "crashed", 7: "suspended"}
+    states = {
+        1: "running",
+        2: "running",
+        3: "paused",
+        4: "shutting_down",
+        5: "stopped",
+        6: "crashed",
+        7: "suspended",
+    }
     app = Flask("reference")
     prev_cpu: dict[str, tuple[float, int]] = {}
 
@@ -134,9 +145,15 @@ def reference_app(uris: list[str]) -> Any:
         for conn in conns:
             for dom in conn.listAllDomains(0):
                 state, max_mem, _mem, vcpus, _cpu = dom.info()
-                out.append({"name": dom.name(), "state": states.get(state, "unknown"),
-                            "vcpus": vcpus, "memory_mb": max_mem // 1024,
-                            "is_active": bool(dom.isActive())})
+                out.append(
+                    {
+                        "name": dom.name(),
+                        "state": states.get(state, "unknown"),
+                        "vcpus": vcpus,
+                        "memory_mb": max_mem // 1024,
+                        "is_active": bool(dom.isActive()),
+                    }
+                )
         return jsonify({"count": len(out), "vms": out})
 
     @app.get("/vm/<name>/metrics")
@@ -160,10 +177,19 @@ def reference_app(uris: list[str]) -> Any:
             dev = target.get("dev", "")
             stats = dom.interfaceStats(dev)
             nics.append({"interface": dev, "rx_bytes": stats[0], "tx_bytes": stats[4]})
-        return jsonify({"name": name, "state": states.get(state, "unknown"), "cpu_percent": cpu,
-                        "vcpus": vcpus, "memory_percent": round(100 * mem / max_mem, 1),
-                        "memory_used_mb": mem // 1024, "memory_total_mb": max_mem // 1024,
-                        "disk_io": disks, "network_io": nics})
+        return jsonify(
+            {
+                "name": name,
+                "state": states.get(state, "unknown"),
+                "cpu_percent": cpu,
+                "vcpus": vcpus,
+                "memory_percent": round(100 * mem / max_mem, 1),
+                "memory_used_mb": mem // 1024,
+                "memory_total_mb": max_mem // 1024,
+                "disk_io": disks,
+                "network_io": nics,
+            }
+        )
 
     return app
 
@@ -173,9 +199,14 @@ def serve_reference(port: int, uris: list[str], threads: int) -> None:
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in {"bind": f"127.0.0.1:{port}", "workers": 1,
-                               "worker_class": "gthread", "threads": threads,
-                               "control_socket_disable": True, "accesslog": None}.items():
+            for key, value in {
+                "bind": f"127.0.0.1:{port}",
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": threads,
+                "control_socket_disable": True,
+                "accesslog": None,
+            }.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
@@ -185,8 +216,7 @@ def serve_reference(port: int, uris: list[str], threads: int) -> None:
 
 
 # -- load generation --------------------------------------------------------------------------
-def _client(url: str, paths: list[str], token: str | None, until: float) -> tuple[list[float],
-                                                                                   int]:
+def _client(url: str, paths: list[str], token: str | None, until: float) -> tuple[list[float], int]:
     import requests
 
     session = requests.Session()
@@ -204,8 +234,14 @@ def _client(url: str, paths: list[str], token: str | None, until: float) -> tupl
     return latencies, errors
 
 
-def measure(pool: ProcessPoolExecutor, clients: int, url: str, paths: list[str],
-            token: str | None, duration: float) -> dict[str, Any]:
+def measure(
+    pool: ProcessPoolExecutor,
+    clients: int,
+    url: str,
+    paths: list[str],
+    token: str | None,
+    duration: float,
+) -> dict[str, Any]:
     _client(url, paths, token, time.perf_counter() + 0.5)  # warm-up (connections, caches)
     start = time.perf_counter()
     until = start + duration
@@ -214,9 +250,13 @@ def measure(pool: ProcessPoolExecutor, clients: int, url: str, paths: list[str],
     elapsed = time.perf_counter() - start
     lat = sorted(x for r in results for x in r[0])
     q = statistics.quantiles(lat, n=100)
-    return {"requests": len(lat), "errors": sum(r[1] for r in results),
-            "rps": round(len(lat) / elapsed, 1), "p50_ms": round(q[49] * 1000, 3),
-            "p99_ms": round(q[98] * 1000, 3)}
+    return {
+        "requests": len(lat),
+        "errors": sum(r[1] for r in results),
+        "rps": round(len(lat) / elapsed, 1),
+        "p50_ms": round(q[49] * 1000, 3),
+        "p99_ms": round(q[98] * 1000, 3),
+    }
 
 
 def main() -> int:
@@ -232,8 +272,11 @@ def main() -> int:
 
     def spawn(name: str, cmd: list[str], env: dict[str, str]) -> None:
         log = (work / f"{name}.log").open("wb")
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                      env={**os.environ, **env}))
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            )
+        )
 
     broker = Broker(work)
     try:
@@ -245,43 +288,99 @@ def main() -> int:
                 uris.append(f"test+unix://{path}{query}")
             broker.start()
             for host, uri in zip(HOSTS, uris, strict=True):
-                spawn(f"agent-{host}", [sys.executable, "-m", "agent"], {
-                    "KVMSUP_HOST_ID": host, "KVMSUP_MQTT_URL": broker.url, "LIBVIRT_URI": uri,
-                    "KVMSUP_METRICS_INTERVAL": "2", "KVMSUP_HA_DISCOVERY": "false"})
+                spawn(
+                    f"agent-{host}",
+                    [sys.executable, "-m", "agent"],
+                    {
+                        "KVMSUP_HOST_ID": host,
+                        "KVMSUP_MQTT_URL": broker.url,
+                        "LIBVIRT_URI": uri,
+                        "KVMSUP_METRICS_INTERVAL": "2",
+                        "KVMSUP_HA_DISCOVERY": "false",
+                    },
+                )
             token = secrets.token_hex(16)
             gw_port, ref_port = free_port(), free_port()
-            spawn("gateway", [sys.executable, "-m", "gateway"], {
-                "HOST": "127.0.0.1", "PORT": str(gw_port), "KVMSUP_MQTT_URL": broker.url,
-                "KVMSUP_GATEWAY_ID": "bench", "KVMSUP_API_TOKENS": f"bench:viewer:{token}",
-                "KVMSUP_THREADS": str(args.threads), "KVMSUP_DB": str(work / "gateway.db")})
-            spawn("reference", [sys.executable, __file__, "--serve-reference", str(ref_port),
-                                *uris, "--threads", str(args.threads)], {})
+            spawn(
+                "gateway",
+                [sys.executable, "-m", "gateway"],
+                {
+                    "HOST": "127.0.0.1",
+                    "PORT": str(gw_port),
+                    "KVMSUP_MQTT_URL": broker.url,
+                    "KVMSUP_GATEWAY_ID": "bench",
+                    "KVMSUP_API_TOKENS": f"bench:viewer:{token}",
+                    "KVMSUP_THREADS": str(args.threads),
+                    "KVMSUP_DB": str(work / "gateway.db"),
+                },
+            )
+            spawn(
+                "reference",
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve-reference",
+                    str(ref_port),
+                    *uris,
+                    "--threads",
+                    str(args.threads),
+                ],
+                {},
+            )
             wait_port(gw_port, 20)
             wait_port(ref_port, 20)
             wait_ready(f"http://127.0.0.1:{gw_port}", token, len(HOSTS) * args.vms)
 
             names = [f"{h}-vm-{i:02d}" for h in HOSTS for i in range(1, args.vms + 1)]
-            routes = {"/vms": ["/vms"],
-                      "/vm/<name>/metrics": [f"/vm/{n}/metrics" for n in names]}
+            routes = {"/vms": ["/vms"], "/vm/<name>/metrics": [f"/vm/{n}/metrics" for n in names]}
             results: dict[tuple[str, str], dict[str, Any]] = {}
             with ProcessPoolExecutor(args.clients) as pool:
                 for route, paths in routes.items():
-                    for target, port, tok in (("gateway", gw_port, token),
-                                              ("reference", ref_port, None)):
-                        r = measure(pool, args.clients, f"http://127.0.0.1:{port}", paths, tok,
-                                    args.duration)
+                    for target, port, tok in (
+                        ("gateway", gw_port, token),
+                        ("reference", ref_port, None),
+                    ):
+                        r = measure(
+                            pool,
+                            args.clients,
+                            f"http://127.0.0.1:{port}",
+                            paths,
+                            tok,
+                            args.duration,
+                        )
                         results[(target, route)] = r
-                        print(json.dumps({"target": target, "route": route,
-                                          "hosts": len(HOSTS), "vms_per_host": args.vms,
-                                          "clients": args.clients, **r}), flush=True)
+                        print(
+                            json.dumps(
+                                {
+                                    "target": target,
+                                    "route": route,
+                                    "hosts": len(HOSTS),
+                                    "vms_per_host": args.vms,
+                                    "clients": args.clients,
+                                    **r,
+                                }
+                            ),
+                            flush=True,
+                        )
             speed = {
-                route: round(results[("gateway", route)]["rps"]
-                             / max(results[("reference", route)]["rps"], 0.1), 2)
+                route: round(
+                    results[("gateway", route)]["rps"]
+                    / max(results[("reference", route)]["rps"], 0.1),
+                    2,
+                )
                 for route in routes
             }
-            print(json.dumps({"summary": "gateway rps / reference rps", **speed,
-                              "target_vms": ">= 5", "target_metrics": ">= 1",
-                              "libvirtd": "existing" if not query else "started by benchmark"}))
+            print(
+                json.dumps(
+                    {
+                        "summary": "gateway rps / reference rps",
+                        **speed,
+                        "target_vms": ">= 5",
+                        "target_metrics": ">= 1",
+                        "libvirtd": "existing" if not query else "started by benchmark",
+                    }
+                )
+            )
     finally:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
@@ -300,8 +399,9 @@ def wait_ready(url: str, token: str, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
-            body = requests.get(url + "/stats/summary", timeout=2,
-                                headers={"Authorization": f"Bearer {token}"}).json()
+            body = requests.get(
+                url + "/stats/summary", timeout=2, headers={"Authorization": f"Bearer {token}"}
+            ).json()
             if body.get("total_vms") == count and body.get("avg_cpu_percent") is not None:
                 return
         time.sleep(0.2)
@@ -311,6 +411,6 @@ def wait_ready(url: str, token: str, count: int, timeout: float = 30) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--serve-reference":
         threads = int(sys.argv[sys.argv.index("--threads") + 1])
-        serve_reference(int(sys.argv[2]), sys.argv[3:sys.argv.index("--threads")], threads)
+        serve_reference(int(sys.argv[2]), sys.argv[3 : sys.argv.index("--threads")], threads)
     else:
         sys.exit(main())

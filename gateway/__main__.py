@@ -21,11 +21,15 @@ def _exit_on_term(_sig: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvmsup-gateway", description=__doc__)
-    parser.add_argument("--dev", action="store_true",
-                        help="Werkzeug's threaded server instead of gunicorn (FLASK_DEBUG=1 too)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="Werkzeug's threaded server instead of gunicorn (FLASK_DEBUG=1 too)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -49,8 +53,15 @@ def _run_dev(settings: Settings) -> int:
     app = create_app(settings)
     socketio = app.extensions["socketio"]
     logger.info("serving on http://%s:%d (Werkzeug, development)", settings.host, settings.port)
-    socketio.run(app, host=settings.host, port=settings.port, debug=False,
-                 use_reloader=False, allow_unsafe_werkzeug=True, log_output=False)
+    socketio.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        debug=False,
+        use_reloader=False,
+        allow_unsafe_werkzeug=True,
+        log_output=False,
+    )
     return 0
 
 

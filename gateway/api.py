@@ -29,19 +29,32 @@ def host_arg() -> str | None:
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    return jsonify({
-        "name": "KVM Supervisor API",
-        "version": gateway_version(),
-        "gateway_id": gw().settings.gateway_id,
-        "endpoints": [
-            "GET /health", "GET /stats/summary", "GET /vms", "GET /vm/<name>",
-            "GET /vm/<name>/metrics", "GET /vm/<name>/history?minutes=",
-            *(f"POST /vm/<name>/{verb}" for verb in VERBS),
-            "GET /hosts", "GET /hosts/<host>", "GET /hosts/<host>/vms", "GET /jobs",
-            "GET /jobs/<id>", "GET /events", "GET /audit", "GET /openapi.json", "GET /metrics",
-        ],
-        "auth": "none" if gw().auth.open else "bearer",
-    })
+    return jsonify(
+        {
+            "name": "KVM Supervisor API",
+            "version": gateway_version(),
+            "gateway_id": gw().settings.gateway_id,
+            "endpoints": [
+                "GET /health",
+                "GET /stats/summary",
+                "GET /vms",
+                "GET /vm/<name>",
+                "GET /vm/<name>/metrics",
+                "GET /vm/<name>/history?minutes=",
+                *(f"POST /vm/<name>/{verb}" for verb in VERBS),
+                "GET /hosts",
+                "GET /hosts/<host>",
+                "GET /hosts/<host>/vms",
+                "GET /jobs",
+                "GET /jobs/<id>",
+                "GET /events",
+                "GET /audit",
+                "GET /openapi.json",
+                "GET /metrics",
+            ],
+            "auth": "none" if gw().auth.open else "bearer",
+        }
+    )
 
 
 @bp.get("/health")
@@ -49,23 +62,24 @@ def health() -> ResponseReturnValue:
     gateway = gw()
     snap = gateway.cache.snapshot()
     hosts = [
-        {"host": h, "online": s.online, "libvirt_connected": bool(s.online and
-                                                                   s.libvirt_connected)}
+        {"host": h, "online": s.online, "libvirt_connected": bool(s.online and s.libvirt_connected)}
         for h, s in sorted(snap.hosts.items())
     ]
     online = [h for h in hosts if h["online"]]
     broker = gateway.bus.connected
     healthy = broker and all(h["libvirt_connected"] for h in online)
-    return jsonify({
-        "status": "healthy" if healthy else "degraded",
-        "broker_connected": broker,
-        "libvirt_connected": bool(online) and all(h["libvirt_connected"] for h in online),
-        "hosts_online": len(online),
-        "hosts_offline": len(hosts) - len(online),
-        "hosts": hosts,
-        "gateway_id": gateway.settings.gateway_id,
-        "timestamp": views.iso(utc_now()),
-    })
+    return jsonify(
+        {
+            "status": "healthy" if healthy else "degraded",
+            "broker_connected": broker,
+            "libvirt_connected": bool(online) and all(h["libvirt_connected"] for h in online),
+            "hosts_online": len(online),
+            "hosts_offline": len(hosts) - len(online),
+            "hosts": hosts,
+            "gateway_id": gateway.settings.gateway_id,
+            "timestamp": views.iso(utc_now()),
+        }
+    )
 
 
 @bp.get("/stats/summary")
@@ -140,8 +154,10 @@ def _command(name: str, verb: str) -> ResponseReturnValue:
 
 for _verb in VERBS:
     bp.add_url_rule(
-        f"/vm/<name>/{_verb}", f"vm_{_verb}",
-        require("operator")(lambda name, _v=_verb: _command(name, _v)), methods=["POST"],
+        f"/vm/<name>/{_verb}",
+        f"vm_{_verb}",
+        require("operator")(lambda name, _v=_verb: _command(name, _v)),
+        methods=["POST"],
     )
 
 
@@ -197,8 +213,12 @@ def job(job_id: str) -> ResponseReturnValue:
 @require("viewer")
 def events() -> ResponseReturnValue:
     """What the agents report: lifecycle events and command outcomes, newest first."""
-    items = gw().store.events(host=request.args.get("host"), vm=request.args.get("vm"),
-                              kind=request.args.get("kind"), limit=_limit())
+    items = gw().store.events(
+        host=request.args.get("host"),
+        vm=request.args.get("vm"),
+        kind=request.args.get("kind"),
+        limit=_limit(),
+    )
     return jsonify({"count": len(items), "events": [views.event_view(e) for e in items]})
 
 
@@ -207,9 +227,14 @@ def events() -> ResponseReturnValue:
 def audit() -> ResponseReturnValue:
     """Every command the gateway handled (who, what, when, result), refusals too."""
     args = request.args
-    items = gw().store.audit(limit=_limit(), vm=args.get("vm"), by=args.get("by"),
-                             host=args.get("host"), action=args.get("action"),
-                             result=args.get("result"))
+    items = gw().store.audit(
+        limit=_limit(),
+        vm=args.get("vm"),
+        by=args.get("by"),
+        host=args.get("host"),
+        action=args.get("action"),
+        result=args.get("result"),
+    )
     return jsonify({"count": len(items), "audit": [views.audit_view(a) for a in items]})
 
 

@@ -79,8 +79,12 @@ class VmRemoved:
 Inbound = HostStatus | VmState | VmRemoved | MetricsBatch | VmEvent | CommandReply | GatewayStatus
 
 _MODELS: dict[str, type[BaseModel]] = {
-    "host_status": HostStatus, "vm_state": VmState, "host_metrics": MetricsBatch,
-    "host_events": VmEvent, "reply": CommandReply, "gateway_status": GatewayStatus,
+    "host_status": HostStatus,
+    "vm_state": VmState,
+    "host_metrics": MetricsBatch,
+    "host_events": VmEvent,
+    "reply": CommandReply,
+    "gateway_status": GatewayStatus,
 }
 
 
@@ -98,8 +102,12 @@ def decode(topics: Topics, gateway_id: str, topic: str, payload: bytes) -> Inbou
     try:
         model = _MODELS[parsed.kind].model_validate_json(payload)
     except ValidationError as exc:
-        logger.warning("dropped invalid payload on %s: %r (%s)", topic, payload[:256],
-                       exc.errors()[0].get("msg") if exc.errors() else exc)
+        logger.warning(
+            "dropped invalid payload on %s: %r (%s)",
+            topic,
+            payload[:256],
+            exc.errors()[0].get("msg") if exc.errors() else exc,
+        )
         return None
     # The topic is the authority on identity: a payload naming another host is dropped.
     host = getattr(model, "host", None)
@@ -160,15 +168,15 @@ class Bus:
 
     def start(self) -> None:
         self._ingest.start()
-        self._client.connect_async(self.url.host, self.url.port,
-                                   keepalive=self.settings.mqtt_keepalive)
+        self._client.connect_async(
+            self.url.host, self.url.port, keepalive=self.settings.mqtt_keepalive
+        )
         self._client.loop_start()
         logger.info("gateway %s connecting to %r", self.gateway_id, self.url)
 
     def stop(self) -> None:
         if self.connected:
-            status = GatewayStatus(gateway=self.gateway_id, online=False,
-                                   version=gateway_version())
+            status = GatewayStatus(gateway=self.gateway_id, online=False, version=gateway_version())
             info = self._client.publish(self._status_topic, dump(status), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2)
@@ -177,8 +185,9 @@ class Bus:
         self._inbox.put(None)
 
     # -- paho callbacks (network thread: never block here) ---------------------------------
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object,
-                    _p: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
         if getattr(reason, "is_failure", False):
             logger.warning("broker refused the connection: %s", reason)
             return
@@ -188,8 +197,9 @@ class Bus:
         self._connected.set()
         logger.info("connected to the broker %r", self.url)
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
-                       _p: object) -> None:
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
         self._connected.clear()
         logger.warning("disconnected from the broker: %s", reason)
 
@@ -224,8 +234,7 @@ class Bus:
         props.ResponseTopic = self.topics.reply(host, self.gateway_id)
         props.CorrelationData = request.id.encode()
         props.MessageExpiryInterval = max(1, expiry_s)
-        info = self._client.publish(self.topics.cmd(host), dump(request), qos=1,
-                                    properties=props)
+        info = self._client.publish(self.topics.cmd(host), dump(request), qos=1, properties=props)
         try:
             info.wait_for_publish(3)
         except (RuntimeError, ValueError) as exc:

@@ -57,12 +57,23 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "host": self.host, "vm": self.vm, "name": self.name,
-            "action": self.action, "params": self.params, "by": self.by, "status": self.status,
-            "finished": self.finished, "state": self.state, "changed": self.changed,
-            "escalated": self.escalated, "error": self.error,
-            "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
-            "accepted_at": _iso(self.accepted_at), "finished_at": _iso(self.finished_at),
+            "id": self.id,
+            "host": self.host,
+            "vm": self.vm,
+            "name": self.name,
+            "action": self.action,
+            "params": self.params,
+            "by": self.by,
+            "status": self.status,
+            "finished": self.finished,
+            "state": self.state,
+            "changed": self.changed,
+            "escalated": self.escalated,
+            "error": self.error,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "accepted_at": _iso(self.accepted_at),
+            "finished_at": _iso(self.finished_at),
         }
 
 
@@ -85,8 +96,9 @@ class JobManager:
         # Jobs that entered each status since start (Prometheus counters: never decrease).
         self.counts: Counter[str] = Counter()
         self._stop = threading.Event()
-        self._janitor = threading.Thread(target=self._janitor_loop, name="jobs-janitor",
-                                         daemon=True)
+        self._janitor = threading.Thread(
+            target=self._janitor_loop, name="jobs-janitor", daemon=True
+        )
 
     def listen(self, listener: JobListener) -> None:
         self._listeners.append(listener)
@@ -117,35 +129,52 @@ class JobManager:
         self._cond.notify_all()
 
     # -- submitting -------------------------------------------------------------------------
-    def submit(self, host: str, vm: str, name: str, action: str, params: CommandParams,
-               by: str) -> Job:
+    def submit(
+        self, host: str, vm: str, name: str, action: str, params: CommandParams, by: str
+    ) -> Job:
         """Publish the request; Conflict when the VM already has a job in flight."""
-        job = Job(id=uuid.uuid4().hex, host=host, vm=vm, name=name, action=action,
-                  params=params.model_dump(), by=by)
+        job = Job(
+            id=uuid.uuid4().hex,
+            host=host,
+            vm=vm,
+            name=name,
+            action=action,
+            params=params.model_dump(),
+            by=by,
+        )
         with self._cond:
             for other in self._jobs.values():
                 if other.host == host and other.vm == vm and not other.finished:
-                    raise Conflict(f"job {other.id} ({other.action}) is still running on this VM",
-                                   code="job_in_progress", job=other.id)
+                    raise Conflict(
+                        f"job {other.id} ({other.action}) is still running on this VM",
+                        code="job_in_progress",
+                        job=other.id,
+                    )
             job.deadline = time.monotonic() + self.accept_timeout + final_budget(action, params)
             self._jobs[job.id] = job
             self.counts["pending"] += 1
             while len(self._jobs) > self._keep:
                 self._jobs.popitem(last=False)
         request = CommandRequest(
-            id=job.id, action=action, vm=vm, params=params, by=by,
+            id=job.id,
+            action=action,
+            vm=vm,
+            params=params,
+            by=by,
             not_after=utc_now() + timedelta(seconds=self.accept_timeout),
         )
         try:
             self._send(host, request, math.ceil(self.accept_timeout))
         except Exception as exc:
             with self._cond:
-                self._update(job, "failed", error={"code": "broker_unreachable",
-                                                   "message": str(exc)})
+                self._update(
+                    job, "failed", error={"code": "broker_unreachable", "message": str(exc)}
+                )
             self._publish(job)
             # The job is kept (and audited) as failed; the client gets 503 with it.
-            raise BusError(str(exc) or "the broker did not take the command",
-                           job=self.snapshot(job)) from exc
+            raise BusError(
+                str(exc) or "the broker did not take the command", job=self.snapshot(job)
+            ) from exc
         self._publish(job)
         return job
 
@@ -156,11 +185,15 @@ class JobManager:
         with self._cond:
             self._cond.wait_for(lambda: job.status != "pending", self.accept_timeout)
             if job.status == "pending":
-                self._update(job, "timed_out", error={
-                    "code": "agent_timeout",
-                    "message": f"host {job.host} did not accept the command within "
-                               f"{self.accept_timeout:g} s",
-                })
+                self._update(
+                    job,
+                    "timed_out",
+                    error={
+                        "code": "agent_timeout",
+                        "message": f"host {job.host} did not accept the command within "
+                        f"{self.accept_timeout:g} s",
+                    },
+                )
                 timed_out = True
             else:
                 timed_out = False
@@ -169,8 +202,9 @@ class JobManager:
             finished = job.finished
         if timed_out:
             self._publish(job)
-            raise AgentTimeout(job.error["message"] if job.error else "no answer",
-                               job=job.to_dict())
+            raise AgentTimeout(
+                job.error["message"] if job.error else "no answer", job=job.to_dict()
+            )
         return finished
 
     # -- replies and host changes (ingest thread) ---------------------------------------------
@@ -188,7 +222,10 @@ class JobManager:
             else:
                 err: ErrorInfo | None = reply.error
                 self._update(
-                    job, reply.status, state=reply.state or job.state, changed=reply.changed,
+                    job,
+                    reply.status,
+                    state=reply.state or job.state,
+                    changed=reply.changed,
                     escalated=reply.escalated,
                     error=err.model_dump() if err else None,
                 )
@@ -200,9 +237,14 @@ class JobManager:
         with self._cond:
             for job in self._jobs.values():
                 if job.host == host and not job.finished:
-                    self._update(job, "failed", error={
-                        "code": "host_offline",
-                        "message": f"host {host} went offline before the command finished"})
+                    self._update(
+                        job,
+                        "failed",
+                        error={
+                            "code": "host_offline",
+                            "message": f"host {host} went offline before the command finished",
+                        },
+                    )
                     changed.append(job)
         for job in changed:
             self._publish(job)
@@ -219,9 +261,14 @@ class JobManager:
         with self._cond:
             for job in self._jobs.values():
                 if job.status == "accepted" and now > job.deadline:
-                    self._update(job, "timed_out", error={
-                        "code": "no_final_reply",
-                        "message": "the agent accepted the command but never reported its end"})
+                    self._update(
+                        job,
+                        "timed_out",
+                        error={
+                            "code": "no_final_reply",
+                            "message": "the agent accepted the command but never reported its end",
+                        },
+                    )
                     expired.append(job)
         for job in expired:
             self._publish(job)

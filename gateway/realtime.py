@@ -70,8 +70,9 @@ class Bridge:
                 vm = cache.vm((item.host, m.uuid))
                 if vm is not None:
                     data = views.vm_metrics(vm, m)
-                    self._put(("vm_metrics", data,
-                               [ALL_METRICS_ROOM, metrics_room(item.host, m.uuid)]))
+                    self._put(
+                        ("vm_metrics", data, [ALL_METRICS_ROOM, metrics_room(item.host, m.uuid)])
+                    )
 
     def on_job(self, job: Job) -> None:
         self._put(("job_update", self.gateway.jobs.snapshot(job), None))
@@ -98,9 +99,11 @@ def _error(exc: GatewayError, event: str) -> dict[str, Any]:
 def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     origins = gateway.settings.cors_list()
     socketio = SocketIO(
-        app, async_mode="threading",  # PITFALLS 22: never let it pick eventlet
+        app,
+        async_mode="threading",  # PITFALLS 22: never let it pick eventlet
         cors_allowed_origins=origins or None,
-        logger=False, engineio_logger=False,
+        logger=False,
+        engineio_logger=False,
     )
     principals: dict[str, Principal] = {}
 
@@ -127,8 +130,11 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
                     return body
                 except Exception:
                     logger.exception("Socket.IO handler %s failed", event)
-                    return {"error": {"code": "internal", "message": "internal error"},
-                            "status": 500, "event": event}
+                    return {
+                        "error": {"code": "internal", "message": "internal error"},
+                        "status": 500,
+                        "event": event,
+                    }
 
             socketio.on_event(event, handler)
             return fn
@@ -193,9 +199,14 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     @guarded("vm_action", role="operator")
     def vm_action(principal: Principal, data: dict[str, Any]) -> dict[str, Any]:
         body = {k: v for k, v in data.items() if k in ("force", "timeout_s", "force_after")}
-        outcome = gateway.command(str(data.get("name", "")), data.get("host") or None,
-                                  str(data.get("action", "")), body, principal,
-                                  data.get("wait"))
+        outcome = gateway.command(
+            str(data.get("name", "")),
+            data.get("host") or None,
+            str(data.get("action", "")),
+            body,
+            principal,
+            data.get("wait"),
+        )
         return {**outcome.body, "status_code": outcome.status}
 
     bridge = Bridge(socketio, gateway)

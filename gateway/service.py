@@ -78,20 +78,37 @@ def parse_wait(value: Any, default: float, cap: float) -> float:
 
 def audit_of(job: Job) -> AuditEntry:
     return AuditEntry(
-        id=job.id, ts=job.created_at, by=job.by, host=job.host, vm=job.vm, name=job.name,
-        action=job.action, params=job.params, result=job.status, error=job.error,
-        updated_at=job.updated_at, finished_at=job.finished_at,
+        id=job.id,
+        ts=job.created_at,
+        by=job.by,
+        host=job.host,
+        vm=job.vm,
+        name=job.name,
+        action=job.action,
+        params=job.params,
+        result=job.status,
+        error=job.error,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
     )
 
 
-def refusal(ref: str, host: str | None, verb: str, who: Principal,
-            exc: GatewayError) -> AuditEntry:
+def refusal(ref: str, host: str | None, verb: str, who: Principal, exc: GatewayError) -> AuditEntry:
     """A command turned down before it became a job: still who, what, when and why."""
     now = utc_now()
     return AuditEntry(
-        id=uuid.uuid4().hex, ts=now, by=who.name, host=host, vm=None, name=ref, action=verb,
-        params={}, result=REFUSED, error={"code": exc.code, "message": exc.message},
-        updated_at=now, finished_at=now,
+        id=uuid.uuid4().hex,
+        ts=now,
+        by=who.name,
+        host=host,
+        vm=None,
+        name=ref,
+        action=verb,
+        params={},
+        result=REFUSED,
+        error={"code": exc.code, "message": exc.message},
+        updated_at=now,
+        finished_at=now,
     )
 
 
@@ -113,8 +130,7 @@ class Gateway:
         self.cache = StateCache()
         self.store = Store(settings.db, settings.history_minutes, settings.audit_days)
         self.bus = Bus(settings, self.handle)
-        self.jobs = JobManager(self.bus.send_command, settings.accept_timeout,
-                               settings.jobs_keep)
+        self.jobs = JobManager(self.bus.send_command, settings.accept_timeout, settings.jobs_keep)
         self.jobs.listen(lambda job: self.store.record(audit_of(job)))
         self._started = False
 
@@ -151,8 +167,9 @@ class Gateway:
         elif isinstance(model, GatewayStatus):
             self.cache.apply_gateway_status(model)
 
-    def command(self, ref: str, host: str | None, verb: str, body: Any, who: Principal,
-                wait: Any = None) -> Outcome:
+    def command(
+        self, ref: str, host: str | None, verb: str, body: Any, who: Principal, wait: Any = None
+    ) -> Outcome:
         """Resolve, check reachability, publish, wait: 200, 202, or a GatewayError. Every
         command lands in the audit: as its job, or as a refusal when no job was made."""
         try:
@@ -162,14 +179,16 @@ class Gateway:
                 self.store.record(refusal(ref, host, verb, who, exc))
             raise
 
-    def _command(self, ref: str, host: str | None, verb: str, body: Any, who: Principal,
-                 wait: Any) -> Outcome:
+    def _command(
+        self, ref: str, host: str | None, verb: str, body: Any, who: Principal, wait: Any
+    ) -> Outcome:
         action, params = command_of(verb, body)
         wait_s = parse_wait(wait, self.settings.default_wait, self.settings.max_wait)
         vm = self.cache.find(ref, host)
         if not self.bus.connected:
-            raise Unavailable("the gateway is not connected to the MQTT broker",
-                              code="broker_unreachable")
+            raise Unavailable(
+                "the gateway is not connected to the MQTT broker", code="broker_unreachable"
+            )
         if not self.cache.is_online(vm.host):
             raise Unavailable(f"host {vm.host} is offline", code="host_offline")
         job = self.jobs.submit(vm.host, vm.uuid, vm.name, action, params, who.name)

@@ -53,7 +53,8 @@ def resolve(vms: Iterable[VmState], ref: str, host: str | None = None) -> VmStat
     """The one VM a name or UUID designates (SPEC §2): 404 when none, 409 with the candidates."""
     by_uuid = bool(UUID_RE.match(ref))
     found = [
-        vm for vm in vms
+        vm
+        for vm in vms
         if (vm.uuid == ref if by_uuid else vm.name == ref) and (host is None or vm.host == host)
     ]
     if not found:
@@ -66,7 +67,8 @@ def resolve(vms: Iterable[VmState], ref: str, host: str | None = None) -> VmStat
         ]
         raise Conflict(
             f"VM name {ref!r} exists on several hosts; add ?host=<host_id>",
-            code="ambiguous_name", candidates=candidates,
+            code="ambiguous_name",
+            candidates=candidates,
         )
     return found[0]
 
@@ -107,8 +109,9 @@ class StateCache:
         with self._lock:
             held = self._vms.get(key)
             if held is not None and state.seq <= held.seq:
-                logger.debug("dropped out-of-order state of %s (seq %d <= %d)", key, state.seq,
-                             held.seq)
+                logger.debug(
+                    "dropped out-of-order state of %s (seq %d <= %d)", key, state.seq, held.seq
+                )
                 return False
             self._vms[key] = state
             self.version += 1
@@ -142,7 +145,9 @@ class StateCache:
     def snapshot(self, with_metrics: bool = False) -> Snapshot:
         with self._lock:
             return Snapshot(
-                dict(self._hosts), dict(self._loads), dict(self._vms),
+                dict(self._hosts),
+                dict(self._loads),
+                dict(self._vms),
                 dict(self._metrics) if with_metrics else {},
             )
 

@@ -53,10 +53,21 @@ def vm_metrics(vm: VmState, metrics: VmMetrics | None) -> dict[str, Any]:
     if metrics is None:
         # No batch seen yet (gateway just started, or the VM just appeared).
         return {
-            "name": vm.name, "state": vm.state, "cpu_percent": None, "vcpus": vm.vcpus,
-            "memory_percent": None, "memory_used_mb": None, "memory_total_mb": vm.memory_mb,
-            "disk_io": [], "network_io": [], "host": vm.host, "uuid": vm.uuid,
-            "memory_source": "none", "ts": None, "interval_s": None, "stale": True,
+            "name": vm.name,
+            "state": vm.state,
+            "cpu_percent": None,
+            "vcpus": vm.vcpus,
+            "memory_percent": None,
+            "memory_used_mb": None,
+            "memory_total_mb": vm.memory_mb,
+            "disk_io": [],
+            "network_io": [],
+            "host": vm.host,
+            "uuid": vm.uuid,
+            "memory_source": "none",
+            "ts": None,
+            "interval_s": None,
+            "stale": True,
         }
     data = as_dict(metrics)
     data.pop("v", None)
@@ -79,8 +90,11 @@ def host_view(status: HostStatus, load: HostLoad | None, vms: list[VmState]) -> 
     data["vms_running"] = sum(1 for v in vms if v.state == "running")
     data["metrics"] = None
     if load is not None:
-        data["metrics"] = {**load.metrics.model_dump(mode="json"),
-                           "interval_s": load.interval_s, "ts": iso(load.ts)}
+        data["metrics"] = {
+            **load.metrics.model_dump(mode="json"),
+            "interval_s": load.interval_s,
+            "ts": iso(load.ts),
+        }
     return data
 
 
@@ -118,14 +132,20 @@ def summary(snap: Snapshot) -> dict[str, Any]:
 
 def history(vm: VmState, minutes: float, points: list[HistoryPoint]) -> dict[str, Any]:
     return {
-        "name": vm.name, "host": vm.host, "uuid": vm.uuid, "minutes": minutes,
+        "name": vm.name,
+        "host": vm.host,
+        "uuid": vm.uuid,
+        "minutes": minutes,
         "count": len(points),
         "points": [
             {
                 "ts": iso(p.ts),
-                "cpu_percent": p.cpu_percent, "memory_percent": p.memory_percent,
-                "memory_used_mb": p.memory_used_mb, "disk_read_bps": p.disk_read_bps,
-                "disk_write_bps": p.disk_write_bps, "net_rx_bps": p.net_rx_bps,
+                "cpu_percent": p.cpu_percent,
+                "memory_percent": p.memory_percent,
+                "memory_used_mb": p.memory_used_mb,
+                "disk_read_bps": p.disk_read_bps,
+                "disk_write_bps": p.disk_write_bps,
+                "net_rx_bps": p.net_rx_bps,
                 "net_tx_bps": p.net_tx_bps,
             }
             for p in points
@@ -141,8 +161,16 @@ def event_view(event: VmEvent) -> dict[str, Any]:
 
 def audit_view(entry: AuditEntry) -> dict[str, Any]:
     return {
-        "id": entry.id, "ts": iso(entry.ts), "by": entry.by, "host": entry.host, "vm": entry.vm,
-        "name": entry.name, "action": entry.action, "params": entry.params,
-        "result": entry.result, "error": entry.error, "updated_at": iso(entry.updated_at),
+        "id": entry.id,
+        "ts": iso(entry.ts),
+        "by": entry.by,
+        "host": entry.host,
+        "vm": entry.vm,
+        "name": entry.name,
+        "action": entry.action,
+        "params": entry.params,
+        "result": entry.result,
+        "error": entry.error,
+        "updated_at": iso(entry.updated_at),
         "finished_at": iso(entry.finished_at) if entry.finished_at else None,
     }

@@ -62,7 +62,10 @@ class Demo:
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
         )
@@ -114,8 +117,9 @@ def run(demo: Demo) -> int:
     if mqtt_port != 1883:
         print(f"port 1883 is busy: the demo broker listens on {mqtt_port} instead")
     conf = demo.workdir / "mosquitto.conf"
-    conf.write_text(DEV_CONF.read_text().replace("listener 1883 127.0.0.1",
-                                                 f"listener {mqtt_port} 127.0.0.1"))
+    conf.write_text(
+        DEV_CONF.read_text().replace("listener 1883 127.0.0.1", f"listener {mqtt_port} 127.0.0.1")
+    )
     demo.spawn("mosquitto", [mosquitto, "-c", str(conf)])
     if not wait_port(mqtt_port):
         print("Mosquitto did not start:\n" + demo.tail("mosquitto"))
@@ -123,20 +127,32 @@ def run(demo: Demo) -> int:
     mqtt_url = f"mqtt://127.0.0.1:{mqtt_port}"
 
     for host in HOSTS:
-        demo.spawn(f"agent-{host}", [sys.executable, "-m", "agent"], {
-            "KVMSUP_HOST_ID": host, "KVMSUP_MQTT_URL": mqtt_url,
-            "LIBVIRT_URI": f"test://{DEMO_DIR / f'{host}.xml'}",
-        })
+        demo.spawn(
+            f"agent-{host}",
+            [sys.executable, "-m", "agent"],
+            {
+                "KVMSUP_HOST_ID": host,
+                "KVMSUP_MQTT_URL": mqtt_url,
+                "LIBVIRT_URI": f"test://{DEMO_DIR / f'{host}.xml'}",
+            },
+        )
 
     http_port = pick_port(5000)
     if http_port != 5000:
         print(f"port 5000 is busy: the gateway listens on {http_port} instead")
     token = secrets.token_urlsafe(24)
-    demo.spawn("gateway", [sys.executable, "-m", "gateway"], {
-        "HOST": "127.0.0.1", "PORT": str(http_port), "KVMSUP_MQTT_URL": mqtt_url,
-        "KVMSUP_GATEWAY_ID": "demo", "KVMSUP_AUTH": "token",
-        "KVMSUP_API_TOKENS": f"demo:operator:{token}",
-    })
+    demo.spawn(
+        "gateway",
+        [sys.executable, "-m", "gateway"],
+        {
+            "HOST": "127.0.0.1",
+            "PORT": str(http_port),
+            "KVMSUP_MQTT_URL": mqtt_url,
+            "KVMSUP_GATEWAY_ID": "demo",
+            "KVMSUP_AUTH": "token",
+            "KVMSUP_API_TOKENS": f"demo:operator:{token}",
+        },
+    )
     url = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 30
     while True:
@@ -152,7 +168,8 @@ def run(demo: Demo) -> int:
         time.sleep(0.2)
 
     auth = f'-H "Authorization: Bearer {token}"'
-    print(f"""
+    print(
+        f"""
 KVM Supervisor demo is running (broker {mqtt_url}, hosts {", ".join(HOSTS)}).
 
   URL    {url}
@@ -168,7 +185,9 @@ KVM Supervisor demo is running (broker {mqtt_url}, hosts {", ".join(HOSTS)}).
   curl {auth} {url}/events
 
 Socket.IO: connect to {url} with auth {{"token": "{token}"}} (or ?token=...).
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything.""",
+        flush=True,
+    )
     while True:
         time.sleep(0.5)
         if (name := demo.dead()) is not None:

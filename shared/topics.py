@@ -17,8 +17,15 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 _PREFIX_LEVEL_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 TopicKind = Literal[
-    "host_status", "host_metrics", "host_events", "vm_state", "vm_metrics", "vm_set", "cmd",
-    "reply", "gateway_status",
+    "host_status",
+    "host_metrics",
+    "host_events",
+    "vm_state",
+    "vm_metrics",
+    "vm_set",
+    "cmd",
+    "reply",
+    "gateway_status",
 ]
 
 
@@ -57,9 +64,7 @@ def validate_host_id(host: str) -> str:
 
 def validate_gateway_id(gateway_id: str) -> str:
     if not GATEWAY_ID_RE.match(gateway_id):
-        raise TopicError(
-            f"invalid gateway id {gateway_id!r}: it must match {HOST_ID_PATTERN}"
-        )
+        raise TopicError(f"invalid gateway id {gateway_id!r}: it must match {HOST_ID_PATTERN}")
     return gateway_id
 
 
@@ -151,7 +156,9 @@ class Topics:
         host = rest[0]
         if len(rest) == 2 and rest[1] in ("status", "metrics", "events", "cmd"):
             kind: dict[str, TopicKind] = {
-                "status": "host_status", "metrics": "host_metrics", "events": "host_events",
+                "status": "host_status",
+                "metrics": "host_metrics",
+                "events": "host_events",
                 "cmd": "cmd",
             }
             return ParsedTopic(kind[rest[1]], host=host)
@@ -159,7 +166,9 @@ class Topics:
             return ParsedTopic("reply", host=host, gateway_id=rest[2])
         if len(rest) == 4 and rest[1] == "vm" and UUID_RE.match(rest[2]):
             vm_kinds: dict[str, TopicKind] = {
-                "state": "vm_state", "metrics": "vm_metrics", "set": "vm_set",
+                "state": "vm_state",
+                "metrics": "vm_metrics",
+                "set": "vm_set",
             }
             if rest[3] in vm_kinds:
                 return ParsedTopic(vm_kinds[rest[3]], host=host, uuid=rest[2])

@@ -52,8 +52,9 @@ def wait_ready(gw: GatewayProc, vms: int = DEMO_VMS, timeout: float = 10.0) -> d
 
 
 @pytest.fixture
-def gateway(demo_agents: dict[str, Service], start_gateway: Callable[..., GatewayProc]
-            ) -> GatewayProc:
+def gateway(
+    demo_agents: dict[str, Service], start_gateway: Callable[..., GatewayProc]
+) -> GatewayProc:
     gw = start_gateway()
     wait_ready(gw)
     return gw

@@ -17,8 +17,17 @@ from tests.support.procs import Service
 pytestmark = pytest.mark.service
 
 SEED_VM_KEYS = {"name", "state", "vcpus", "memory_mb", "is_active"}
-SEED_METRICS_KEYS = {"name", "state", "cpu_percent", "vcpus", "memory_percent",
-                     "memory_used_mb", "memory_total_mb", "disk_io", "network_io"}
+SEED_METRICS_KEYS = {
+    "name",
+    "state",
+    "cpu_percent",
+    "vcpus",
+    "memory_percent",
+    "memory_used_mb",
+    "memory_total_mb",
+    "disk_io",
+    "network_io",
+}
 
 
 def test_seed_read_routes_keep_the_seed_shapes(gateway: GatewayProc) -> None:
@@ -46,8 +55,9 @@ def test_seed_read_routes_keep_the_seed_shapes(gateway: GatewayProc) -> None:
     odd = gateway.get("/vm/" + requests.utils.quote("my vm #1 (test+dev)", safe="")).json()
     assert odd["uuid"] == "a0000000-0000-4000-8000-000000000004"
 
-    metrics = wait_until(lambda: (m := gateway.get("/vm/web-01/metrics").json())["cpu_percent"]
-                         is not None and m)
+    metrics = wait_until(
+        lambda: (m := gateway.get("/vm/web-01/metrics").json())["cpu_percent"] is not None and m
+    )
     assert metrics.keys() >= SEED_METRICS_KEYS
     assert metrics["disk_io"][0].keys() >= {"device", "read_bytes", "write_bytes"}
     assert metrics["network_io"][0].keys() >= {"interface", "rx_bytes", "tx_bytes"}
@@ -85,7 +95,11 @@ def test_action_changes_the_vm_and_its_job_succeeds(gateway: GatewayProc) -> Non
     assert resp.status_code == 200, resp.text
     job = resp.json()
     assert (job["status"], job["action"], job["state"], job["success"]) == (
-        "succeeded", "shutdown", "stopped", True)
+        "succeeded",
+        "shutdown",
+        "stopped",
+        True,
+    )
     wait_until(lambda: gateway.get("/vm/web-01").json()["state"] == "stopped")
     assert gateway.get(f"/jobs/{job['id']}").json()["status"] == "succeeded"
     assert gateway.get("/jobs").json()["jobs"][0]["id"] == job["id"]
@@ -114,8 +128,9 @@ def test_bad_bodies_are_400(gateway: GatewayProc) -> None:
     assert gateway.post("/vm/web-01/stop", json={"timeout_s": -1}).status_code == 400
     assert gateway.post("/vm/web-01/start", json={"timeout_s": 5}).status_code == 400
     assert gateway.post("/vm/web-01/stop?wait=soon").status_code == 400
-    bad_json = gateway.post("/vm/web-01/stop", data="{nope",
-                            headers={"Content-Type": "application/json"})
+    bad_json = gateway.post(
+        "/vm/web-01/stop", data="{nope", headers={"Content-Type": "application/json"}
+    )
     assert bad_json.status_code == 400
 
 
@@ -136,8 +151,13 @@ def test_a_name_on_two_hosts_needs_the_host(gateway: GatewayProc) -> None:
 
 
 def test_unknown_vm_or_host_is_404(gateway: GatewayProc) -> None:
-    for path in ("/vm/ghost", "/vm/ghost/metrics", "/vm/web-01?host=demo-b",
-                 "/vm/web-01?host=nowhere", "/jobs/nope"):
+    for path in (
+        "/vm/ghost",
+        "/vm/ghost/metrics",
+        "/vm/web-01?host=demo-b",
+        "/vm/web-01?host=nowhere",
+        "/jobs/nope",
+    ):
         resp = gateway.get(path)
         assert resp.status_code == 404, path
         assert resp.json()["error"]["code"]
@@ -179,8 +199,13 @@ def test_restarted_gateway_serves_full_state_from_retained_messages(
     gateway: GatewayProc, start_gateway: Callable[..., GatewayProc]
 ) -> None:
     assert gateway.post("/vm/db-01/stop").status_code == 200
-    before = wait_until(lambda: (b := gateway.get("/vms").json()) and all(
-        v["state"] == "stopped" for v in b["vms"] if v["name"] == "db-01") and b)
+    before = wait_until(
+        lambda: (
+            (b := gateway.get("/vms").json())
+            and all(v["state"] == "stopped" for v in b["vms"] if v["name"] == "db-01")
+            and b
+        )
+    )
     gateway.stop()
 
     fresh = start_gateway(tokens=gateway.tokens)  # returns once it listens

@@ -61,8 +61,7 @@ def test_roles_on_socketio_commands(gateway: GatewayProc) -> None:
         assert done["status_code"] in (200, 202)
         assert (done["action"], done["by"]) == ("destroy", "bob")
         # Every client sees the job end, the viewer included.
-        final = viewer.wait_for("job_update",
-                                lambda j: j["id"] == done["id"] and j["finished"])
+        final = viewer.wait_for("job_update", lambda j: j["id"] == done["id"] and j["finished"])
         assert final["status"] == "succeeded"
     finally:
         viewer.close()
@@ -74,8 +73,7 @@ def test_state_changes_are_pushed_as_vm_state(gateway: GatewayProc) -> None:
     try:
         assert gateway.post("/vm/db-01/suspend").status_code == 200
         pushed = sio.wait_for("vm_state", lambda d: d["name"] == "db-01")
-        assert (pushed["host"], pushed["state"], pushed["is_active"]) == (
-            "demo-a", "paused", True)
+        assert (pushed["host"], pushed["state"], pushed["is_active"]) == ("demo-a", "paused", True)
     finally:
         sio.close()
 
@@ -103,8 +101,9 @@ def test_metric_streams_follow_subscriptions(gateway: GatewayProc) -> None:
         sio.call("unsubscribe_metrics", {})
         sio.events.clear()
         sio.call("subscribe_metrics", {"name": "*"})
-        wait_until(lambda: {m["name"] for m in sio.of("vm_metrics")} >= {"web-01", "backup"},
-                   timeout=5)
+        wait_until(
+            lambda: {m["name"] for m in sio.of("vm_metrics")} >= {"web-01", "backup"}, timeout=5
+        )
         sio.call("unsubscribe_metrics", {"name": "*"})
     finally:
         sio.close()
@@ -121,7 +120,8 @@ def test_auth_none_serves_without_tokens(
     sio = gw.sio(token=None)
     try:
         assert sio.call("vm_action", {"name": "backup", "action": "stop"})["status"] in (
-            "succeeded",)
+            "succeeded",
+        )
     finally:
         sio.close()
     assert "KVMSUP_AUTH=none" in gw.service.output()

@@ -29,8 +29,16 @@ class Tokens:
 class GatewayProc:
     """`python -m gateway` with its own port, broker URL and tokens."""
 
-    def __init__(self, tmp: Path, broker_url: str, *, tokens: Tokens | None = None,
-                 gateway_id: str = "gw-test", dev: bool = False, **extra: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        broker_url: str,
+        *,
+        tokens: Tokens | None = None,
+        gateway_id: str = "gw-test",
+        dev: bool = False,
+        **extra: str,
+    ) -> None:
         self.port = free_port()
         self.tokens = tokens or Tokens()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -96,16 +104,18 @@ class SioClient:
     def of(self, event: str) -> list[Any]:
         return [d for e, d in list(self.events) if e == event]
 
-    def wait_for(self, event: str, predicate: Callable[[Any], bool] = lambda d: True,
-                 timeout: float = 10.0) -> Any:
+    def wait_for(
+        self, event: str, predicate: Callable[[Any], bool] = lambda d: True, timeout: float = 10.0
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for data in self.of(event):
                 if predicate(data):
                     return data
             time.sleep(0.02)
-        raise AssertionError(f"no {event!r} matching within {timeout}s; got "
-                             f"{[e for e, _ in self.events][-20:]}")
+        raise AssertionError(
+            f"no {event!r} matching within {timeout}s; got {[e for e, _ in self.events][-20:]}"
+        )
 
     def call(self, event: str, data: Any = None, timeout: float = 30.0) -> Any:
         return self.client.call(event, data, timeout=timeout)

@@ -26,16 +26,31 @@ OPERATOR = {"Authorization": "Bearer operator-secret"}
 def app(tmp_path: Path) -> Iterator[Flask]:
     settings = Settings(
         db=str(tmp_path / "gateway.db"),
-        mqtt_url="mqtt://127.0.0.1:9", gateway_id="gw-unit", accept_timeout=0.5,
+        mqtt_url="mqtt://127.0.0.1:9",
+        gateway_id="gw-unit",
+        accept_timeout=0.5,
         api_tokens="v:viewer:viewer-secret,o:operator:operator-secret",
         cors_origins="https://app.example",
     )
     app = create_app(settings)
     gw: Gateway = app.extensions["kvmsup"]
     gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
-    gw.handle(VmState(host="h1", uuid=U, name="web", state="running", reason="booted",
-                      is_active=True, vcpus=2, memory_mb=1024, max_memory_mb=1024,
-                      autostart=False, persistent=True, seq=1))
+    gw.handle(
+        VmState(
+            host="h1",
+            uuid=U,
+            name="web",
+            state="running",
+            reason="booted",
+            is_active=True,
+            vcpus=2,
+            memory_mb=1024,
+            max_memory_mb=1024,
+            autostart=False,
+            persistent=True,
+            seq=1,
+        )
+    )
     yield app
     gw.stop()
 
@@ -46,8 +61,12 @@ def agent_answers(gw: Gateway, *statuses: tuple[float, str]) -> list[CommandRequ
     def send(host: str, request: CommandRequest, expiry: int) -> None:
         sent.append(request)
         for delay, status in statuses:
-            reply = CommandReply(id=request.id, host=host, status=status,  # type: ignore[arg-type]
-                                 state="stopped")
+            reply = CommandReply(
+                id=request.id,
+                host=host,
+                status=status,  # type: ignore[arg-type]
+                state="stopped",
+            )
             threading.Timer(delay, gw.jobs.on_reply, args=(reply,)).start()
 
     gw.jobs._send = send
@@ -71,7 +90,9 @@ def test_late_end_is_202_with_location(app: Flask) -> None:
 def test_errors_are_json_and_roles_hold(app: Flask) -> None:
     client = app.test_client()
     for path, headers, status in [
-        ("/vms", {}, 401), ("/vms", VIEWER, 200), ("/nope", VIEWER, 404),
+        ("/vms", {}, 401),
+        ("/vms", VIEWER, 200),
+        ("/nope", VIEWER, 404),
         ("/vm/ghost", VIEWER, 404),
     ]:
         resp = client.get(path, headers=headers)

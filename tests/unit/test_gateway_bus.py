@@ -38,7 +38,12 @@ def test_decode_drops_foreign_identity_and_other_gateways_replies() -> None:
 def test_mqtt_url() -> None:
     url = parse_mqtt_url("mqtts://gw%40x:s3cret@broker.lan")
     assert (url.host, url.port, url.tls, url.username, url.password) == (
-        "broker.lan", 8883, True, "gw@x", "s3cret")
+        "broker.lan",
+        8883,
+        True,
+        "gw@x",
+        "s3cret",
+    )
     assert "s3cret" not in repr(url)
     assert parse_mqtt_url("mqtt://127.0.0.1:1884").port == 1884
     with pytest.raises(ValueError):

@@ -40,8 +40,7 @@ def test_services_build_from_existing_files(compose: dict[str, Any]) -> None:
                     assert (ROOT / service["build"]["context"] / src).exists(), (name, src)
 
 
-def test_broker_is_the_official_mosquitto_2_image_with_our_config(
-        compose: dict[str, Any]) -> None:
+def test_broker_is_the_official_mosquitto_2_image_with_our_config(compose: dict[str, Any]) -> None:
     text = dockerfile(compose["services"]["broker"]).read_text()
     assert re.search(r"^FROM eclipse-mosquitto:2\b", text, re.M)
     assert "COPY broker/" in text
@@ -71,6 +70,10 @@ def test_volumes_are_named_or_exist(compose: dict[str, Any]) -> None:
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_accepts_the_file() -> None:
-    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config",
-                          "-q"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr

@@ -27,8 +27,13 @@ class FakeAgent:
     def send(self, host: str, request: CommandRequest, expiry: int) -> None:
         self.sent.append(request)
         for delay, status in self.statuses:
-            reply = CommandReply(id=request.id, host=host, status=status,  # type: ignore[arg-type]
-                                 state="stopped", changed=True)
+            reply = CommandReply(
+                id=request.id,
+                host=host,
+                status=status,  # type: ignore[arg-type]
+                state="stopped",
+                changed=True,
+            )
             assert self.jobs is not None
             threading.Timer(delay, self.jobs.on_reply, args=(reply,)).start()
 

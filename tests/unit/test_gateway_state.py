@@ -18,19 +18,39 @@ UA = "a0000000-0000-4000-8000-000000000001"
 UB = "b0000000-0000-4000-8000-000000000001"
 
 
-def vm(host: str, uuid: str, name: str, seq: int = 1, state: str = "running",
-       **kw: Any) -> VmState:
-    return VmState(host=host, uuid=uuid, name=name, state=state, reason="booted",  # type: ignore[arg-type]
-                   is_active=state != "stopped", vcpus=2, memory_mb=1024, max_memory_mb=1024,
-                   autostart=False, persistent=True, seq=seq, **kw)
+def vm(host: str, uuid: str, name: str, seq: int = 1, state: str = "running", **kw: Any) -> VmState:
+    return VmState(
+        host=host,
+        uuid=uuid,
+        name=name,
+        state=state,
+        reason="booted",  # type: ignore[arg-type]
+        is_active=state != "stopped",
+        vcpus=2,
+        memory_mb=1024,
+        max_memory_mb=1024,
+        autostart=False,
+        persistent=True,
+        seq=seq,
+        **kw,
+    )
 
 
 def batch(host: str, uuid: str, name: str, cpu: float, ts_offset_s: float = 0) -> MetricsBatch:
     ts = utc_now() + timedelta(seconds=ts_offset_s)
-    m = VmMetrics(host=host, uuid=uuid, name=name, state="running", cpu_percent=cpu, vcpus=2,
-                  memory_used_mb=512, memory_total_mb=1024, memory_percent=50, ts=ts)
-    return MetricsBatch(host=host, interval_s=1, tick=1, host_metrics=HostMetrics(), vms=[m],
-                        ts=ts)
+    m = VmMetrics(
+        host=host,
+        uuid=uuid,
+        name=name,
+        state="running",
+        cpu_percent=cpu,
+        vcpus=2,
+        memory_used_mb=512,
+        memory_total_mb=1024,
+        memory_percent=50,
+        ts=ts,
+    )
+    return MetricsBatch(host=host, interval_s=1, tick=1, host_metrics=HostMetrics(), vms=[m], ts=ts)
 
 
 def test_resolve_by_name_uuid_and_host() -> None:
@@ -80,9 +100,16 @@ def test_views_keep_the_seed_shapes_and_summarise() -> None:
 
     listed = views.vms_list(snap)
     assert listed["count"] == 2
-    assert listed["vms"][0] == {"name": "idle", "state": "stopped", "vcpus": 2,
-                                "memory_mb": 1024, "is_active": False, "host": "b",
-                                "uuid": UB, "host_online": False}
+    assert listed["vms"][0] == {
+        "name": "idle",
+        "state": "stopped",
+        "vcpus": 2,
+        "memory_mb": 1024,
+        "is_active": False,
+        "host": "b",
+        "uuid": UB,
+        "host_online": False,
+    }
     summary = views.summary(snap)
     assert (summary["total_vms"], summary["running_vms"], summary["stopped_vms"]) == (2, 1, 1)
     assert (summary["allocated_vcpus"], summary["used_memory_mb"]) == (2, 512)
