@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.e2e.stack import Stack, running_stack
 from tests.support.guests import Guest, Guests, Kind
 from tests.support.libvirtd import Libvirtd, LibvirtUnavailable, from_environment
 
@@ -93,3 +94,10 @@ def make_guest(guests: Guests) -> Iterator[Callable[..., Guest]]:
     yield make
     for guest in made:
         guests.remove(guest)
+
+
+@pytest.fixture
+def stack(libvirtd: Libvirtd, tmp_path: Path) -> Iterator[Stack]:
+    """A fresh broker, agent and gateway for one test, on the session's libvirtd."""
+    with running_stack(tmp_path, libvirtd.uri) as s:
+        yield s

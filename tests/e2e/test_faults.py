@@ -1,0 +1,137 @@
+"""libvirtd killed, restarted and frozen under a running agent and gateway (issue 4)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from tests.e2e.conftest import REPORT
+from tests.e2e.stack import Stack, running_stack
+from tests.support.guests import Guest
+from tests.support.libvirtd import Libvirtd
+
+
+@pytest.fixture
+def fault_stack(libvirtd_faults: Libvirtd, tmp_path: Path) -> Iterator[Stack]:
+    """Like `stack`, on the daemon this file kills and freezes (healed after each test)."""
+    with running_stack(tmp_path, libvirtd_faults.uri) as s:
+        yield s
+
+
+def wait_status(stack: Stack, since: float, connected: bool, timeout: float) -> float:
+    """When the agent's retained host status first said libvirt_connected == `connected`."""
+    topic = stack.client.topics.host_status(stack.host)
+    found = stack.recorder.wait_for(
+        lambda m: (
+            m.topic == topic
+            and m.at >= since
+            and m.json().get("online") is True
+            and m.json().get("libvirt_connected") is connected
+        ),
+        timeout,
+    )
+    return found[0].at
+
+
+def test_libvirtd_killed_and_restarted(
+    libvirtd_faults: Libvirtd, fault_stack: Stack, make_guest: Callable[..., Guest]
+) -> None:
+    env, stack = libvirtd_faults, fault_stack
+    running = make_guest("idle")
+    late = make_guest("idle", start=False)
+    stack.wait_vm(running.name, "running")
+    stack.wait_vm(late.name, "stopped")
+    agent_pid = stack.agent.pid
+
+    t_kill = time.monotonic()
+    env.kill9()
+    lost = wait_status(stack, t_kill, connected=False, timeout=10)
+    # The gateway keeps serving its cache while libvirt is away, and says so.
+    health = stack.gateway.get("/health", token=None).json()
+    assert health["status"] == "degraded" and health["libvirt_connected"] is False, health
+    assert stack.vm(running.name)["state"] == "running"
+
+    # The agent retries with backoff (0.5, 1, 2 s...): bring libvirtd back just after a failed
+    # retry, so the guest below starts while the agent is still out.
+    stack.agent.wait_log("retrying in 2.0s", timeout=10)
+    t_restart = time.monotonic()
+    env.restart()
+    conn = libvirt.open(env.uri)
+    try:
+        conn.lookupByUUIDString(late.uuid).create()
+    finally:
+        conn.close()
+    started_at = time.monotonic()
+    back = wait_status(stack, t_restart, connected=True, timeout=10)
+    REPORT["agent_saw_libvirtd_gone_s"] = round(lost - t_kill, 2)
+    REPORT["agent_reconnect_s"] = round(back - t_restart, 2)
+    assert back - t_restart < 10
+    assert stack.agent.alive() and stack.agent.pid == agent_pid  # no restart of the agent
+
+    stack.wait_vm(late.name, "running", timeout=5)
+    stack.wait_vm(running.name, "running", timeout=5)
+    assert started_at < back, "the guest was meant to start while the agent was out"
+    # Commands work on the new connection.
+    resp = stack.gateway.post(f"/vm/{late.name}/stop?wait=10", json={"force": True})
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+    # Events flow on the new connection (the callbacks were registered again).
+    conn = libvirt.open(env.uri)
+    try:
+        conn.lookupByUUIDString(running.uuid).suspend()
+    finally:
+        conn.close()
+    stack.wait_vm(running.name, "paused", timeout=2)
+
+
+def test_libvirtd_frozen_then_thawed(
+    libvirtd_faults: Libvirtd, fault_stack: Stack, make_guest: Callable[..., Guest]
+) -> None:
+    env, stack = libvirtd_faults, fault_stack
+    guest = make_guest("idle")
+    stack.wait_vm(guest.name, "running")
+    stack.metrics(guest.uuid, lambda v: v["cpu_percent"] is not None)
+    agent_pid = stack.agent.pid
+    topic = stack.client.topics.host_metrics(stack.host)
+
+    with env.frozen():
+        t_freeze = time.monotonic()
+        # The tick must not stall: the VM is reported stale, with no made-up figures.
+        stale = stack.metrics(guest.uuid, lambda v: v["stale"], timeout=5)
+        REPORT["freeze_to_stale_s"] = round(time.monotonic() - t_freeze, 2)
+        assert stale["cpu_percent"] is None
+        # A command cannot complete: 202 now, then the job ends timed_out (or the gateway 504s).
+        resp = stack.gateway.post(f"/vm/{guest.name}/suspend?wait=1")
+        assert resp.status_code in (202, 504), resp.text
+        job_id = resp.json()["id"] if resp.status_code == 202 else resp.json()["error"]["job"]
+        # Reads are served from the gateway's cache meanwhile, promptly.
+        for path in ("/vms", f"/vm/{guest.name}", f"/vm/{guest.name}/metrics", "/hosts"):
+            t0 = time.monotonic()
+            assert stack.gateway.get(path).status_code == 200, path
+            assert time.monotonic() - t0 < 0.5, path
+        job = stack.poll(f"/jobs/{job_id}", lambda j: bool(j["finished"]), 40)
+        REPORT["frozen_command_ended_s"] = round(time.monotonic() - t_freeze, 1)
+        assert job["status"] == "timed_out", job
+        # Keepalive (5 s x 3) gives the connection up: the host says so.
+        lost = wait_status(stack, t_freeze, connected=False, timeout=30)
+        REPORT["freeze_to_libvirt_disconnected_s"] = round(lost - t_freeze, 1)
+        ticks = len([m for m in stack.recorder.on(topic) if m.at > t_freeze])
+        assert ticks >= 2, "the agent's tick stalled on the frozen libvirtd"
+        assert stack.gateway.get("/health", token=None).json()["libvirt_connected"] is False
+
+    t_thaw = time.monotonic()
+    back = wait_status(stack, t_thaw, connected=True, timeout=15)
+    REPORT["thaw_to_reconnect_s"] = round(back - t_thaw, 2)
+    fresh = stack.metrics(guest.uuid, lambda v: not v["stale"] and v["cpu_percent"] is not None)
+    assert fresh["state"] == "running"
+    conn = libvirt.open(env.uri)
+    try:
+        assert conn.lookupByUUIDString(guest.uuid).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    finally:
+        conn.close()
+    resp = stack.gateway.post(f"/vm/{guest.name}/suspend?wait=10")
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+    assert stack.agent.pid == agent_pid and stack.agent.alive()

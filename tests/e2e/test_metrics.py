@@ -1,0 +1,77 @@
+"""Metrics of real guests as users read them: CPU %, disk, interfaces, honest memory source."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+
+from tests.e2e.conftest import REPORT
+from tests.e2e.stack import Stack
+from tests.support.guests import Guest, Guests
+from tests.support.libvirtd import Libvirtd
+
+SAMPLES = 4
+
+
+def series(stack: Stack, uuids: list[str], since: float, count: int) -> list[list[Any]]:
+    """Per VM, the cpu_percent of `count` consecutive ticks, each wholly after `since`."""
+    topic = stack.client.topics.host_metrics(stack.host)
+    # The first batch after `since` may span time before it: skip it.
+    batches = stack.recorder.wait_for(
+        lambda m: m.topic == topic and m.at >= since, timeout=count + 10, count=count + 1
+    )[1 : count + 1]
+    vms = [{v["uuid"]: v for v in b.json()["vms"]} for b in batches]
+    return [[b[u]["cpu_percent"] for b in vms] for u in uuids]
+
+
+def test_cpu_disk_network_and_memory_of_real_guests(
+    libvirtd: Libvirtd, stack: Stack, guests: Guests, make_guest: Callable[..., Guest]
+) -> None:
+    idle, spin = make_guest("idle"), make_guest("spin")
+    # SeaBIOS spins the vCPU until it has read the boot sector: measure after that.
+    REPORT["metrics_boot_s"] = round(guests.wait_booted(idle, spin), 2)
+    spin_cpu, idle_cpu = series(stack, [spin.uuid, idle.uuid], time.monotonic(), SAMPLES)
+    REPORT["agent_spin_cpu_pct"] = spin_cpu
+    REPORT["agent_idle_cpu_pct"] = idle_cpu
+    assert None not in spin_cpu and None not in idle_cpu
+    assert statistics.median(spin_cpu) >= 85, spin_cpu
+    assert statistics.median(idle_cpu) <= 10, idle_cpu
+
+    for guest in (idle, spin):
+        # What a user reads: the REST route of the seed.
+        m = stack.poll(f"/vm/{guest.name}/metrics", lambda r: r["cpu_percent"] is not None)
+        assert (m["state"], m["vcpus"], m["stale"]) == ("running", 1, False)
+        disk = m["disk_io"]
+        assert [d["device"] for d in disk] == ["vda"]
+        assert disk[0]["read_bytes"] >= 512  # the BIOS read the boot sector
+        assert disk[0]["read_bps"] is not None and disk[0]["read_iops"] is not None
+        nic = m["network_io"]
+        assert [n["interface"] for n in nic] == [guest.tap]
+        for key in ("rx_bytes", "tx_bytes", "rx_errors", "tx_errors", "rx_drops", "tx_drops"):
+            assert isinstance(nic[0][key], int), key
+        assert nic[0]["rx_bps"] is not None and nic[0]["tx_bps"] is not None
+        # No balloon driver in a boot sector: the agent must say the figure is QEMU's rss.
+        assert m["memory_source"] == "rss"
+        assert m["memory_total_mb"] == 32
+        assert m["memory_used_mb"] > 0 and 0 < m["memory_percent"] <= 100
+        REPORT[f"{guest.kind}_rss_mb"] = m["memory_used_mb"]
+
+    # The agent asked QEMU for balloon stats (KVMSUP_MEMORY_STATS_PERIOD, default 5 s).
+    conn = libvirt.open(libvirtd.uri)
+    try:
+        xml = conn.lookupByUUIDString(spin.uuid).XMLDesc(0)
+    finally:
+        conn.close()
+    stats = ET.fromstring(xml).find("./devices/memballoon/stats")
+    assert stats is not None and stats.get("period") == "5", xml
+
+
+def test_stopped_guest_reports_no_usage(stack: Stack, make_guest: Callable[..., Guest]) -> None:
+    guest = make_guest("idle", start=False)
+    m = stack.metrics(guest.uuid, lambda v: v["state"] == "stopped")
+    assert (m["cpu_percent"], m["memory_used_mb"], m["memory_source"]) == (0.0, None, "none")
