@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.ports import free_port, wait_port  # noqa: E402
+from tests.support.testdriver import TestDriverDaemon  # noqa: E402
 
 HOSTS = ("bench-a", "bench-b")
-DEFAULT_SOCKET = Path("/var/run/libvirt/libvirt-sock")
 
 
 # -- the fixture: node files and libvirtd -------------------------------------------------------
@@ -66,53 +65,19 @@ def node_xml(host: str, count: int) -> str:
     )
 
 
-def socket_answers(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX) as sock:
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def libvirtd(workdir: Path) -> Iterator[str]:
-    """The URI query serving the test driver: the running libvirtd, else one we start.
+    """The URI query serving the test driver: a private libvirtd of the tests' own making.
 
-    Ours gets a private socket directory and an empty driver directory: the test driver is
-    built into libvirt, and skipping the QEMU driver lets it start without a libvirt-qemu user.
+    Always our own daemon, never the machine's: the figures must not depend on what else a
+    system libvirtd is doing.
     """
-    if socket_answers(DEFAULT_SOCKET):
-        yield ""
-        return
-    sock_dir = workdir / "libvirt"
-    (workdir / "drivers").mkdir()
-    sock_dir.mkdir()
-    conf = workdir / "libvirtd.conf"
-    conf.write_text(f'unix_sock_dir = "{sock_dir}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n')
-    log = (workdir / "libvirtd.log").open("wb")
-    proc = subprocess.Popen(
-        ["libvirtd", "-f", str(conf), "-p", str(workdir / "libvirtd.pid")],
-        env={**os.environ, "LIBVIRT_DRIVER_DIR": str(workdir / "drivers")},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    daemon = TestDriverDaemon(workdir)
+    daemon.start()
     try:
-        deadline = time.monotonic() + 15
-        while not socket_answers(sock_dir / "libvirt-sock"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "libvirtd could not be started: "
-                    + (workdir / "libvirtd.log").read_text()[-1500:]
-                )
-            time.sleep(0.1)
-        yield f"?socket={sock_dir / 'libvirt-sock'}"
+        yield f"?socket={daemon.socket}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        daemon.stop()
 
 
 # -- the direct-libvirt reference server (benchmark only, never a product path) ---------------
@@ -377,7 +342,7 @@ def main() -> int:
                         **speed,
                         "target_vms": ">= 5",
                         "target_metrics": ">= 1",
-                        "libvirtd": "existing" if not query else "started by benchmark",
+                        "libvirtd": "started by benchmark",
                     }
                 )
             )
