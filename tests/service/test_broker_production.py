@@ -509,9 +509,14 @@ def test_real_gateway_over_tls_serves_and_commands(agent_a, tmp_path, prod_broke
         KVMSUP_MQTT_CA=str(prod_broker.ca),
     ).start()
     try:
-        body = wait_until(
-            lambda: (b := gw.get("/vms").json()).get("count") == len(DEMO_A) and b, 15
-        )
+
+        def ready() -> Any:
+            # The previous test's agent left a retained "offline": wait for this one's "online".
+            body = gw.get("/vms").json()
+            vms = body.get("vms", [])
+            return len(vms) == len(DEMO_A) and all(v["host_online"] for v in vms) and body
+
+        body = wait_until(ready, 15)
         assert {v["host"] for v in body["vms"]} == {"demo-a"}
         done = gw.post("/vm/db-01/restart", json={"force": True})
         assert done.status_code == 200, done.text
