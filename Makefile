@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 # Broker, libvirt-python's build deps, and libvirtd + QEMU for the end-to-end tier.
 APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \
-	python3-venv python3-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
+	python3-venv python3-dev openssl libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \
