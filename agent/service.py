@@ -156,7 +156,9 @@ class AgentService:
             host=self.host,
             online=online,
             agent_version=__version__,
-            libvirt_connected=self.hypervisor.connected,
+            # Connected and resynced: an MQTT connect between the two must not announce
+            # libvirt as up with no node facts yet (the resync republishes the status).
+            libvirt_connected=self.hypervisor.connected and self.inventory.synced,
             libvirt_uri=self.settings.public_libvirt_uri(),
             hypervisor=HypervisorInfo(type=node.hypervisor_type, version=node.hypervisor_version)
             if node
