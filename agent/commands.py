@@ -26,7 +26,6 @@ from shared.messages import (
     CommandRequest,
     ErrorInfo,
     ReplyStatus,
-    VmState,
     VmStateName,
 )
 
@@ -242,12 +241,12 @@ class CommandExecutor:
         request: CommandRequest,
         status: ReplyStatus,
         *,
-        state: VmState | None = None,
+        state: VmStateName | None = None,
         changed: bool | None = None,
         escalated: bool | None = None,
         error: ErrorInfo | None = None,
     ) -> CommandReply:
-        vm = state or self._inventory.get(request.vm)
+        vm = self._inventory.get(request.vm)
         return CommandReply(
             id=request.id,
             host=self.host,
@@ -255,38 +254,48 @@ class CommandExecutor:
             action=request.action,
             vm=request.vm,
             name=vm.name if vm else None,
-            state=vm.state if vm else None,
+            state=state or (vm.state if vm else None),
             changed=changed,
             escalated=escalated,
             error=error,
         )
 
-    def _fresh(self, uuid: str) -> VmState:
-        """Reads the VM from libvirt now (the reply carries the true state) and asks the
-        service to publish it if it changed: only the event worker records states."""
-        info = self._calls.run(lambda: self._hv.domain_info(uuid), self._call_timeout)
-        self._on_change(uuid)
-        return self._inventory.view(info)
+    def _fresh(self, uuid: str) -> VmStateName:
+        """Reads the VM's state from libvirt now, one RPC: the reply carries the true state.
+        Publishing it is the event worker's job (lifecycle events, and the tick for misses)."""
+        state, _reason = self._calls.run(lambda: self._hv.domain_state(uuid), self._call_timeout)
+        return self._inventory.state_name(uuid, state)
+
+    def _attempt(self, request: CommandRequest) -> tuple[VmStateName, VmStateName | None]:
+        """On one call worker (no thread hop between the steps): the state before, then, when
+        the action applies, the action and the state after (None when nothing was done)."""
+        uuid, action = request.vm, request.action
+        before = self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
+        if before in TARGET.get(action, ()) or before not in ALLOWED_FROM[action]:
+            return before, None
+        if action == "shutdown":  # waits for the guest: done by the job, not a call worker
+            return before, None
+        self._hv.perform(uuid, action)
+        return before, self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
 
     def _execute(self, request: CommandRequest) -> CommandReply:
         action = request.action
         try:
-            before = self._fresh(request.vm)
-            if before.state in TARGET.get(action, ()):
+            before, after = self._calls.run(lambda: self._attempt(request), self._call_timeout)
+            if before in TARGET.get(action, ()):
                 return self._final(request, "succeeded", state=before, changed=False)
-            if before.state not in ALLOWED_FROM[action]:
+            if before not in ALLOWED_FROM[action]:
                 return self._final(
                     request,
                     "failed",
                     state=before,
                     error=ErrorInfo(
-                        code="invalid_state", message=f"cannot {action} a VM that is {before.state}"
+                        code="invalid_state", message=f"cannot {action} a VM that is {before}"
                     ),
                 )
             if action == "shutdown":
                 return self._shutdown(request)
-            self._calls.run(lambda: self._hv.perform(request.vm, action), self._call_timeout)
-            return self._final(request, "succeeded", state=self._fresh(request.vm), changed=True)
+            return self._final(request, "succeeded", state=after, changed=True)
         except CallTimeout as exc:
             return self._final(
                 request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
@@ -340,5 +349,5 @@ class CommandExecutor:
                 fresh = self._fresh(uuid)
             except AgentError:
                 continue
-            if fresh.state in states:
+            if fresh in states:
                 return True

@@ -161,6 +161,8 @@ class Hypervisor:
         self._retired: dict[int, tuple[libvirt.virConnect, list[int]]] = {}
         self._bulk_is_complete = True
         self._devices: dict[str, tuple[list[str], list[str]]] = {}
+        # virDomain handles of the current connection: a command then costs one RPC, not two.
+        self._domains: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -264,6 +266,7 @@ class Hypervisor:
         # libvirt's test driver reports only the state group in bulk: fill the rest per domain.
         self._bulk_is_complete = conn.getType().upper() != "TEST"
         self._devices.clear()
+        self._domains.clear()
         with self._lock:
             self._conn = conn
         return conn
@@ -297,6 +300,7 @@ class Hypervisor:
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         try:
             self._devices.pop(dom.UUIDString(), None)
+            self._domains.pop(dom.UUIDString(), None)
             self._events.put(
                 HypervisorEvent("lifecycle", dom.UUIDString(), dom.name(), event, detail)
             )
@@ -374,8 +378,28 @@ class Hypervisor:
 
         return self._call(read)
 
+    def _lookup(self, conn: libvirt.virConnect, uuid: str) -> Any:
+        dom = self._domains.get(uuid)
+        if dom is None:
+            dom = conn.lookupByUUIDString(uuid)
+            self._domains[uuid] = dom
+        return dom
+
+    def _on_domain(self, uuid: str, fn: Callable[[Any], T]) -> T:
+        """Calls `fn` on the VM's handle; a handle that went stale is forgotten."""
+        try:
+            return self._call(lambda conn: fn(self._lookup(conn, uuid)))
+        except DomainNotFound:
+            self._domains.pop(uuid, None)
+            raise
+
     def domain_info(self, uuid: str) -> DomainInfo:
-        return self._call(lambda conn: _domain_info(conn.lookupByUUIDString(uuid)))
+        return self._on_domain(uuid, _domain_info)
+
+    def domain_state(self, uuid: str) -> tuple[int, int]:
+        """State and reason only: one RPC, for the command path."""
+        state, reason = self._on_domain(uuid, lambda d: d.state())
+        return int(state), int(reason)
 
     def perform(self, uuid: str, action: str) -> None:
         """Runs one lifecycle action; returns when libvirt has accepted it."""
@@ -388,7 +412,7 @@ class Hypervisor:
             "suspend": lambda d: d.suspend(),
             "resume": lambda d: d.resume(),
         }
-        self._call(lambda conn: calls[action](conn.lookupByUUIDString(uuid)))
+        self._on_domain(uuid, calls[action])
 
     def set_memory_stats_period(self, uuid: str, period_s: int) -> bool:
         def apply(conn: libvirt.virConnect) -> bool:

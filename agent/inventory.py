@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from agent import domstate
 from agent.hypervisor import DomainInfo
-from shared.messages import VmState, utc_now
+from shared.messages import VmState, VmStateName, utc_now
 
 KIB_PER_MIB = 1024
 
@@ -69,6 +69,14 @@ class Inventory:
                 self._shutting_down.add(uuid)
             else:
                 self._shutting_down.discard(uuid)
+
+    def state_name(self, uuid: str, state: int) -> VmStateName:
+        """A libvirt state code in words, as the VM is shown (a requested shutdown included)."""
+        name = domstate.state_name(state)
+        with self._cond:
+            if uuid in self._shutting_down and name in ("running", "paused"):
+                return "shutting_down"
+        return name
 
     def view(self, info: DomainInfo) -> VmState:
         """What `info` would be published as, without recording it (for command replies)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class GatewayProc:
         }
         args = [sys.executable, "-m", "gateway"] + (["--dev"] if dev else [])
         self.service = Service(f"gateway-{gateway_id}", args, env, tmp / f"{gateway_id}.log")
+        self._local = threading.local()
 
     def start(self) -> GatewayProc:
         self.service.start()
@@ -68,13 +70,21 @@ class GatewayProc:
     def headers(self, token: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    @property
+    def http(self) -> requests.Session:
+        """A keep-alive session per thread, as an app's HTTP client keeps its connection."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
     def get(self, path: str, token: str | None = "viewer", **kw: Any) -> requests.Response:
         headers = {**self.headers(self._tok(token)), **kw.pop("headers", {})}
-        return requests.get(self.url + path, headers=headers, timeout=15, **kw)
+        return self.http.get(self.url + path, headers=headers, timeout=15, **kw)
 
     def post(self, path: str, token: str | None = "operator", **kw: Any) -> requests.Response:
         headers = {**self.headers(self._tok(token)), **kw.pop("headers", {})}
-        return requests.post(self.url + path, headers=headers, timeout=30, **kw)
+        return self.http.post(self.url + path, headers=headers, timeout=30, **kw)
 
     def _tok(self, token: str | None) -> str | None:
         if token == "viewer":
