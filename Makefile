@@ -6,6 +6,9 @@ PYTHON ?= python3
 # Broker, libvirt-python's build deps, and libvirtd + QEMU for the end-to-end tier.
 APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \
 	python3-venv python3-dev openssl libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
+# Only to validate docker-compose.yml (`docker-compose config`); without its recommended Docker
+# engine, which cannot run here anyway.
+APT_LEAN := docker-compose
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \
@@ -15,13 +18,17 @@ install: apt venv
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -z "$$missing" ]; then exit 0; fi; \
+	missing_lean=$$(for p in $(APT_LEAN); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing$$missing_lean" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 		echo "missing system packages; run as root:"; \
-		echo "  apt-get update && apt-get install -y $(APT_PACKAGES)"; exit 1; \
+		echo "  apt-get update && apt-get install -y $(APT_PACKAGES) &&" \
+			"apt-get install -y --no-install-recommends $(APT_LEAN)"; exit 1; \
 	fi; \
-	echo "installing: $$missing"; \
-	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
+	echo "installing: $$missing $$missing_lean"; \
+	export DEBIAN_FRONTEND=noninteractive; apt-get update -q && \
+	if [ -n "$$missing" ]; then apt-get install -y -q $$missing; fi && \
+	if [ -n "$$missing_lean" ]; then apt-get install -y -q --no-install-recommends $$missing_lean; fi
 
 venv: $(VENV)/.installed
 
