@@ -39,7 +39,7 @@ def main() -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("signal %d received", signum)
-        service._stop.set()
+        service.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
