@@ -12,15 +12,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
+from agent.callpool import CallPool
 from agent.errors import AgentError, CallTimeout
 from agent.hypervisor import Hypervisor
 from agent.inventory import Inventory
 from agent.requests import Rejection
+from agent.transitions import ALLOWED_FROM, TARGET
 from shared.messages import (
     CommandReply,
     CommandRequest,
@@ -31,27 +31,6 @@ from shared.messages import (
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# What each action leaves the VM in; a VM already there makes the command a no-op.
-TARGET: dict[str, tuple[VmStateName, ...]] = {
-    "start": ("running",),
-    "shutdown": ("stopped", "crashed"),
-    "destroy": ("stopped", "crashed"),
-    "suspend": ("paused",),
-    "resume": ("running",),
-}
-# States an action may start from; anything else fails with `invalid_state`.
-ALLOWED_FROM: dict[str, tuple[VmStateName, ...]] = {
-    "start": ("stopped", "crashed"),
-    "shutdown": ("running", "paused", "shutting_down", "suspended"),
-    "destroy": ("running", "paused", "shutting_down", "suspended", "unknown"),
-    "reboot": ("running",),
-    "reset": ("running", "paused"),
-    "suspend": ("running",),
-    "resume": ("paused", "suspended"),
-}
-
 Reply = Callable[[CommandReply], None]
 
 
@@ -59,23 +38,6 @@ Reply = Callable[[CommandReply], None]
 class _Entry:
     reply: CommandReply
     send: Reply | None
-
-
-class CallPool:
-    """Bounded threads for libvirt calls; a call past its deadline is abandoned, not waited on."""
-
-    def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="libvirt-call")
-
-    def run(self, fn: Callable[[], T], timeout: float) -> T:
-        future: Future[T] = self._pool.submit(fn)
-        try:
-            return future.result(timeout=timeout)
-        except FutureTimeout as exc:
-            raise CallTimeout(f"libvirt did not answer within {timeout:.0f}s") from exc
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class CommandExecutor:

@@ -1,0 +1,29 @@
+"""Bounded worker threads for libvirt calls, each call with a deadline (PITFALLS 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+from agent.errors import CallTimeout
+
+T = TypeVar("T")
+
+
+class CallPool:
+    """Bounded threads for libvirt calls; a call past its deadline is abandoned, not waited on."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="libvirt-call")
+
+    def run(self, fn: Callable[[], T], timeout: float) -> T:
+        future: Future[T] = self._pool.submit(fn)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout as exc:
+            raise CallTimeout(f"libvirt did not answer within {timeout:.0f}s") from exc
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
