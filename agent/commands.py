@@ -106,52 +106,14 @@ class CommandExecutor:
                 send(entry.reply)
             return
         vm = self._inventory.get(request.vm)
-        if vm is None:
-            code = "vm_not_found" if self._inventory.synced else "libvirt_unavailable"
+        refusal = self._refusal(request.vm, vm is None)
+        if refusal is not None:
+            code, message = refusal
             self.reject(
-                Rejection(
-                    code,
-                    f"no VM with uuid {request.vm} on host {self.host}",
-                    request.id,
-                    request.action,
-                    request.vm,
-                ),
-                send,
-                request,
+                Rejection(code, message, request.id, request.action, request.vm), send, request
             )
             return
-        if not self._hv.connected:
-            self.reject(
-                Rejection(
-                    "libvirt_unavailable",
-                    "the agent is not connected to libvirt",
-                    request.id,
-                    request.action,
-                    request.vm,
-                ),
-                send,
-                request,
-            )
-            return
-        with self._lock:
-            if self._pending >= self._max_pending:
-                busy = True
-            else:
-                busy = False
-                self._pending += 1
-        if busy:
-            self.reject(
-                Rejection(
-                    "busy",
-                    "too many commands in progress; retry later",
-                    request.id,
-                    request.action,
-                    request.vm,
-                ),
-                send,
-                request,
-            )
-            return
+        assert vm is not None
         accepted = CommandReply(
             id=request.id,
             host=self.host,
@@ -165,6 +127,20 @@ class CommandExecutor:
         if send is not None:
             send(accepted)
         self._jobs.submit(self._run_job, request, send)
+
+    def _refusal(self, uuid: str, unknown_vm: bool) -> tuple[str, str] | None:
+        """Why a request cannot be taken now (code, message), or None; takes a job slot."""
+        if unknown_vm:
+            if self._inventory.synced:
+                return "vm_not_found", f"no VM with uuid {uuid} on host {self.host}"
+            return "libvirt_unavailable", "the agent has not listed its VMs from libvirt yet"
+        if not self._hv.connected:
+            return "libvirt_unavailable", "the agent is not connected to libvirt"
+        with self._lock:
+            if self._pending >= self._max_pending:
+                return "busy", "too many commands in progress; retry later"
+            self._pending += 1
+        return None
 
     def _remember(self, request_id: str, reply: CommandReply, send: Reply | None) -> None:
         with self._lock:
