@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import socket
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.broker_url import BrokerUrl, parse_broker_url
 from shared.topics import TopicError, validate_host_id, validate_prefix
 
 
 def _default_host_id() -> str:
     return socket.gethostname().split(".")[0].lower()
-
-
-class MqttEndpoint:
-    """`mqtt://` or `mqtts://user:pass@host:port`, split; `repr` never shows the password."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"KVMSUP_MQTT_URL must start with mqtt:// or mqtts://, not {url!r}")
-        self.tls = parts.scheme == "mqtts"
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (8883 if self.tls else 1883)
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-
-    def __repr__(self) -> str:
-        scheme = "mqtts" if self.tls else "mqtt"
-        user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}"
 
 
 class AgentSettings(BaseSettings):
@@ -77,12 +59,12 @@ class AgentSettings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        MqttEndpoint(value)
+        parse_broker_url(value)
         return value
 
     @property
-    def mqtt(self) -> MqttEndpoint:
-        return MqttEndpoint(self.mqtt_url)
+    def mqtt(self) -> BrokerUrl:
+        return parse_broker_url(self.mqtt_url)
 
     def public_libvirt_uri(self) -> str:
         """The libvirt URI without credentials, for the status payload (SPEC §3)."""

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config import Settings
 from gateway.errors import BusError
+from shared.broker_url import parse_broker_url
 from shared.messages import (
     CommandReply,
     CommandRequest,
@@ -41,32 +41,6 @@ def gateway_version() -> str:
         return version("kvm-supervisor")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-@dataclass(frozen=True)
-class BrokerUrl:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    def __repr__(self) -> str:  # never show the password (SPEC §7)
-        return f"BrokerUrl({'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port})"
-
-
-def parse_mqtt_url(url: str) -> BrokerUrl:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ValueError("KVMSUP_MQTT_URL must look like mqtt[s]://[user:pass@]host[:port]")
-    tls = parts.scheme == "mqtts"
-    return BrokerUrl(
-        host=parts.hostname,
-        port=parts.port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 @dataclass(frozen=True)
@@ -139,7 +113,7 @@ class Bus:
         self.topics = Topics(settings.topic_prefix)
         self.gateway_id = settings.gateway_id
         self.handler = handler
-        self.url = parse_mqtt_url(settings.mqtt_url)
+        self.url = parse_broker_url(settings.mqtt_url)
         self._connected = threading.Event()
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self._status_topic = self.topics.gateway_status(self.gateway_id)

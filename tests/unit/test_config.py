@@ -8,7 +8,8 @@ import socket
 import pytest
 from pydantic import ValidationError
 
-from agent.config import AgentSettings, MqttEndpoint
+from agent.config import AgentSettings
+from shared.broker_url import parse_broker_url
 
 pytestmark = pytest.mark.unit
 
@@ -118,8 +119,8 @@ def test_public_libvirt_uri_strips_credentials(uri: str, public: str) -> None:
     assert "hunter2" not in s.public_libvirt_uri()
 
 
-def test_mqtt_endpoint_with_tls_and_credentials() -> None:
-    ep = MqttEndpoint("mqtts://agent:p%40ss%3Aword@broker.lan:8883")
+def test_broker_url_with_tls_and_credentials() -> None:
+    ep = parse_broker_url("mqtts://agent:p%40ss%3Aword@broker.lan:8883")
     assert ep.tls is True
     assert (ep.host, ep.port) == ("broker.lan", 8883)
     assert (ep.username, ep.password) == ("agent", "p@ss:word")
@@ -129,20 +130,20 @@ def test_mqtt_endpoint_with_tls_and_credentials() -> None:
     assert "p@ss" not in str(ep)
 
 
-def test_mqtt_endpoint_defaults() -> None:
-    plain = MqttEndpoint("mqtt://broker")
+def test_broker_url_defaults() -> None:
+    plain = parse_broker_url("mqtt://broker")
     assert (plain.tls, plain.host, plain.port) == (False, "broker", 1883)
     assert plain.username is None
     assert plain.password is None
     assert repr(plain) == "mqtt://broker:1883"
-    assert MqttEndpoint("mqtts://broker").port == 8883
-    assert MqttEndpoint("mqtt://user:pw@broker:1884").port == 1884
+    assert parse_broker_url("mqtts://broker").port == 8883
+    assert parse_broker_url("mqtt://user:pw@broker:1884").port == 1884
 
 
 @pytest.mark.parametrize("url", ["http://broker", "broker:1883", "tcp://broker:1883", ""])
-def test_mqtt_endpoint_refuses_other_schemes(url: str) -> None:
+def test_broker_url_refuses_other_schemes(url: str) -> None:
     with pytest.raises(ValueError, match="mqtt://"):
-        MqttEndpoint(url)
+        parse_broker_url(url)
 
 
 def test_settings_expose_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from gateway.bus import VmRemoved, decode, parse_mqtt_url
+from gateway.bus import VmRemoved, decode
+from shared.broker_url import parse_broker_url
 from shared.messages import CommandReply, HostStatus, dump
 from shared.topics import Topics
 
@@ -36,7 +37,7 @@ def test_decode_drops_foreign_identity_and_other_gateways_replies() -> None:
 
 
 def test_mqtt_url() -> None:
-    url = parse_mqtt_url("mqtts://gw%40x:s3cret@broker.lan")
+    url = parse_broker_url("mqtts://gw%40x:s3cret@broker.lan")
     assert (url.host, url.port, url.tls, url.username, url.password) == (
         "broker.lan",
         8883,
@@ -45,6 +46,6 @@ def test_mqtt_url() -> None:
         "s3cret",
     )
     assert "s3cret" not in repr(url)
-    assert parse_mqtt_url("mqtt://127.0.0.1:1884").port == 1884
+    assert parse_broker_url("mqtt://127.0.0.1:1884").port == 1884
     with pytest.raises(ValueError):
-        parse_mqtt_url("http://x")
+        parse_broker_url("http://x")
