@@ -28,7 +28,11 @@ def main() -> int:
     try:
         settings = AgentSettings()
     except ValidationError as exc:
-        print(f"kvmsup-agent: invalid configuration:\n{exc}", file=sys.stderr)
+        # Each error's message only: pydantic's full text repeats the input, which for
+        # KVMSUP_MQTT_URL or LIBVIRT_URI may hold a password (SPEC §7).
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err["loc"]) or "settings"
+            print(f"kvmsup-agent: invalid setting {where}: {err['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -41,8 +41,8 @@ class BalloonStats:
 
 @dataclass(frozen=True)
 class MemoryView:
-    used_mb: float | None
-    total_mb: float | None
+    used_mb: int | None
+    total_mb: int | None
     percent: float | None
     source: MemorySource
 
@@ -62,16 +62,16 @@ def memory_view(
 ) -> MemoryView:
     """Guest view (`current − usable`) when fresh, else the host view (rss), else none."""
     total_kib = stats.current_kib or fallback_total_kib
-    total_mb = round(total_kib / KIB_PER_MIB, 1) if total_kib else None
+    total_mb = round(total_kib / KIB_PER_MIB) if total_kib else None
     if total_kib and balloon_is_fresh(stats, now_s, period_s):
         assert stats.usable_kib is not None
         used_kib = max(0, total_kib - stats.usable_kib)
         return MemoryView(
-            round(used_kib / KIB_PER_MIB, 1), total_mb, _percent(used_kib, total_kib), "guest"
+            round(used_kib / KIB_PER_MIB), total_mb, _percent(used_kib, total_kib), "guest"
         )
     if total_kib and stats.rss_kib:
         return MemoryView(
-            round(stats.rss_kib / KIB_PER_MIB, 1),
+            round(stats.rss_kib / KIB_PER_MIB),
             total_mb,
             _percent(stats.rss_kib, total_kib),
             "rss",

@@ -144,8 +144,9 @@ class VmMetrics(Message):
     cpu_percent: float | None = None
     vcpus: int
     memory_percent: float | None = None
-    memory_used_mb: float | None = None
-    memory_total_mb: float | None = None
+    # Whole MiB, as the seed sent them (a Dart `as int` must keep working).
+    memory_used_mb: int | None = None
+    memory_total_mb: int | None = None
     memory_source: MemorySource = "none"
     disk_io: list[DiskIO] = Field(default_factory=list)
     network_io: list[NetIO] = Field(default_factory=list)

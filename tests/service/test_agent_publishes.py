@@ -134,3 +134,13 @@ def test_invalid_host_id_refuses_to_start(start_agent, host_id):
     assert svc.proc is not None
     assert svc.proc.wait(timeout=15) == 2
     assert f"invalid host id {host_id!r}" in svc.output()
+
+
+def test_invalid_broker_url_is_refused_without_showing_the_password(start_agent):
+    svc = start_agent(
+        "demo-a", demo_node_uri("demo-a"), KVMSUP_MQTT_URL="http://admin:hunter2@broker:1883"
+    )
+    assert svc.proc is not None
+    assert svc.proc.wait(timeout=15) == 2
+    assert "KVMSUP_MQTT_URL must look like" in svc.output()
+    assert "hunter2" not in svc.output()

@@ -190,3 +190,14 @@ def test_node_cpu_missing_keys_or_no_progress_is_none() -> None:
     assert node_cpu_percent(prev, dict(prev)) is None
     # Counters went back (host rebooted under a long-lived agent).
     assert node_cpu_percent(prev, {"kernel": 0, "user": 0, "idle": 50, "iowait": 1}) is None
+
+
+def test_memory_figures_are_whole_mib_as_the_seed_sent_them() -> None:
+    # The seed's `memory_used_mb: 925`, `memory_total_mb: 2048`: a Dart `as int` must not throw.
+    stats = BalloonStats(current_kib=2048 * 1024, usable_kib=1123 * 1024 - 300, last_update_s=100)
+    view = memory_view(stats, None, now_s=101, period_s=5)
+    assert view.source == "guest"
+    assert (view.used_mb, view.total_mb) == (925, 2048)
+    assert type(view.used_mb) is int and type(view.total_mb) is int
+    rss = memory_view(BalloonStats(current_kib=2048 * 1024, rss_kib=700 * 1024 + 100), None, 0, 5)
+    assert rss.source == "rss" and type(rss.used_mb) is int and rss.used_mb == 700
