@@ -77,3 +77,54 @@ def test_docker_compose_accepts_the_file() -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
+
+
+def writable_dirs(text: str) -> tuple[str | None, set[str]]:
+    """The user a Dockerfile ends with (`USER`), and the directories its `RUN` lines create
+    (`mkdir`) and hand to that user (`chown`) before the `USER` line."""
+    logical = re.sub(r"\\\n", " ", text)  # join continuation lines
+    user: str | None = None
+    created: set[str] = set()
+    owned: dict[str, set[str]] = {}
+    for line in logical.splitlines():
+        words = line.split()
+        if words and words[0] == "USER":
+            user = words[1].split(":")[0]
+        elif words and words[0] == "RUN" and user is None:
+            for command in re.split(r"&&|;", line[len("RUN") :]):
+                args = [a for a in command.split() if not a.startswith("-")]
+                paths = {a.rstrip("/") for a in args[1:] if a.startswith("/")}
+                if args and args[0] == "mkdir":
+                    created |= paths
+                elif args and args[0] == "chown" and len(args) > 1:
+                    owned.setdefault(args[1].split(":")[0], set()).update(paths)
+    return user, created & owned.get(user or "", set())
+
+
+def test_writable_dirs_helper_reads_mkdir_and_chown() -> None:
+    text = (
+        "FROM x\nRUN useradd u \\\n    && mkdir -p /data /cache \\\n"
+        "    && chown u:u /data\nUSER u\nRUN mkdir /late && chown u /late\n"
+    )
+    assert writable_dirs(text) == ("u", {"/data"})
+    assert writable_dirs("FROM x\nRUN mkdir /data\n") == (None, set())
+
+
+def test_named_volumes_of_non_root_images_are_created_and_owned_by_their_user(
+    compose: dict[str, Any],
+) -> None:
+    """Docker fills a new named volume from the image's directory, owner included; without that
+    directory the volume mounts root-owned and a `USER` image cannot write to it (a gateway
+    whose KVMSUP_DB is there refuses to start). No Docker engine here: read the Dockerfile."""
+    named = set(compose.get("volumes") or {})
+    checked = 0
+    for name, service in compose["services"].items():
+        user, ready = writable_dirs(dockerfile(service).read_text())
+        if user in (None, "root", "0"):
+            continue
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source in named:
+                checked += 1
+                assert target.rstrip("/") in ready, (name, target, user)
+    assert checked  # the gateway's data volume is among them
