@@ -63,6 +63,10 @@ class CommandExecutor:
         self._jobs = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="command")
         self._max_pending = workers * 8
         self._pending = 0
+        # A shutdown may wait minutes for its guest: it waits on a pool of its own, one per VM,
+        # so quick commands (destroy above all) are never queued behind it.
+        self._waits = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shutdown")
+        self._shutting_down: set[str] = set()
         self._call_timeout = call_timeout
         self._seen: OrderedDict[str, _Entry] = OrderedDict()
         self._history = history
@@ -70,6 +74,7 @@ class CommandExecutor:
 
     def shutdown(self) -> None:
         self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._waits.shutdown(wait=False, cancel_futures=True)
         self._calls.shutdown()
 
     # -- intake -----------------------------------------------------------------------------
@@ -106,7 +111,7 @@ class CommandExecutor:
                 send(entry.reply)
             return
         vm = self._inventory.get(request.vm)
-        refusal = self._refusal(request.vm, vm is None)
+        refusal = self._refusal(request.vm, request.action, vm is None)
         if refusal is not None:
             code, message = refusal
             self.reject(
@@ -126,9 +131,10 @@ class CommandExecutor:
         self._remember(request.id, accepted, send)
         if send is not None:
             send(accepted)
-        self._jobs.submit(self._run_job, request, send)
+        pool = self._waits if request.action == "shutdown" else self._jobs
+        pool.submit(self._run_job, request, send)
 
-    def _refusal(self, uuid: str, unknown_vm: bool) -> tuple[str, str] | None:
+    def _refusal(self, uuid: str, action: str, unknown_vm: bool) -> tuple[str, str] | None:
         """Why a request cannot be taken now (code, message), or None; takes a job slot."""
         if unknown_vm:
             if self._inventory.synced:
@@ -137,6 +143,11 @@ class CommandExecutor:
         if not self._hv.connected:
             return "libvirt_unavailable", "the agent is not connected to libvirt"
         with self._lock:
+            if action == "shutdown":
+                if uuid in self._shutting_down:
+                    return "in_progress", "a shutdown of this VM is already in progress"
+                self._shutting_down.add(uuid)
+                return None
             if self._pending >= self._max_pending:
                 return "busy", "too many commands in progress; retry later"
             self._pending += 1
@@ -160,7 +171,10 @@ class CommandExecutor:
             )
         finally:
             with self._lock:
-                self._pending -= 1
+                if request.action == "shutdown":
+                    self._shutting_down.discard(request.vm)
+                else:
+                    self._pending -= 1
         self._remember(request.id, reply, send)
         logger.info(
             "command %s %s %s by %s: %s",

@@ -52,7 +52,7 @@ class AgentService:
         self.topics = Topics(settings.topic_prefix)
         self.started_at = utc_now()
         self._stop = threading.Event()
-        self._hv_events: queue.Queue[HypervisorEvent] = queue.Queue()
+        self._hv_events: queue.Queue[HypervisorEvent] = queue.Queue(maxsize=10_000)
         self._inbound: queue.Queue[Inbound] = queue.Queue(maxsize=10_000)
         self.hypervisor = Hypervisor(settings.libvirt_uri, self._hv_events)
         self.inventory = Inventory(self.host)
@@ -162,13 +162,26 @@ class AgentService:
                 continue
             guarded(f"libvirt event {ev.kind}", partial(self._on_hypervisor_event, ev))()
 
+    def _request(self, ev: HypervisorEvent) -> None:
+        try:
+            self._hv_events.put_nowait(ev)
+        except queue.Full:
+            logger.error("event queue full: dropped a %s request for %s", ev.kind, ev.uuid)
+
     def _request_refresh(self, uuid: str, name: str | None = None) -> None:
         """Re-read one VM on the event worker and publish it if it changed."""
-        self._hv_events.put(HypervisorEvent("lifecycle", uuid, name))
+        self._request(HypervisorEvent("lifecycle", uuid, name))
 
     def _on_hypervisor_event(self, ev: HypervisorEvent) -> None:
         if ev.kind == "connected":
             self._resync()
+        elif ev.kind == "republish":  # after every MQTT connect: the broker may have lost all
+            if self.inventory.synced:
+                for state in self.inventory.all():
+                    self.publisher.publish_state(state)
+            self.publisher.send_discovery()
+        elif ev.kind == "discovery":
+            self.publisher.send_discovery()
         elif ev.kind == "disconnected":
             self.inventory.synced = False
             self.sampler.reset()
@@ -268,14 +281,11 @@ class AgentService:
 
     def _on_inbound(self, msg: Inbound) -> None:
         if msg is _MQTT_CONNECTED:
-            if self.inventory.synced:
-                for state in self.inventory.all():
-                    self.publisher.publish_state(state)
-            self.publisher.send_discovery()
+            self._request(HypervisorEvent("republish"))
             return
         if self.ha is not None and msg.topic == self.ha.status_topic:
             if discovery.is_ha_online(msg.payload) and not msg.retain:
-                self.publisher.send_discovery()
+                self._request(HypervisorEvent("discovery"))
             elif discovery.is_ha_online(msg.payload):
                 logger.debug("Home Assistant online (retained): configs already sent on connect")
             return

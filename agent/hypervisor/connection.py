@@ -93,7 +93,7 @@ class Connection:
             backoff = _MIN_BACKOFF_S
             logger.info("connected to libvirt %s", self.uri)
             self._connected.set()
-            self._events.put(HypervisorEvent("connected"))
+            self._emit(HypervisorEvent("connected"))
             probe: threading.Thread | None = None
             probe_at = time.monotonic()
             while not self._stop.is_set() and not self._dead.wait(1.0):
@@ -118,7 +118,7 @@ class Connection:
             self._connected.clear()
             with self._lock:
                 self._conn = None
-            self._events.put(HypervisorEvent("disconnected"))
+            self._emit(HypervisorEvent("disconnected"))
             self._retire(conn)
 
     def _alive(self, conn: libvirt.virConnect) -> bool:
@@ -185,19 +185,25 @@ class Connection:
         except Exception:
             logger.exception("close callback failed")
 
+    def _emit(self, ev: HypervisorEvent) -> None:
+        """Never blocks libvirt's event loop (PITFALLS 2): a full queue drops the event with an
+        error line; the next tick's reconciliation republishes whatever it changed."""
+        try:
+            self._events.put_nowait(ev)
+        except queue.Full:
+            logger.error("event queue full: dropped %s event of %s", ev.kind, ev.uuid)
+
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         try:
             self._stats.forget(dom.UUIDString())
             self._domains.pop(dom.UUIDString(), None)
-            self._events.put(
-                HypervisorEvent("lifecycle", dom.UUIDString(), dom.name(), event, detail)
-            )
+            self._emit(HypervisorEvent("lifecycle", dom.UUIDString(), dom.name(), event, detail))
         except Exception:
             logger.exception("lifecycle callback failed")
 
     def _on_reboot(self, _conn: Any, dom: Any, _opaque: Any) -> None:
         try:
-            self._events.put(HypervisorEvent("reboot", dom.UUIDString(), dom.name()))
+            self._emit(HypervisorEvent("reboot", dom.UUIDString(), dom.name()))
         except Exception:
             logger.exception("reboot callback failed")
 

@@ -47,7 +47,9 @@ class NodeFacts:
 class HypervisorEvent:
     """What the callbacks and the supervisor report; consumed by the service's event worker."""
 
-    kind: Literal["lifecycle", "reboot", "connected", "disconnected"]
+    # `republish` and `discovery` are the service's own requests (after an MQTT connect, on
+    # Home Assistant's birth), queued here so that one worker publishes every state in order.
+    kind: Literal["lifecycle", "reboot", "connected", "disconnected", "republish", "discovery"]
     uuid: str | None = None
     name: str | None = None
     event: int = -1
