@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 from agent import __version__, discovery
-from agent.discovery import Signature
+from agent.ha_entities import Signature
 from shared.messages import HostStatus, VmState
 from shared.topics import Topics
 
