@@ -25,6 +25,11 @@ GATEWAY_FINAL = ("succeeded", "failed", "rejected", "timed_out")
 # Margin on top of the agent's own deadline before the gateway gives up on a final reply.
 FINAL_MARGIN_S = 30.0
 DEFAULT_FINAL_S = 60.0
+# Forced actions may run while a graceful one waits on the guest: a guest that ignores ACPI
+# holds a shutdown for up to `timeout_s`, and "force" is how a user says "stop waiting". The
+# agent runs both; the graceful job then ends on its own (the VM is stopped, or rebooted).
+FORCED = frozenset({"destroy", "reset"})
+GRACEFUL = frozenset({"shutdown", "reboot"})
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -75,6 +80,15 @@ class Job:
             "accepted_at": _iso(self.accepted_at),
             "finished_at": _iso(self.finished_at),
         }
+
+
+def blocking_job(action: str, in_flight: list[Job]) -> Job | None:
+    """The unfinished job on a VM that keeps `action` from being sent now, if any: one job at
+    a time per VM, except that a forced action preempts graceful ones."""
+    for other in in_flight:
+        if not (action in FORCED and other.action in GRACEFUL):
+            return other
+    return None
 
 
 def final_budget(action: str, params: CommandParams) -> float:
@@ -132,7 +146,7 @@ class JobManager:
     def submit(
         self, host: str, vm: str, name: str, action: str, params: CommandParams, by: str
     ) -> Job:
-        """Publish the request; Conflict when the VM already has a job in flight."""
+        """Publish the request; Conflict when a job in flight on the VM blocks it."""
         job = Job(
             id=uuid.uuid4().hex,
             host=host,
@@ -143,13 +157,16 @@ class JobManager:
             by=by,
         )
         with self._cond:
-            for other in self._jobs.values():
-                if other.host == host and other.vm == vm and not other.finished:
-                    raise Conflict(
-                        f"job {other.id} ({other.action}) is still running on this VM",
-                        code="job_in_progress",
-                        job=other.id,
-                    )
+            in_flight = [
+                j for j in self._jobs.values() if j.host == host and j.vm == vm and not j.finished
+            ]
+            other = blocking_job(action, in_flight)
+            if other is not None:
+                raise Conflict(
+                    f"job {other.id} ({other.action}) is still running on this VM",
+                    code="job_in_progress",
+                    job=other.id,
+                )
             job.deadline = time.monotonic() + self.accept_timeout + final_budget(action, params)
             self._jobs[job.id] = job
             self.counts["pending"] += 1

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -193,6 +194,39 @@ def test_an_agent_that_does_not_answer_gives_504(
         assert time.monotonic() - t0 < 6
     finally:
         os.kill(agent.pid, signal.SIGCONT)
+
+
+def test_force_stop_preempts_a_graceful_stop_in_flight(
+    gateway: GatewayProc, demo_agents: dict[str, Service]
+) -> None:
+    """A frozen agent holds the graceful stop's job open (no `accepted` yet), as a guest that
+    ignores ACPI would; `{"force": true}` must go through, not 409. Other overlaps still 409."""
+    agent = demo_agents["demo-a"]
+    os.kill(agent.pid, signal.SIGSTOP)
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            graceful = pool.submit(gateway.post, "/vm/web-01/stop")
+            pending = wait_until(
+                lambda: [
+                    j
+                    for j in gateway.get("/jobs?host=demo-a").json()["jobs"]
+                    if j["action"] == "shutdown" and not j["finished"]
+                ],
+                timeout=2,
+            )
+            assert gateway.post("/vm/web-01/suspend").status_code == 409
+            forced = pool.submit(gateway.post, "/vm/web-01/stop", json={"force": True})
+            time.sleep(0.5)  # the forced command is published while the agent is frozen
+            assert not forced.done() or forced.result().status_code != 409, forced.result().text
+        finally:
+            os.kill(agent.pid, signal.SIGCONT)
+        forced_resp, graceful_resp = forced.result(), graceful.result()
+    assert forced_resp.status_code == 200, forced_resp.text
+    job = forced_resp.json()
+    assert (job["action"], job["status"], job["state"]) == ("destroy", "succeeded", "stopped")
+    assert graceful_resp.status_code == 200, graceful_resp.text
+    assert graceful_resp.json()["id"] == pending[0]["id"] and graceful_resp.json()["finished"]
+    wait_until(lambda: gateway.get("/vm/web-01").json()["state"] == "stopped")
 
 
 def test_restarted_gateway_serves_full_state_from_retained_messages(

@@ -107,3 +107,38 @@ def test_accepted_jobs_without_an_end_expire() -> None:
     assert jobs.expire(time.monotonic()) == []
     assert jobs.expire(time.monotonic() + 3600) == [job]
     assert job.status == "timed_out"
+
+
+@pytest.mark.parametrize(
+    ("graceful", "forced"), [("shutdown", "destroy"), ("reboot", "reset"), ("shutdown", "reset")]
+)
+def test_a_forced_action_preempts_a_graceful_one_in_flight(graceful: str, forced: str) -> None:
+    """A guest ignoring ACPI holds a shutdown for up to timeout_s: force must still go through
+    (the agent runs it beside the shutdown, which then ends when the VM is stopped)."""
+    jobs, agent = manager([(0.01, "accepted")])
+    pending = submit(jobs, graceful)
+    jobs.run(pending, wait_s=0)
+    assert not pending.finished
+    forced_job = submit(jobs, forced)
+    assert [r.action for r in agent.sent] == [graceful, forced]
+    assert not forced_job.finished and not pending.finished
+
+
+def test_other_overlaps_stay_conflicts() -> None:
+    jobs, _ = manager([(0.01, "accepted")])
+    job = submit(jobs, "destroy")
+    jobs.run(job, wait_s=0)
+    for action in ("destroy", "reset", "shutdown", "start"):
+        with pytest.raises(Conflict):
+            submit(jobs, action)  # a forced action in flight is never preempted
+    jobs.host_offline("h1")
+
+    graceful = submit(jobs, "shutdown")
+    jobs.run(graceful, wait_s=0)
+    for action in ("start", "suspend", "shutdown", "reboot"):
+        with pytest.raises(Conflict):
+            submit(jobs, action)  # only force preempts
+    submit(jobs, "destroy")
+    with pytest.raises(Conflict) as exc:
+        submit(jobs, "reset")  # one forced action at a time
+    assert exc.value.code == "job_in_progress"
