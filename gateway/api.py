@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -143,10 +144,21 @@ def vm_history(name: str) -> ResponseReturnValue:
     return jsonify(views.history(vm, minutes, points))
 
 
+def json_body(raw: bytes) -> Any:
+    """A command's optional body: JSON whatever the Content-Type (Dart's `http.post` sends
+    text/plain, `curl -d` a form type); empty or `null` is no body. Whether it is an object
+    is the command's check (`command_of`)."""
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+
+
 def _command(name: str, verb: str) -> ResponseReturnValue:
-    body: Any = request.get_json(silent=True) if request.data else None
-    if request.data and body is None:
-        raise BadRequest("the body is not valid JSON")
+    # get_data(): the raw bytes even for a form Content-Type (request.data would be empty).
+    body = json_body(request.get_data(cache=True))
     outcome = gw().command(name, host_arg(), verb, body, g.principal, request.args.get("wait"))
     headers = {"Location": f"/jobs/{outcome.job_id}"} if outcome.status == 202 else {}
     return jsonify(outcome.body), outcome.status, headers

@@ -135,6 +135,39 @@ def test_bad_bodies_are_400(gateway: GatewayProc) -> None:
     assert bad_json.status_code == 400
 
 
+def test_bodies_are_json_whatever_their_content_type(gateway: GatewayProc) -> None:
+    """Dart's `http.post(body: jsonEncode(...))` sends text/plain; curl -d without -H sends a
+    form type; `-d null` is JSON too. Every body is optional (SPEC §4)."""
+
+    def post(path: str, data: str, ctype: str | None) -> requests.Response:
+        headers = {"Content-Type": ctype} if ctype else {}
+        return gateway.post(path, data=data.encode(), headers=headers)
+
+    dart = post("/vm/web-01/stop", '{"force": true}', "text/plain; charset=utf-8")
+    assert dart.status_code == 200, dart.text
+    assert (dart.json()["action"], dart.json()["state"]) == ("destroy", "stopped")
+    assert post("/vm/web-01/start", "null", "application/json").status_code == 200
+    curl = post("/vm/web-01/restart", '{"force":true}', "application/x-www-form-urlencoded")
+    assert curl.status_code == 200 and curl.json()["action"] == "reset", curl.text
+    for empty in ("", "  \n"):
+        resp = post("/vm/web-01/suspend", empty, "application/json")
+        assert resp.status_code == 200, resp.text
+        assert post("/vm/web-01/resume", empty, None).status_code == 200
+
+    for bad, ctype, says in (
+        ("{nope", "text/plain; charset=utf-8", "not valid JSON"),
+        ("{nope", "application/json", "not valid JSON"),
+        ("[true]", "application/json", "JSON object"),
+        ('"force"', "text/plain", "JSON object"),
+        ("\xff", "application/json", "not valid JSON"),
+    ):
+        resp = post("/vm/web-01/stop", bad, ctype)
+        assert resp.status_code == 400, (bad, resp.text)
+        error = resp.json()["error"]
+        assert error["code"] == "bad_request" and says in error["message"], (bad, error)
+    assert gateway.get("/vm/web-01").json()["state"] == "running"  # no bad body was sent on
+
+
 def test_a_name_on_two_hosts_needs_the_host(gateway: GatewayProc) -> None:
     ambiguous = gateway.get("/vm/shared-vm")
     assert ambiguous.status_code == 409
