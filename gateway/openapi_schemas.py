@@ -190,7 +190,7 @@ SCHEMAS: dict[str, Any] = {
             "total_memory_mb": _I,
             "allocated_vcpus": _I,
             "allocated_memory_mb": _I,
-            "used_memory_mb": _N,
+            "used_memory_mb": _I,
             "avg_cpu_percent": _opt(_N),
             "hosts": _obj({"total": _I, "online": _I, "offline": _I}),
         }
@@ -226,7 +226,7 @@ SCHEMAS: dict[str, Any] = {
                         "ts": _S,
                         "cpu_percent": _opt(_N),
                         "memory_percent": _opt(_N),
-                        "memory_used_mb": _opt(_N),
+                        "memory_used_mb": _opt(_I),
                         "disk_read_bps": _N,
                         "disk_write_bps": _N,
                         "net_rx_bps": _N,

@@ -18,7 +18,7 @@ class HistoryPoint:
     ts: datetime
     cpu_percent: float | None
     memory_percent: float | None
-    memory_used_mb: float | None
+    memory_used_mb: int | None  # whole MiB, as the seed sends memory figures
     disk_read_bps: float
     disk_write_bps: float
     net_rx_bps: float

@@ -206,7 +206,13 @@ class Store:
             )
             .fetchall()
         )
-        return [HistoryPoint(from_epoch(r[0]), *r[1:]) for r in rows]
+        # memory_used_mb sits in a REAL column (SQLite hands back 925.0): an int again.
+        return [
+            HistoryPoint(
+                from_epoch(r[0]), r[1], r[2], None if r[3] is None else round(r[3]), *r[4:]
+            )
+            for r in rows
+        ]
 
     def events(
         self,

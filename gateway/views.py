@@ -49,31 +49,29 @@ def vms_list(snap: Snapshot) -> dict[str, Any]:
 
 
 def vm_metrics(vm: VmState, metrics: VmMetrics | None) -> dict[str, Any]:
-    """`GET /vm/<name>/metrics` and `vm_metrics`: the seed's fields first, then the rest."""
-    if metrics is None:
-        # No batch seen yet (gateway just started, or the VM just appeared).
-        return {
-            "name": vm.name,
-            "state": vm.state,
-            "cpu_percent": None,
-            "vcpus": vm.vcpus,
-            "memory_percent": None,
-            "memory_used_mb": None,
-            "memory_total_mb": vm.memory_mb,
-            "disk_io": [],
-            "network_io": [],
-            "host": vm.host,
-            "uuid": vm.uuid,
-            "memory_source": "none",
-            "ts": None,
-            "interval_s": None,
-            "stale": True,
-        }
-    data = as_dict(metrics)
-    data.pop("v", None)
-    # The cached state is fresher than the last tick when a command just changed it.
-    data["state"] = vm.state
-    return data
+    """`GET /vm/<name>/metrics` and `vm_metrics`: the seed's fields first, with the seed's
+    types (whole-MiB ints, float or null percentages, int byte counters), then the rest.
+    Before the first batch (gateway just started, VM just appeared) the same keys, numbers
+    null, lists empty, and `stale`."""
+    data: dict[str, Any] = as_dict(metrics) if metrics is not None else {}
+    return {
+        "name": vm.name,
+        # The cached state is fresher than the last tick when a command just changed it.
+        "state": vm.state,
+        "cpu_percent": data.get("cpu_percent"),
+        "vcpus": data.get("vcpus", vm.vcpus),
+        "memory_percent": data.get("memory_percent"),
+        "memory_used_mb": data.get("memory_used_mb"),
+        "memory_total_mb": data.get("memory_total_mb", vm.memory_mb),
+        "disk_io": data.get("disk_io", []),
+        "network_io": data.get("network_io", []),
+        "host": vm.host,
+        "uuid": vm.uuid,
+        "ts": data.get("ts"),
+        "interval_s": data.get("interval_s"),
+        "memory_source": data.get("memory_source", "none"),
+        "stale": data.get("stale", True),
+    }
 
 
 def all_metrics(snap: Snapshot) -> dict[str, Any]:
@@ -124,7 +122,7 @@ def summary(snap: Snapshot) -> dict[str, Any]:
         "total_memory_mb": sum(v.memory_mb for v in vms),
         "allocated_vcpus": sum(v.vcpus for v in active),
         "allocated_memory_mb": sum(v.memory_mb for v in active),
-        "used_memory_mb": round(sum(m.memory_used_mb or 0.0 for m in used), 1),
+        "used_memory_mb": sum(m.memory_used_mb or 0 for m in used),  # whole MiB, as the seed
         "avg_cpu_percent": round(sum(cpus) / len(cpus), 2) if cpus else None,
         "hosts": {"total": len(snap.hosts), "online": online, "offline": len(snap.hosts) - online},
     }

@@ -12,13 +12,13 @@ import pytest
 import requests
 
 from tests.service.conftest import DEMO_VMS, wait_ready
-from tests.support.gateway import GatewayProc, wait_until
+from tests.support.gateway import GatewayProc, check_seed_metrics, check_seed_vm, wait_until
 from tests.support.procs import Service
 
 pytestmark = pytest.mark.service
 
 SEED_VM_KEYS = {"name", "state", "vcpus", "memory_mb", "is_active"}
-SEED_METRICS_KEYS = {
+SEED_METRICS_ORDER = [
     "name",
     "state",
     "cpu_percent",
@@ -28,7 +28,8 @@ SEED_METRICS_KEYS = {
     "memory_total_mb",
     "disk_io",
     "network_io",
-}
+]
+SEED_METRICS_KEYS = set(SEED_METRICS_ORDER)
 
 
 def test_seed_read_routes_keep_the_seed_shapes(gateway: GatewayProc) -> None:
@@ -43,6 +44,7 @@ def test_seed_read_routes_keep_the_seed_shapes(gateway: GatewayProc) -> None:
     assert vms["count"] == DEMO_VMS == len(vms["vms"])
     for vm in vms["vms"]:
         assert SEED_VM_KEYS | {"host", "uuid"} <= vm.keys()
+        check_seed_vm(vm)
     by_name = {(v["name"], v["host"]): v for v in vms["vms"]}
     assert by_name[("web-01", "demo-a")]["state"] == "running"
     assert by_name[("my vm #1 (test+dev)", "demo-a")]["state"] == "stopped"
@@ -50,6 +52,7 @@ def test_seed_read_routes_keep_the_seed_shapes(gateway: GatewayProc) -> None:
 
     detail = gateway.get("/vm/web-01").json()
     assert detail.keys() >= SEED_VM_KEYS
+    check_seed_vm(detail)
     assert (detail["host"], detail["memory_mb"], detail["is_active"]) == ("demo-a", 2048, True)
 
     # Names with spaces, '#', '+' and unicode travel URL-encoded.
@@ -60,8 +63,17 @@ def test_seed_read_routes_keep_the_seed_shapes(gateway: GatewayProc) -> None:
         lambda: (m := gateway.get("/vm/web-01/metrics").json())["cpu_percent"] is not None and m
     )
     assert metrics.keys() >= SEED_METRICS_KEYS
+    assert list(metrics)[: len(SEED_METRICS_KEYS)] == SEED_METRICS_ORDER  # the seed's first
     assert metrics["disk_io"][0].keys() >= {"device", "read_bytes", "write_bytes"}
     assert metrics["network_io"][0].keys() >= {"interface", "rx_bytes", "tx_bytes"}
+    check_seed_metrics(metrics)
+    # The seed example's types: whole MiB (the test driver reports no memory in use, so
+    # memory_used_mb is null here; tests/unit/test_gateway_state.py checks an int passes as
+    # one), a float percentage.
+    assert type(metrics["memory_total_mb"]) is int and metrics["memory_total_mb"] == 2048
+    assert type(metrics["cpu_percent"]) is float
+    for vm in vms["vms"]:  # stopped VMs, and VMs whose memory the guest does not report
+        check_seed_metrics(gateway.get(f"/vm/{vm['uuid']}/metrics").json())
 
     summary = gateway.get("/stats/summary").json()
     assert summary["total_vms"] == DEMO_VMS

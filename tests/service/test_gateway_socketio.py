@@ -8,7 +8,7 @@ import pytest
 import socketio
 
 from tests.service.conftest import DEMO_VMS, wait_ready
-from tests.support.gateway import GatewayProc, wait_until
+from tests.support.gateway import GatewayProc, check_seed_metrics, check_seed_vm, wait_until
 from tests.support.procs import Service
 
 pytestmark = pytest.mark.service
@@ -21,16 +21,21 @@ def test_seed_events_answer_with_the_rest_shapes(gateway: GatewayProc) -> None:
         listed = sio.wait_for("vms_list")
         assert listed == gateway.get("/vms").json()
         assert listed["count"] == DEMO_VMS
+        for vm in listed["vms"]:
+            check_seed_vm(vm)
 
         sio.client.emit("request_metrics", {"name": "web-01"})
         metrics = sio.wait_for("vm_metrics", lambda d: d["name"] == "web-01")
-        assert metrics.keys() == gateway.get("/vm/web-01/metrics").json().keys()
+        assert list(metrics) == list(gateway.get("/vm/web-01/metrics").json())
         assert metrics["host"] == "demo-a"
+        check_seed_metrics(metrics)
 
         sio.client.emit("request_all_metrics")
         every = sio.wait_for("all_metrics")
         assert every["count"] == DEMO_VMS
         assert {m["name"] for m in every["metrics"]} >= {"web-01", "backup", "media 🎬 box"}
+        for item in every["metrics"]:
+            check_seed_metrics(item)
 
         sio.client.emit("request_metrics", {"name": "shared-vm"})
         err = sio.wait_for("error")
@@ -74,6 +79,7 @@ def test_state_changes_are_pushed_as_vm_state(gateway: GatewayProc) -> None:
         assert gateway.post("/vm/db-01/suspend").status_code == 200
         pushed = sio.wait_for("vm_state", lambda d: d["name"] == "db-01")
         assert (pushed["host"], pushed["state"], pushed["is_active"]) == ("demo-a", "paused", True)
+        check_seed_vm(pushed)
     finally:
         sio.close()
 
@@ -97,6 +103,8 @@ def test_metric_streams_follow_subscriptions(gateway: GatewayProc) -> None:
         assert ack["host"] == "demo-a"
         wait_until(lambda: len(sio.of("vm_metrics")) >= 2, timeout=5)
         assert {m["name"] for m in sio.of("vm_metrics")} == {"web-01"}
+        for streamed in sio.of("vm_metrics"):
+            check_seed_metrics(streamed)
 
         sio.call("unsubscribe_metrics", {})
         sio.events.clear()

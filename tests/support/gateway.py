@@ -148,3 +148,45 @@ def wait_until(check: Callable[[], Any], timeout: float = 10.0, every: float = 0
                 return last
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
+
+
+# -- the seed's value types (seed-README examples) -------------------------------------------
+# A Dart model reading the seed casts each field (`as int`, `as double`, `as bool`): a 2048.0
+# where the seed sent 2048 throws. `type(x) is int` also keeps bools out of the int fields.
+
+
+def _is(value: Any, *types: type | None) -> bool:
+    return any(value is None if t is None else type(value) is t for t in types)
+
+
+def check_seed_vm(vm: dict[str, Any]) -> None:
+    """One entry of `GET /vms` / `vms_list` (and the start of `GET /vm/<name>`)."""
+    expected = {"name": (str,), "state": (str,), "vcpus": (int,), "memory_mb": (int,)}
+    expected |= {"is_active": (bool,), "host": (str,), "uuid": (str,)}
+    for key, types in expected.items():
+        assert key in vm and _is(vm[key], *types), (key, vm.get(key), vm)
+
+
+def check_seed_metrics(m: dict[str, Any]) -> None:
+    """`GET /vm/<name>/metrics` / `vm_metrics` / an `all_metrics` item."""
+    expected: dict[str, tuple[type | None, ...]] = {
+        "name": (str,),
+        "state": (str,),
+        "cpu_percent": (float, None),
+        "vcpus": (int,),
+        "memory_percent": (float, None),
+        "memory_used_mb": (int, None),
+        "memory_total_mb": (int, None),
+        "disk_io": (list,),
+        "network_io": (list,),
+        "host": (str,),
+        "uuid": (str,),
+    }
+    for key, types in expected.items():
+        assert key in m and _is(m[key], *types), (key, m.get(key), m)
+    for disk in m["disk_io"]:
+        assert type(disk) is dict and type(disk["device"]) is str, disk
+        assert type(disk["read_bytes"]) is int and type(disk["write_bytes"]) is int, disk
+    for nic in m["network_io"]:
+        assert type(nic) is dict and type(nic["interface"]) is str, nic
+        assert type(nic["rx_bytes"]) is int and type(nic["tx_bytes"]) is int, nic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,16 @@ import pytest
 from gateway import views
 from gateway.errors import Conflict, NotFound
 from gateway.state import StateCache, resolve
-from shared.messages import HostMetrics, HostStatus, MetricsBatch, VmMetrics, VmState, utc_now
+from shared.messages import (
+    DiskIO,
+    HostMetrics,
+    HostStatus,
+    MetricsBatch,
+    NetIO,
+    VmMetrics,
+    VmState,
+    utc_now,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +128,44 @@ def test_views_keep_the_seed_shapes_and_summarise() -> None:
 
     no_metrics = views.vm_metrics(vm("b", UB, "idle", state="stopped"), None)
     assert no_metrics["cpu_percent"] is None and no_metrics["disk_io"] == []
+
+
+def test_metrics_views_keep_the_seed_types_and_key_order() -> None:
+    """The seed example: ints for memory_*_mb (925, 2048), floats or null for percentages,
+    lists of dicts with int byte counters; the same keys, seed's first, before any batch."""
+    from tests.support.gateway import check_seed_metrics
+
+    metrics = VmMetrics(
+        host="a",
+        uuid=UA,
+        name="web",
+        state="running",
+        cpu_percent=12.5,
+        vcpus=2,
+        memory_percent=45.2,
+        memory_used_mb=925,
+        memory_total_mb=2048,
+        disk_io=[DiskIO(device="vda", read_bytes=1048576, write_bytes=524288)],
+        network_io=[NetIO(interface="vnet0", rx_bytes=2097152, tx_bytes=1048576)],
+    )
+    seen = json.loads(json.dumps(views.vm_metrics(vm("a", UA, "web"), metrics)))
+    check_seed_metrics(seen)
+    assert (seen["memory_used_mb"], seen["memory_total_mb"]) == (925, 2048)
+    assert type(seen["memory_used_mb"]) is int and seen["stale"] is False
+
+    empty = json.loads(json.dumps(views.vm_metrics(vm("a", UA, "web"), None)))
+    check_seed_metrics(empty)
+    assert list(empty) == list(seen)
+    assert list(seen)[:9] == [
+        "name",
+        "state",
+        "cpu_percent",
+        "vcpus",
+        "memory_percent",
+        "memory_used_mb",
+        "memory_total_mb",
+        "disk_io",
+        "network_io",
+    ]
+    assert (empty["memory_total_mb"], empty["memory_used_mb"], empty["stale"]) == (1024, None, True)
+    assert type(views.summary(StateCache().snapshot(with_metrics=True))["used_memory_mb"]) is int
