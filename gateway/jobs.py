@@ -82,6 +82,16 @@ class Job:
         }
 
 
+# Ends the gateway guessed without a word from the agent: the command may still have reached
+# it (paho delivers a publish whose wait timed out later), so a reply that comes after all is
+# what happened and replaces the guess, in the job and in the audit.
+UNHEARD_CODES = frozenset({"agent_timeout", "broker_unreachable"})
+
+
+def _unheard(job: Job) -> bool:
+    return job.error is not None and job.error.get("code") in UNHEARD_CODES
+
+
 def blocking_job(action: str, in_flight: list[Job]) -> Job | None:
     """The unfinished job on a VM that keeps `action` from being sent now, if any: one job at
     a time per VM, except that a forced action preempts graceful ones."""
@@ -228,14 +238,18 @@ class JobManager:
     def on_reply(self, reply: CommandReply) -> None:
         with self._cond:
             job = self._jobs.get(reply.id or "")
-            if job is None or (job.finished and job.error is None):
-                return  # unknown id (another run of this gateway) or a duplicate (QoS 1)
-            if job.finished and not (job.error and job.error.get("code") == "agent_timeout"):
-                return
+            if job is None:
+                return  # another run of this gateway
+            if job.finished and not _unheard(job):
+                return  # a duplicate (QoS 1), or a reply after the real end
             if reply.status == "accepted":
-                if job.status != "pending":
+                if job.status == "pending":
+                    self._update(job, "accepted", accepted_at=utc_now())
+                elif job.accepted_at is None:
+                    # Given up on, yet the agent has it: note the fact, wait for its end.
+                    job.accepted_at = job.updated_at = utc_now()
+                else:
                     return
-                self._update(job, "accepted", accepted_at=utc_now())
             else:
                 err: ErrorInfo | None = reply.error
                 self._update(

@@ -142,3 +142,30 @@ def test_other_overlaps_stay_conflicts() -> None:
     with pytest.raises(Conflict) as exc:
         submit(jobs, "reset")  # one forced action at a time
     assert exc.value.code == "job_in_progress"
+
+
+def test_a_late_reply_corrects_a_job_failed_as_broker_unreachable() -> None:
+    """wait_for_publish timed out (503), but paho delivered the command later and the agent
+    ran it: its replies must make the job (and the audit, a listener) say what happened."""
+    from gateway.errors import BusError
+
+    def slow_broker(host: str, request: CommandRequest, expiry: int) -> None:
+        raise BusError("the broker did not acknowledge the command in time")
+
+    jobs = JobManager(slow_broker, accept_timeout=0.5)
+    audited: list[tuple[str, str | None]] = []
+    jobs.listen(lambda j: audited.append((j.status, j.error["code"] if j.error else None)))
+    with pytest.raises(BusError) as exc:
+        submit(jobs, "destroy")
+    job = jobs.get(exc.value.extra["job"]["id"])
+    assert job is not None and job.status == "failed"
+
+    def reply(status: str) -> CommandReply:
+        return CommandReply(id=job.id, host="h1", status=status, state="stopped", changed=True)  # type: ignore[arg-type]
+
+    jobs.on_reply(reply("accepted"))
+    jobs.on_reply(reply("succeeded"))
+    assert (job.status, job.state, job.error) == ("succeeded", "stopped", None)
+    assert audited[-1] == ("succeeded", None)
+    jobs.on_reply(reply("failed"))  # a stray duplicate changes nothing now
+    assert job.status == "succeeded"
