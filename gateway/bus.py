@@ -35,6 +35,10 @@ from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
 
+# Messages waiting for the ingest thread. Bounded so a stalled handler cannot grow memory
+# without end; when full, paho's thread drops (and logs) rather than waits (STYLE 5).
+INBOX_SIZE = 10_000
+
 
 def gateway_version() -> str:
     try:
@@ -108,14 +112,19 @@ class Bus:
     """paho 2.x client (MQTT v5): connects in the background, re-subscribes on every CONNACK,
     hands decoded models to `handler` on one ingest thread (never on paho's network thread)."""
 
-    def __init__(self, settings: Settings, handler: Callable[[Inbound], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handler: Callable[[Inbound], None],
+        inbox_size: int = INBOX_SIZE,
+    ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.gateway_id = settings.gateway_id
         self.handler = handler
         self.url = parse_broker_url(settings.mqtt_url)
         self._connected = threading.Event()
-        self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(inbox_size)
         self._status_topic = self.topics.gateway_status(self.gateway_id)
         self._client = self._make_client()
         self._ingest = threading.Thread(target=self._ingest_loop, name="mqtt-ingest", daemon=True)
@@ -167,7 +176,10 @@ class Bus:
                 info.wait_for_publish(2)
         self._client.disconnect()
         self._client.loop_stop()
-        self._inbox.put(None)
+        try:
+            self._inbox.put(None, timeout=2)
+        except queue.Full:
+            logger.warning("the ingest thread did not drain its inbox; leaving it behind")
 
     # -- paho callbacks (network thread: never block here) ---------------------------------
     def _on_connect(
@@ -194,7 +206,14 @@ class Bus:
         except UnicodeDecodeError:
             logger.warning("dropped a message with an invalid UTF-8 topic")
             return
-        self._inbox.put((topic, bytes(msg.payload)))
+        try:
+            self._inbox.put_nowait((topic, bytes(msg.payload)))
+        except queue.Full:
+            logger.error(
+                "dropped a message on %s: %d messages wait for the ingest thread",
+                topic,
+                self._inbox.maxsize,
+            )
 
     # -- ingest thread -------------------------------------------------------------------------
     def _ingest_loop(self) -> None:

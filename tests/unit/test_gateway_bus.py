@@ -49,3 +49,22 @@ def test_mqtt_url() -> None:
     assert parse_broker_url("mqtt://127.0.0.1:1884").port == 1884
     with pytest.raises(ValueError):
         parse_broker_url("http://x")
+
+
+def test_a_full_inbox_drops_with_an_error_and_never_blocks_paho(caplog) -> None:
+    from types import SimpleNamespace
+
+    from gateway.bus import INBOX_SIZE, Bus
+    from gateway.config import Settings
+
+    settings = Settings(mqtt_url="mqtt://127.0.0.1:9", gateway_id="gw")
+    assert Bus(settings, lambda _m: None)._inbox.maxsize == INBOX_SIZE > 0
+    bus = Bus(settings, lambda _m: None, inbox_size=3)  # not started: nothing drains it
+    msg = SimpleNamespace(topic=T.host_status("h1"), payload=b"{}")
+    with caplog.at_level(logging.ERROR):
+        for _ in range(5):
+            bus._on_message(None, None, msg)  # type: ignore[arg-type]  # returns at once
+    assert bus._inbox.qsize() == 3
+    drops = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(drops) == 2 and T.host_status("h1") in drops[0].getMessage()
+    bus.stop()  # with a full inbox and no ingest thread: must not hang either
