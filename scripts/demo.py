@@ -99,6 +99,20 @@ class Demo:
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
 
+def gateway_env(workdir: Path, port: int, mqtt_url: str, token: str) -> dict[str, str]:
+    """The demo gateway's settings. Its database lives in the demo's own workdir: the default
+    (./data/gateway.db) is the repository's, and a fresh demo would show old runs' events."""
+    return {
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "KVMSUP_MQTT_URL": mqtt_url,
+        "KVMSUP_GATEWAY_ID": "demo",
+        "KVMSUP_AUTH": "token",
+        "KVMSUP_API_TOKENS": f"demo:operator:{token}",
+        "KVMSUP_DB": str(workdir / "gateway.db"),
+    }
+
+
 def health(url: str) -> dict[str, object] | None:
     try:
         with urllib.request.urlopen(url + "/health", timeout=1) as resp:
@@ -144,14 +158,7 @@ def run(demo: Demo) -> int:
     demo.spawn(
         "gateway",
         [sys.executable, "-m", "gateway"],
-        {
-            "HOST": "127.0.0.1",
-            "PORT": str(http_port),
-            "KVMSUP_MQTT_URL": mqtt_url,
-            "KVMSUP_GATEWAY_ID": "demo",
-            "KVMSUP_AUTH": "token",
-            "KVMSUP_API_TOKENS": f"demo:operator:{token}",
-        },
+        gateway_env(demo.workdir, http_port, mqtt_url, token),
     )
     url = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 30
