@@ -208,7 +208,9 @@ def jobs() -> ResponseReturnValue:
     for key in ("host", "status", "by"):
         if request.args.get(key):
             items = [j for j in items if j[key] == request.args[key]]
-    return jsonify({"count": len(items), "jobs": items[: _limit()]})
+    page = items[: _limit()]
+    # `count` is what this answer holds, as on every other list; `total` is what matched.
+    return jsonify({"count": len(page), "total": len(items), "jobs": page})
 
 
 @bp.get("/jobs/<job_id>")

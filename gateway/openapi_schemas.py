@@ -237,7 +237,7 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Job": _JOB,
-    "JobList": _list("jobs", ref("Job")),
+    "JobList": _obj({"count": _I, "total": _I, "jobs": {"type": "array", "items": ref("Job")}}),
     "Host": {
         "allOf": [
             ref("HostStatus"),

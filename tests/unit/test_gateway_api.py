@@ -128,3 +128,16 @@ def test_json_body_reads_any_bytes_and_reports_bad_json() -> None:
     for raw in (b"{nope", b"\xff\xfe\xfd", b'{"a": 1} trailing'):
         with pytest.raises(BadRequest, match="not valid JSON"):
             json_body(raw)
+
+
+def test_jobs_count_is_what_is_returned_and_total_what_matched(app: Flask) -> None:
+    gw: Gateway = app.extensions["kvmsup"]
+    agent_answers(gw, (0.0, "accepted"), (0.0, "succeeded"))
+    client = app.test_client()
+    for verb in ("stop", "start", "stop"):
+        assert client.post(f"/vm/web/{verb}", headers=OPERATOR).status_code == 200
+    page = client.get("/jobs?limit=2", headers=VIEWER).get_json()
+    assert (page["count"], len(page["jobs"]), page["total"]) == (2, 2, 3)
+    mine = client.get("/jobs?by=o&limit=100", headers=VIEWER).get_json()
+    assert (mine["count"], mine["total"]) == (3, 3)
+    assert client.get("/jobs?by=nobody", headers=VIEWER).get_json()["total"] == 0
