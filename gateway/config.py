@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.broker_url import parse_broker_url
 from shared.topics import validate_gateway_id, validate_prefix
 
 
@@ -22,8 +23,14 @@ def default_gateway_id() -> str:
 class Settings(BaseSettings):
     """Everything the gateway reads from its environment; nothing else touches `os.environ`."""
 
+    # hide_input_in_errors: a ValidationError would otherwise quote the value it refused, and
+    # the broker URL and the tokens hold secrets (SPEC §7), even in a gunicorn traceback.
     model_config = SettingsConfigDict(
-        env_prefix="KVMSUP_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="KVMSUP_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
     )
 
     # Seed names, kept without the prefix.
@@ -31,7 +38,7 @@ class Settings(BaseSettings):
     port: int = Field(5000, validation_alias=AliasChoices("PORT"))
     flask_debug: bool = Field(False, validation_alias=AliasChoices("FLASK_DEBUG"))
 
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", repr=False)  # may hold a password
     mqtt_ca: Path | None = None
     mqtt_cert: Path | None = None
     mqtt_key: Path | None = None
@@ -40,7 +47,7 @@ class Settings(BaseSettings):
     gateway_id: str = Field(default_factory=default_gateway_id)
 
     auth: Literal["token", "none"] = "token"
-    api_tokens: str | None = None
+    api_tokens: str | None = Field(None, repr=False)
     api_tokens_file: Path | None = None
     cors_origins: str | None = None
     db: str = "./data/gateway.db"
@@ -58,6 +65,14 @@ class Settings(BaseSettings):
     @classmethod
     def _gateway_id(cls, value: str) -> str:
         return validate_gateway_id(value)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        """Checked here, not first in the bus (a worker traceback, exit 3): a bad URL is a
+        settings error like the others. The parser's message never echoes the URL."""
+        parse_broker_url(value)
+        return value
 
     @field_validator("topic_prefix")
     @classmethod
