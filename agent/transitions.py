@@ -18,7 +18,7 @@ ALLOWED_FROM: dict[str, tuple[VmStateName, ...]] = {
     "shutdown": ("running", "paused", "shutting_down", "suspended"),
     "destroy": ("running", "paused", "shutting_down", "suspended", "unknown"),
     "reboot": ("running",),
-    "reset": ("running", "paused"),
+    "reset": ("running", "paused", "shutting_down"),  # a forced restart preempts a shutdown
     "suspend": ("running",),
     "resume": ("paused", "suspended"),
 }
