@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from agent.callpool import CallPool
-from agent.errors import AgentError, CallTimeout
+from agent.errors import AgentError, CallTimeout, HypervisorError
 from agent.hypervisor import Hypervisor
 from agent.inventory import Inventory
 from agent.requests import Rejection
@@ -220,15 +220,36 @@ class CommandExecutor:
 
     def _attempt(self, request: CommandRequest) -> tuple[VmStateName, VmStateName | None]:
         """On one call worker (no thread hop between the steps): the state before, then, when
-        the action applies, the action and the state after (None when nothing was done)."""
+        the action applies, the action and the state after (None when nothing was done).
+
+        The recorded state (kept current by libvirt's events) saves a read when it says the
+        action applies; libvirt refusing it as invalid means the record was behind, and a fresh
+        read decides. A no-op or a refusal is always confirmed by a fresh read."""
         uuid, action = request.vm, request.action
-        before = self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
-        if before in TARGET.get(action, ()) or before not in ALLOWED_FROM[action]:
-            return before, None
-        if action == "shutdown":  # waits for the guest: done by the job, not a call worker
-            return before, None
-        self._hv.perform(uuid, action)
-        return before, self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
+
+        def read() -> VmStateName:
+            return self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
+
+        def applies(state: VmStateName) -> bool:
+            return state not in TARGET.get(action, ()) and state in ALLOWED_FROM[action]
+
+        known = self._inventory.get(uuid)
+        before = known.state if known is not None else None
+        if before is None or not applies(before) or action == "shutdown":
+            before = read()
+            # A shutdown waits for the guest: that is the job's, not a call worker's.
+            if not applies(before) or action == "shutdown":
+                return before, None
+        try:
+            self._hv.perform(uuid, action)
+        except HypervisorError as exc:
+            if exc.code != "invalid_state":
+                raise
+            before = read()
+            if not applies(before):
+                return before, None
+            raise
+        return before, read()
 
     def _execute(self, request: CommandRequest) -> CommandReply:
         action = request.action
