@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway import create_app
-from gateway.config import Settings
 from gateway.service import Gateway
 from shared.messages import CommandReply, CommandRequest, HostStatus, VmState
 
@@ -23,16 +20,8 @@ OPERATOR = {"Authorization": "Bearer operator-secret"}
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    settings = Settings(
-        db=str(tmp_path / "gateway.db"),
-        mqtt_url="mqtt://127.0.0.1:9",
-        gateway_id="gw-unit",
-        accept_timeout=0.5,
-        api_tokens="v:viewer:viewer-secret,o:operator:operator-secret",
-        cors_origins="https://app.example",
-    )
-    app = create_app(settings)
+def app(make_app: Callable[..., Flask]) -> Flask:
+    app = make_app(accept_timeout=0.5, cors_origins="https://app.example")
     gw: Gateway = app.extensions["kvmsup"]
     gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
     gw.handle(
@@ -51,8 +40,7 @@ def app(tmp_path: Path) -> Iterator[Flask]:
             seq=1,
         )
     )
-    yield app
-    gw.stop()
+    return app
 
 
 def agent_answers(gw: Gateway, *statuses: tuple[float, str]) -> list[CommandRequest]:

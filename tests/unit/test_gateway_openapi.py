@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from gateway import create_app
-from gateway.config import Settings
 from gateway.openapi import ROUTES, openapi_path
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(
-        Settings(
-            db=str(tmp_path / "gw.db"),
-            mqtt_url="mqtt://127.0.0.1:9",
-            gateway_id="gw-unit",
-            api_tokens="v:viewer:viewer-secret,o:operator:operator-secret",
-        )
-    )
-    yield app
-    app.extensions["kvmsup"].stop()
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
 
 
 def flask_routes(app: Flask) -> set[tuple[str, str]]:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from flask import Flask
 
-from gateway import create_app
-from gateway.config import Settings
 from gateway.prometheus import collect, escape_label, render
 from gateway.state import StateCache
 from shared.messages import (
@@ -172,17 +169,8 @@ def test_escape_label_covers_exactly_three_characters() -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(
-        Settings(
-            db=str(tmp_path / "gw.db"),
-            mqtt_url="mqtt://127.0.0.1:9",
-            gateway_id="gw-unit",
-            api_tokens="v:viewer:viewer-secret",
-        )
-    )
-    yield app
-    app.extensions["kvmsup"].stop()
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(api_tokens="v:viewer:viewer-secret")
 
 
 def test_route_needs_a_viewer_and_speaks_text_0_0_4(app: Flask) -> None:

@@ -1,0 +1,37 @@
+"""Fixtures of the unit tier: a gateway app built in-process, with no broker to reach."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from gateway import create_app
+from gateway.config import Settings
+
+TOKENS = "v:viewer:viewer-secret,o:operator:operator-secret"
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """`make_app(**settings)`: a gateway app on a dead broker port, its own DB; stopped after."""
+    made: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        fields: dict[str, Any] = {
+            "db": str(tmp_path / "gateway.db"),
+            "mqtt_url": "mqtt://127.0.0.1:9",
+            "gateway_id": "gw-unit",
+            "api_tokens": TOKENS,
+            **overrides,
+        }
+        app = create_app(Settings(**fields))
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["kvmsup"].stop()
