@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from agent.callpool import CallPool
-from agent.errors import AgentError, CallTimeout, HypervisorError
+from agent.errors import AgentError, CallTimeout
 from agent.hypervisor import Hypervisor
 from agent.inventory import Inventory
 from agent.requests import Rejection
@@ -218,43 +218,41 @@ class CommandExecutor:
         state, _reason = self._calls.run(lambda: self._hv.domain_state(uuid), self._call_timeout)
         return self._inventory.state_name(uuid, state)
 
-    def _attempt(self, request: CommandRequest) -> tuple[VmStateName, VmStateName | None]:
+    def _attempt(
+        self, request: CommandRequest, abandoned: threading.Event
+    ) -> tuple[VmStateName, VmStateName | None]:
         """On one call worker (no thread hop between the steps): the state before, then, when
         the action applies, the action and the state after (None when nothing was done).
 
-        The recorded state (kept current by libvirt's events) saves a read when it says the
-        action applies; libvirt refusing it as invalid means the record was behind, and a fresh
-        read decides. A no-op or a refusal is always confirmed by a fresh read."""
+        The read comes first on purpose: a frozen libvirtd hangs it, not the action, and a
+        read that returns after the job gave up (`abandoned`) sends nothing, so a command
+        reported `timed_out` is never carried out later behind the user's back."""
         uuid, action = request.vm, request.action
 
         def read() -> VmStateName:
             return self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
 
-        def applies(state: VmStateName) -> bool:
-            return state not in TARGET.get(action, ()) and state in ALLOWED_FROM[action]
-
-        known = self._inventory.get(uuid)
-        before = known.state if known is not None else None
-        if before is None or not applies(before) or action == "shutdown":
-            before = read()
-            # A shutdown waits for the guest: that is the job's, not a call worker's.
-            if not applies(before) or action == "shutdown":
-                return before, None
-        try:
-            self._hv.perform(uuid, action)
-        except HypervisorError as exc:
-            if exc.code != "invalid_state":
-                raise
-            before = read()
-            if not applies(before):
-                return before, None
-            raise
+        before = read()
+        if before in TARGET.get(action, ()) or before not in ALLOWED_FROM[action]:
+            return before, None
+        if action == "shutdown":  # waits for the guest: done by the job, not a call worker
+            return before, None
+        if abandoned.is_set():
+            raise CallTimeout("libvirt answered after the deadline: the action was not sent")
+        self._hv.perform(uuid, action)
         return before, read()
 
     def _execute(self, request: CommandRequest) -> CommandReply:
         action = request.action
         try:
-            before, after = self._calls.run(lambda: self._attempt(request), self._call_timeout)
+            abandoned = threading.Event()
+            try:
+                before, after = self._calls.run(
+                    lambda: self._attempt(request, abandoned), self._call_timeout
+                )
+            except CallTimeout:
+                abandoned.set()
+                raise
             if before in TARGET.get(action, ()):
                 return self._final(request, "succeeded", state=before, changed=False)
             if before not in ALLOWED_FROM[action]:

@@ -18,7 +18,6 @@ STATE_NAMES: dict[int, VmStateName] = {
     PMSUSPENDED: "suspended",
 }
 
-ACTIVE_STATES = frozenset({"running", "paused", "shutting_down", "suspended"})
 
 _REASONS: dict[int, tuple[str, ...]] = {
     NOSTATE: ("unknown",),

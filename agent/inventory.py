@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from agent import domstate
 from agent.hypervisor import DomainInfo
-from shared.messages import VmState, VmStateName, utc_now
+from shared.messages import ACTIVE_STATES, VmState, VmStateName, utc_now
 
 KIB_PER_MIB = 1024
 
@@ -33,7 +33,7 @@ def to_vm_state(
         name=info.name,
         state=name,
         reason=reason,
-        is_active=name in domstate.ACTIVE_STATES,
+        is_active=name in ACTIVE_STATES,
         vcpus=info.vcpus,
         memory_mb=info.memory_kib // KIB_PER_MIB,
         max_memory_mb=info.max_memory_kib // KIB_PER_MIB,

@@ -9,7 +9,7 @@ from datetime import datetime
 from agent import domstate
 from agent.bulkstats import BlockCounters, NetCounters, RawSample
 from agent.metrics import cpu_percent, memory_view, node_cpu_percent, rate
-from shared.messages import DiskIO, HostMetrics, NetIO, VmMetrics, VmState, utc_now
+from shared.messages import ACTIVE_STATES, DiskIO, HostMetrics, NetIO, VmMetrics, VmState, utc_now
 
 KIB_PER_MIB = 1024
 
@@ -63,7 +63,7 @@ class Sampler:
     ) -> VmMetrics:
         vcpus = raw.vcpus or (known.vcpus if known else 0)
         dt_s = (raw.taken_ns - prev.taken_ns) / 1e9 if prev else 0.0
-        active = domstate.state_name(raw.state) in domstate.ACTIVE_STATES
+        active = domstate.state_name(raw.state) in ACTIVE_STATES
         fallback_kib = known.memory_mb * KIB_PER_MIB if known else raw.max_memory_kib
         mem = memory_view(raw.balloon, fallback_kib, now_s, self.period)
         return VmMetrics(

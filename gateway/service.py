@@ -161,6 +161,7 @@ class Gateway:
         elif isinstance(model, VmRemoved):
             self.cache.remove_vm(model.host, model.uuid)
         elif isinstance(model, CommandReply):
+            self.cache.apply_command_result(model)
             self.jobs.on_reply(model)
         elif isinstance(model, VmEvent):
             self.store.add_event(model)

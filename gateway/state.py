@@ -11,6 +11,8 @@ from datetime import datetime
 
 from gateway.errors import Conflict, NotFound
 from shared.messages import (
+    ACTIVE_STATES,
+    CommandReply,
     GatewayStatus,
     HostMetrics,
     HostStatus,
@@ -116,6 +118,28 @@ class StateCache:
             self._vms[key] = state
             self.version += 1
         self._emit("vm_state", state)
+        return True
+
+    def apply_command_result(self, reply: CommandReply) -> bool:
+        """Read-your-writes: a command's final reply can reach the gateway a few ms before the
+        agent's retained state does; the reply's state is shown at once. `seq` is kept, so the
+        agent's own state (a higher seq) replaces it as soon as it comes. Nothing is pushed:
+        that state brings the `vm_state` event."""
+        if reply.status != "succeeded" or reply.state is None or reply.vm is None:
+            return False
+        key = (reply.host, reply.vm)
+        with self._lock:
+            held = self._vms.get(key)
+            if held is None or held.state == reply.state or reply.ts <= held.ts:
+                return False
+            self._vms[key] = held.model_copy(
+                update={
+                    "state": reply.state,
+                    "is_active": reply.state in ACTIVE_STATES,
+                    "ts": reply.ts,
+                }
+            )
+            self.version += 1
         return True
 
     def remove_vm(self, host: str, uuid: str) -> VmState | None:

@@ -14,6 +14,9 @@ VmStateName = Literal[
     "running", "paused", "stopped", "shutting_down", "crashed", "suspended", "unknown"
 ]
 
+# States in which the guest exists in memory (`is_active`).
+ACTIVE_STATES = frozenset({"running", "paused", "shutting_down", "suspended"})
+
 ACTIONS = ("start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume")
 Action = Literal["start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -48,8 +49,10 @@ class StandIn:
         self.state = NEXT.get(action, self.state)
 
 
-def run(truth: int, recorded: int, action: str) -> tuple[CommandReply, StandIn]:
-    hv = StandIn(truth)
+def run(
+    truth: int, recorded: int, action: str, hv: StandIn | None = None, call_timeout: float = 30
+) -> tuple[CommandReply, StandIn]:
+    hv = hv or StandIn(truth)
     inventory = Inventory("h")
     inventory.update(DomainInfo(UUID, "vm", recorded, 0, 1, 1024, 1024, False, True))
     done = threading.Event()
@@ -60,28 +63,32 @@ def run(truth: int, recorded: int, action: str) -> tuple[CommandReply, StandIn]:
         if reply.status != "accepted":
             done.set()
 
-    executor = CommandExecutor("h", hv, inventory, lambda *_: None, lambda _u: None)  # type: ignore[arg-type]
+    executor = CommandExecutor(
+        "h",
+        hv,
+        inventory,
+        lambda *_: None,
+        lambda _u: None,
+        call_timeout=call_timeout,  # type: ignore[arg-type]
+    )
     executor.submit(CommandRequest(id="c1", action=action, vm=UUID), send)  # type: ignore[arg-type]
     assert done.wait(5)
     executor.shutdown()
     return replies[-1], hv
 
 
-def test_the_usual_path_reads_libvirt_once_after_the_action() -> None:
+def test_an_action_reads_libvirt_before_and_after() -> None:
     reply, hv = run(domstate.RUNNING, domstate.RUNNING, "suspend")
     assert (reply.status, reply.state, reply.changed) == ("succeeded", "paused", True)
-    assert hv.performed == ["suspend"] and hv.reads == 1
+    assert hv.performed == ["suspend"] and hv.reads == 2
 
 
-def test_a_record_behind_libvirt_never_makes_a_wrong_no_op() -> None:
-    # Recorded running, really stopped: `start` must start it, not answer "already running".
+def test_a_record_behind_libvirt_never_decides() -> None:
+    # Recorded running, really stopped: `start` starts it, not "already running".
     reply, hv = run(domstate.SHUTOFF, domstate.RUNNING, "start")
     assert (reply.status, reply.state, reply.changed) == ("succeeded", "running", True)
     assert hv.performed == ["start"]
-
-
-def test_a_record_behind_libvirt_turns_a_refusal_into_a_no_op() -> None:
-    # Recorded stopped, really running: libvirt refuses the start, a fresh read says done.
+    # Recorded stopped, really running: nothing to do.
     reply, hv = run(domstate.RUNNING, domstate.SHUTOFF, "start")
     assert (reply.status, reply.state, reply.changed) == ("succeeded", "running", False)
     assert hv.performed == []
@@ -91,3 +98,24 @@ def test_an_action_that_cannot_apply_fails_with_invalid_state() -> None:
     reply, hv = run(domstate.SHUTOFF, domstate.SHUTOFF, "suspend")
     assert reply.status == "failed" and reply.error is not None
     assert reply.error.code == "invalid_state" and hv.performed == []
+
+
+class Frozen(StandIn):
+    """A libvirtd that stops answering (SIGSTOP) until `thaw` is set."""
+
+    def __init__(self, state: int) -> None:
+        super().__init__(state)
+        self.thaw = threading.Event()
+
+    def domain_state(self, uuid: str) -> tuple[int, int]:
+        self.thaw.wait(10)
+        return super().domain_state(uuid)
+
+
+def test_a_command_reported_timed_out_is_never_carried_out_later() -> None:
+    hv = Frozen(domstate.RUNNING)
+    reply, _ = run(domstate.RUNNING, domstate.RUNNING, "suspend", hv=hv, call_timeout=0.2)
+    assert reply.status == "timed_out"
+    hv.thaw.set()  # libvirtd answers again: the read returns to a job that gave up
+    time.sleep(0.3)
+    assert hv.performed == [] and hv.state == domstate.RUNNING

@@ -12,6 +12,7 @@ from gateway import views
 from gateway.errors import Conflict, NotFound
 from gateway.state import StateCache, resolve
 from shared.messages import (
+    CommandReply,
     DiskIO,
     HostMetrics,
     HostStatus,
@@ -169,3 +170,26 @@ def test_metrics_views_keep_the_seed_types_and_key_order() -> None:
     ]
     assert (empty["memory_total_mb"], empty["memory_used_mb"], empty["stale"]) == (1024, None, True)
     assert type(views.summary(StateCache().snapshot(with_metrics=True))["used_memory_mb"]) is int
+
+
+def test_a_command_result_shows_at_once_until_the_agents_own_state_comes() -> None:
+    cache = StateCache()
+    pushed: list[str] = []
+    cache.listen(lambda kind, _item: pushed.append(kind))
+    t0 = utc_now()
+    cache.apply_vm_state(vm("a", UA, "web", seq=5, ts=t0))
+    later = t0 + timedelta(milliseconds=5)
+
+    def reply(status: str, state: str, ts: Any) -> CommandReply:
+        return CommandReply(id="j", host="a", status=status, vm=UA, state=state, ts=ts)  # type: ignore[arg-type]
+
+    # Failures and replies older than what is held change nothing.
+    assert not cache.apply_command_result(reply("failed", "paused", later))
+    assert not cache.apply_command_result(reply("succeeded", "paused", t0))
+    assert cache.apply_command_result(reply("succeeded", "paused", later))
+    held = resolve(cache.snapshot().vms.values(), UA)
+    assert (held.state, held.is_active, held.seq) == ("paused", True, 5)
+    assert pushed == ["vm_state"]  # the agent's own state brings the push, not the reply
+    # The agent's state (a higher seq) replaces the provisional one.
+    assert cache.apply_vm_state(vm("a", UA, "web", seq=6, state="paused"))
+    assert resolve(cache.snapshot().vms.values(), UA).seq == 6
