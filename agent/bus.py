@@ -94,9 +94,6 @@ class Bus:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     def start(self) -> None:
         self._client.connect_async(
             self.endpoint.host, self.endpoint.port, keepalive=self._settings.mqtt_keepalive

@@ -75,9 +75,6 @@ class Connection:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
     def _supervise(self) -> None:
         backoff = _MIN_BACKOFF_S
         while not self._stop.is_set():
