@@ -12,7 +12,13 @@ import time
 from agent.bus import Bus, Inbound, Outbound
 from agent.commands import CommandExecutor
 from agent.publisher import Publisher
-from agent.requests import Rejection, decode_command, decode_set, valid_response_topic
+from agent.requests import (
+    Rejection,
+    correlation_text,
+    decode_command,
+    decode_set,
+    valid_response_topic,
+)
 from shared.messages import CommandReply, dump, utc_now
 from shared.topics import Topics
 
@@ -62,7 +68,9 @@ class Intake:
         if msg.retain:
             logger.warning("ignored a retained command on %s: %r", msg.topic, msg.payload[:256])
             self.executor.reject(
-                Rejection("retained", "retained commands are ignored", _corr_text(msg.correlation)),
+                Rejection(
+                    "retained", "retained commands are ignored", correlation_text(msg.correlation)
+                ),
                 send,
             )
             return
@@ -85,7 +93,3 @@ class Intake:
             self.executor.reject(decoded, None)
         else:
             self.executor.submit(decoded, None)
-
-
-def _corr_text(data: bytes | None) -> str | None:
-    return data.decode("utf-8", "replace")[:128] if data is not None else None

@@ -18,15 +18,20 @@ def next_seq(previous: int | None, now_us: int) -> int:
     return max(now_us, (previous or 0) + 1)
 
 
+def shown_state(state: int, shutdown_requested: bool) -> VmStateName:
+    """libvirt keeps a QEMU guest RUNNING until it is off, so a shutdown the agent asked for is
+    shown as `shutting_down` until the guest stops."""
+    name = domstate.state_name(state)
+    return "shutting_down" if shutdown_requested and name in ("running", "paused") else name
+
+
 def to_vm_state(
     host: str, info: DomainInfo, seq: int, *, shutdown_requested: bool = False
 ) -> VmState:
-    """The published form of a reading. libvirt keeps a QEMU guest RUNNING until it is off, so
-    a shutdown the agent asked for is shown as `shutting_down` until the guest stops."""
-    name = domstate.state_name(info.state)
-    reason = domstate.reason_words(info.state, info.reason)
-    if shutdown_requested and name in ("running", "paused"):
-        name, reason = "shutting_down", "shutdown requested"
+    """The published form of a reading (see `shown_state`)."""
+    name = shown_state(info.state, shutdown_requested)
+    overlaid = name != domstate.state_name(info.state)
+    reason = "shutdown requested" if overlaid else domstate.reason_words(info.state, info.reason)
     return VmState(
         host=host,
         uuid=info.uuid,
@@ -72,22 +77,9 @@ class Inventory:
 
     def state_name(self, uuid: str, state: int) -> VmStateName:
         """A libvirt state code in words, as the VM is shown (a requested shutdown included)."""
-        name = domstate.state_name(state)
         with self._cond:
-            if uuid in self._shutting_down and name in ("running", "paused"):
-                return "shutting_down"
-        return name
-
-    def view(self, info: DomainInfo) -> VmState:
-        """What `info` would be published as, without recording it (for command replies)."""
-        with self._cond:
-            old = self._states.get(info.uuid)
-            return to_vm_state(
-                self.host,
-                info,
-                old.seq if old else 0,
-                shutdown_requested=info.uuid in self._shutting_down,
-            )
+            requested = uuid in self._shutting_down
+        return shown_state(state, requested)
 
     def update(self, info: DomainInfo, *, force: bool = False) -> VmState | None:
         """Records a fresh reading; returns the new state when it changed (or `force`)."""

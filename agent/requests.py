@@ -50,7 +50,7 @@ def decode_command(
     payload: bytes, correlation: bytes | None, now: datetime
 ) -> CommandRequest | Rejection:
     """A CommandRequest that may run now, or the reason it may not."""
-    corr_id = _text(correlation)
+    corr_id = correlation_text(correlation)
     if len(payload) > MAX_COMMAND_BYTES:
         return Rejection(
             "too_large", f"payload of {len(payload)} bytes exceeds {MAX_COMMAND_BYTES}", corr_id
@@ -109,7 +109,8 @@ def decode_set(
     )
 
 
-def _text(data: bytes | None) -> str | None:
+def correlation_text(data: bytes | None) -> str | None:
+    """A request id recovered from MQTT CorrelationData (hex when it is not UTF-8)."""
     if data is None:
         return None
     try:

@@ -14,7 +14,7 @@ from gateway.auth import require
 from gateway.bus import gateway_version
 from gateway.errors import BadRequest, NotFound
 from gateway.service import VERBS, Gateway
-from shared.messages import utc_now
+from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)
 
@@ -78,7 +78,7 @@ def health() -> ResponseReturnValue:
             "hosts_offline": len(hosts) - len(online),
             "hosts": hosts,
             "gateway_id": gateway.settings.gateway_id,
-            "timestamp": views.iso(utc_now()),
+            "timestamp": iso_z(utc_now()),
         }
     )
 

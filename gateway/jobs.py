@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.errors import AgentTimeout, BusError, Conflict
-from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, utc_now
+from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, iso_z, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ GRACEFUL = frozenset({"shutdown", "reboot"})
 
 
 def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts else None
+    return iso_z(ts) if ts else None
 
 
 @dataclass

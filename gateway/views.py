@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.records import AuditEntry, HistoryPoint
 from gateway.state import HostLoad, Snapshot
-from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics, VmState, as_dict
-
-
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics, VmState, as_dict, iso_z
 
 
 def vm_summary(vm: VmState, online: bool) -> dict[str, Any]:
@@ -91,7 +86,7 @@ def host_view(status: HostStatus, load: HostLoad | None, vms: list[VmState]) -> 
         data["metrics"] = {
             **load.metrics.model_dump(mode="json"),
             "interval_s": load.interval_s,
-            "ts": iso(load.ts),
+            "ts": iso_z(load.ts),
         }
     return data
 
@@ -137,7 +132,7 @@ def history(vm: VmState, minutes: float, points: list[HistoryPoint]) -> dict[str
         "count": len(points),
         "points": [
             {
-                "ts": iso(p.ts),
+                "ts": iso_z(p.ts),
                 "cpu_percent": p.cpu_percent,
                 "memory_percent": p.memory_percent,
                 "memory_used_mb": p.memory_used_mb,
@@ -160,7 +155,7 @@ def event_view(event: VmEvent) -> dict[str, Any]:
 def audit_view(entry: AuditEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        "ts": iso(entry.ts),
+        "ts": iso_z(entry.ts),
         "by": entry.by,
         "host": entry.host,
         "vm": entry.vm,
@@ -169,6 +164,6 @@ def audit_view(entry: AuditEntry) -> dict[str, Any]:
         "params": entry.params,
         "result": entry.result,
         "error": entry.error,
-        "updated_at": iso(entry.updated_at),
-        "finished_at": iso(entry.finished_at) if entry.finished_at else None,
+        "updated_at": iso_z(entry.updated_at),
+        "finished_at": iso_z(entry.finished_at) if entry.finished_at else None,
     }

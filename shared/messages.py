@@ -32,7 +32,8 @@ def _as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _iso_z(value: datetime) -> str:
+def iso_z(value: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and `Z`: every timestamp on the wire and in the API."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -40,7 +41,7 @@ def _iso_z(value: datetime) -> str:
 UtcDateTime = Annotated[
     datetime,
     AfterValidator(_as_utc),
-    PlainSerializer(_iso_z, return_type=str, when_used="json"),
+    PlainSerializer(iso_z, return_type=str, when_used="json"),
 ]
 
 
