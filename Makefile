@@ -12,7 +12,7 @@ APT_LEAN := docker-compose
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \
-	demo clean
+	soak demo clean
 
 install: apt venv
 
@@ -65,6 +65,11 @@ lint: venv
 bench: install
 	$(PY) benchmarks/agent_tick.py
 	$(PY) benchmarks/gateway_read.py
+
+# The whole stack for SOAK_MINUTES under churn; RSS, threads and fds per process each minute.
+SOAK_MINUTES ?= 10
+soak: install
+	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES)
 
 # Mosquitto, two agents on the demo node files and the gateway on http://127.0.0.1:5000.
 demo: install
