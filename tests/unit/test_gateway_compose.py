@@ -1,7 +1,11 @@
-"""docker-compose.yml is consistent with the repository: contexts, Dockerfiles, files, commands."""
+"""docker-compose.yml is consistent with the repository (contexts, Dockerfiles, files, commands)
+and secure by default: a broker that needs its passwords and ACL, unprivileged read-only
+containers, images without build tools. No Docker engine here: the files are read, and
+`docker-compose config` resolves them."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -25,7 +29,24 @@ def compose() -> dict[str, Any]:
 
 def dockerfile(service: dict[str, Any]) -> Path:
     build = service["build"]
-    return ROOT / build["context"] / build.get("dockerfile", "Dockerfile")
+    return ROOT / str(build["context"]) / str(build.get("dockerfile", "Dockerfile"))
+
+
+def final_stage(text: str) -> str:
+    """The lines of a Dockerfile's last stage: what the image that runs is made of."""
+    starts = [m.start() for m in re.finditer(r"^FROM ", text, re.M)]
+    return text[starts[-1] :]
+
+
+def interpolation_default(value: str) -> str:
+    """`${VAR:-default}` as Compose resolves it when VAR is unset; other text unchanged."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+
+
+def mount(volume: str) -> tuple[str, str]:
+    """A short-syntax volume's source and target, defaults of `${VAR:-…}` applied."""
+    source, target = interpolation_default(volume).split(":")[:2]
+    return source, target
 
 
 def test_services_build_from_existing_files(compose: dict[str, Any]) -> None:
@@ -35,8 +56,9 @@ def test_services_build_from_existing_files(compose: dict[str, Any]) -> None:
         path = dockerfile(service)
         assert path.is_file(), path
         for line in path.read_text().splitlines():
-            if line.startswith("COPY "):
-                for src in line.split()[1:-1]:
+            # COPY --from=<stage> copies between stages, not from the context.
+            if line.startswith("COPY ") and "--from=" not in line:
+                for src in [w for w in line.split()[1:-1] if not w.startswith("--")]:
                     assert (ROOT / service["build"]["context"] / src).exists(), (name, src)
 
 
@@ -59,8 +81,12 @@ def test_volumes_are_named_or_exist(compose: dict[str, Any]) -> None:
     named = set(compose.get("volumes") or {})
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith((".", "/")):
+            source = mount(volume)[0]
+            if volume.startswith("${"):
+                # A host directory the operator provisions (docker/README.md): its default is
+                # an absolute path outside the checkout, never a place secrets could be built in.
+                assert source.startswith("/srv/"), volume
+            elif source.startswith((".", "/")):
                 # The libvirt socket exists only on a KVM host; everything else must be here.
                 if "libvirt" not in source:
                     assert (ROOT / source).exists(), source
@@ -123,8 +149,158 @@ def test_named_volumes_of_non_root_images_are_created_and_owned_by_their_user(
         if user in (None, "root", "0"):
             continue
         for volume in service.get("volumes", []):
-            source, target = volume.split(":")[:2]
+            source, target = mount(volume)
             if source in named:
                 checked += 1
                 assert target.rstrip("/") in ready, (name, target, user)
     assert checked  # the gateway's data volume is among them
+
+
+# -- secure by default --------------------------------------------------------------------------
+
+ENTRYPOINT = ROOT / "docker" / "broker-entrypoint.sh"
+EXAMPLE_ENV = ROOT / "docker" / "compose.env.example"
+
+
+def image_user(service: dict[str, Any]) -> str | None:
+    """Who the service's processes run as: compose's `user:`, else the image's last `USER`."""
+    if "user" in service:
+        return str(service["user"]).split(":")[0]
+    return writable_dirs(dockerfile(service).read_text())[0]
+
+
+@pytest.mark.parametrize("name", ["broker", "gateway", "agent"])
+def test_every_service_runs_unprivileged_on_a_read_only_root(
+    compose: dict[str, Any], name: str
+) -> None:
+    """A process that is taken over can neither rewrite its image, nor use a capability, nor
+    gain one through a setuid binary; and it is not root to begin with."""
+    service = compose["services"][name]
+    assert service.get("read_only") is True
+    assert service.get("cap_drop") == ["ALL"]
+    assert "no-new-privileges:true" in service.get("security_opt", [])
+    assert image_user(service) not in (None, "root", "0")
+    # And the image alone (docker run without compose) is not root either.
+    final_user = writable_dirs(final_stage(dockerfile(service).read_text()))[0]
+    assert final_user not in (None, "root", "0"), name
+
+
+def test_agent_image_leaves_its_build_tools_in_the_build_stage(compose: dict[str, Any]) -> None:
+    text = dockerfile(compose["services"]["agent"]).read_text()
+    assert len(re.findall(r"^FROM ", text, re.M)) >= 2
+    build, final = text[: text.index(final_stage(text))], final_stage(text)
+    for tool in ("gcc", "pkg-config", "libvirt-dev"):
+        assert tool in build
+        assert not re.search(rf"\b{re.escape(tool)}\b", final), tool
+    assert "COPY --from=" in final  # the virtualenv comes from the build stage
+    assert "libvirt0" in final  # the one library libvirt-python needs at run time
+
+
+def test_agent_reaches_libvirt_through_the_hosts_libvirt_group(compose: dict[str, Any]) -> None:
+    """Non-root, the agent opens the socket only as a member of its group, whose id is the
+    host's: the operator says which, and the image has no group by that name to fall back on."""
+    agent = compose["services"]["agent"]
+    assert agent["group_add"] == ["${KVMSUP_LIBVIRT_GID:-libvirt}"]
+    assert any(mount(v)[1] == "/var/run/libvirt/libvirt-sock" for v in agent["volumes"])
+    assert "groupadd" not in dockerfile(agent).read_text()
+
+
+def test_gateway_is_published_on_loopback_only_by_default(compose: dict[str, Any]) -> None:
+    """Bearer tokens in clear text stay on this machine unless the operator says otherwise;
+    a TLS proxy in front carries them over the network (docs/TLS.md)."""
+    ports = [interpolation_default(p) for p in compose["services"]["gateway"]["ports"]]
+    assert ports == ["127.0.0.1:5000:5000"]
+    assert (ROOT / "docs" / "TLS.md").is_file()
+
+
+def test_broker_defaults_to_the_production_config(compose: dict[str, Any]) -> None:
+    broker = compose["services"]["broker"]
+    assert interpolation_default(broker["environment"]["KVMSUP_BROKER_MODE"]) == "production"
+    text = dockerfile(broker).read_text()
+    assert "ENV KVMSUP_BROKER_MODE=production" in text
+    assert 'CMD ["kvmsup-broker"]' in text
+    assert "COPY docker/broker-entrypoint.sh /usr/local/bin/kvmsup-broker" in text
+    assert "/mosquitto/secrets" in [mount(v)[1] for v in broker["volumes"]]
+    assert any(mount(v)[1] == "/mosquitto/data" for v in broker["volumes"])
+    # Only MQTT over TLS is published; the dev mode's plain port stays on the compose network.
+    assert [interpolation_default(p) for p in broker["ports"]] == ["0.0.0.0:8883:8883"]
+
+
+def test_broker_start_script_checks_every_secret_the_production_config_reads() -> None:
+    conf = (ROOT / "broker" / "mosquitto.conf").read_text()
+    assert re.search(r"^allow_anonymous false$", conf, re.M)
+    assert re.search(r"^password_file /mosquitto/secrets/passwd$", conf, re.M)
+    assert re.search(r"^acl_file /mosquitto/secrets/acl$", conf, re.M)
+    script = ENTRYPOINT.read_text()
+    checked = set(re.search(r"for file in ([^;]+);", script).group(1).split())  # type: ignore[union-attr]
+    assert set(re.findall(r"/mosquitto/secrets/(\S+)", conf)) == checked
+    assert "exec mosquitto -c /mosquitto/config/kvmsup/mosquitto.conf" in script
+
+
+def run_entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # An empty PATH: the script can find no mosquitto to start, so nothing listens anywhere;
+    # what it decided shows in its exit status and its log.
+    return subprocess.run(
+        ["/bin/sh", str(ENTRYPOINT)],
+        env={"PATH": "/nonexistent", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.skipif(Path("/mosquitto").exists(), reason="this machine has a /mosquitto")
+def test_broker_refuses_to_start_without_its_secrets() -> None:
+    out = run_entrypoint({})
+    assert out.returncode == 78, out.stderr
+    assert "REFUSING TO START" in out.stderr
+    assert "passwd acl ca.crt server.crt server.key" in out.stderr
+    assert "KVMSUP_BROKER_MODE=dev" in out.stderr  # the way out is named
+    assert "not found" not in out.stderr  # it never tried to start Mosquitto
+
+
+def test_broker_open_mode_must_be_asked_for_by_name_and_is_announced() -> None:
+    out = run_entrypoint({"KVMSUP_BROKER_MODE": "dev"})
+    warning, started, _ = out.stderr.partition("mosquitto: not found")
+    assert started, out.stderr  # after the warning it went on to start Mosquitto
+    assert warning.count("WARNING:") >= 3
+    for words in ("ANONYMOUS", "NO ACL", "NO TLS"):
+        assert words in warning
+    assert "exec mosquitto -c /mosquitto/config/mosquitto.conf" in ENTRYPOINT.read_text()
+    # A near miss is refused, not taken for either mode.
+    for other in ("DEV", "open", "development"):
+        refused = run_entrypoint({"KVMSUP_BROKER_MODE": other})
+        assert refused.returncode == 64, other
+        assert "WARNING" not in refused.stderr and "not found" not in refused.stderr
+
+
+def compose_config(**env: str) -> dict[str, Any]:
+    """`docker-compose config` with the example settings file and `env` on top, nothing else
+    from this machine's environment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KVMSUP_", "COMPOSE_"))}
+    files = ["-f", str(ROOT / "docker-compose.yml"), "--env-file", str(EXAMPLE_ENV)]
+    out = subprocess.run(
+        ["docker-compose", *files, "config"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    services: dict[str, Any] = yaml.safe_load(out.stdout)["services"]
+    return services
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_compose_resolves_the_example_settings_to_a_production_stack() -> None:
+    services = compose_config()
+    assert services["broker"]["environment"]["KVMSUP_BROKER_MODE"] == "production"
+    assert services["gateway"]["ports"] == ["127.0.0.1:5000:5000/tcp"]
+    assert services["gateway"]["environment"]["KVMSUP_MQTT_URL"].startswith("mqtts://gateway-1:")
+    assert services["agent"]["environment"]["KVMSUP_MQTT_URL"].startswith("mqtts://kvm1:")
+    assert services["agent"]["group_add"] == ["998"]
+    for service in services.values():
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+
+    dev = compose_config(KVMSUP_BROKER_MODE="dev")
+    assert dev["broker"]["environment"]["KVMSUP_BROKER_MODE"] == "dev"
