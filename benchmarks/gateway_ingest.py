@@ -84,7 +84,7 @@ def proc_status(pid: int) -> dict[str, int]:
         if key == "VmRSS":
             out["rss_kb"] = int(value.split()[0])
         elif key == "Threads":
-            out["threads"] = int(value)
+            out["os_threads"] = int(value)
     return out
 
 
