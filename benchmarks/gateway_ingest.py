@@ -173,6 +173,7 @@ class Poller(threading.Thread):
         self.api, self.path, self.timeout = Api(gw), path, timeout
         self.latencies: list[float] = []
         self.errors = 0
+        self.timeouts = 0
         self.bytes = 0
         self.halt = threading.Event()
 
@@ -183,6 +184,9 @@ class Poller(threading.Thread):
                 resp = self.api.get(self.path, timeout=self.timeout)
                 ok = resp.status_code == 200
                 self.bytes = len(resp.content)
+            except requests.Timeout:
+                self.timeouts += 1
+                ok = False
             except requests.RequestException:
                 ok = False
             if ok:
@@ -194,10 +198,11 @@ class Poller(threading.Thread):
     def figures(self) -> dict[str, Any]:
         lat = [x * 1000 for x in self.latencies]
         if not lat:
-            return {"requests": 0, "errors": self.errors}
+            return {"ok": 0, "errors": self.errors, "timeouts": self.timeouts}
         return {
-            "requests": len(lat),
+            "ok": len(lat),
             "errors": self.errors,
+            "timeouts": self.timeouts,
             "p50_ms": round(percentile(lat, 50), 2),
             "p99_ms": round(percentile(lat, 99), 2),
             "max_ms": round(max(lat), 2),

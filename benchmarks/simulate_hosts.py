@@ -571,7 +571,9 @@ class Loop:
         next_misc = next_report = start
         stats = self.hosts[0].stats
         ticks = 0
-        while not stop.is_set():
+        parent = os.getppid()
+        # A parent killed with -9 sets no stop event: orphaned hosts stop by themselves.
+        while not stop.is_set() and os.getppid() == parent:
             now = time.monotonic()
             while due and due[0][0] <= now:
                 at, i = heapq.heappop(due)

@@ -348,8 +348,12 @@ def main() -> int:
             got_per_flip.append(shared.value - before)
             time.sleep(0.2)
         time.sleep(max(0.0, args.rest_duration - (time.monotonic() - rest_start)))
+        # Requests still waiting must time out while the clients hold the gateway: one served
+        # once they leave would not be a request served meanwhile.
         for p in pollers:
             p.halt.set()
+        for p in pollers:
+            p.join(timeout=args.rest_timeout + 5)
 
         received: list[tuple[int, float, str]] = []
         dropped = 0
@@ -379,7 +383,6 @@ def main() -> int:
             flush=True,
         )
         for p, label in zip(pollers, ("GET /health", "GET /vm/<name>"), strict=True):
-            p.join(timeout=args.rest_timeout + 5)
             print(
                 json.dumps(
                     {
