@@ -89,6 +89,13 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def gateway_proc(work: Path, broker_url: str, threads: int) -> GatewayProc:
+    """The gateway as deployed; `threads` 0 keeps its default."""
+    if threads:
+        return GatewayProc(work, broker_url, gateway_id="bench", KVMSUP_THREADS=str(threads))
+    return GatewayProc(work, broker_url, gateway_id="bench")
+
+
 class Api:
     """A keep-alive HTTP client of the gateway with the viewer token, its own timeout per call."""
 
@@ -282,9 +289,8 @@ def main() -> int:
 
     fleet = Fleet(args.hosts, args.vms, args.interval)
     work = Path(tempfile.mkdtemp(prefix="kvmsup-ingest-"))
-    extra = {"KVMSUP_THREADS": str(args.threads)} if args.threads else {}
     broker = Broker(work)
-    gw = GatewayProc(work, broker.url, gateway_id="bench", **extra)
+    gw = gateway_proc(work, broker.url, args.threads)
     sim: Simulator | None = None
     common = {"cores": os.cpu_count(), "hosts": args.hosts, "vms": args.hosts * args.vms}
     try:

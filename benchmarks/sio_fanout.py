@@ -57,6 +57,7 @@ from benchmarks.gateway_ingest import (  # noqa: E402
     Api,
     Poller,
     Simulator,
+    gateway_proc,
     percentile,
     proc_status,
     wait_vms,
@@ -267,9 +268,8 @@ def main() -> int:
     topics = Topics(fleet.prefix)
     host, uuid, name = fleet.host_id(0), fleet.vm_uuid(0, 1), fleet.vm_name(0, 1)  # running
     work = Path(tempfile.mkdtemp(prefix="kvmsup-fanout-"))
-    extra = {"KVMSUP_THREADS": str(args.threads)} if args.threads else {}
     broker = Broker(work)
-    gw = GatewayProc(work, broker.url, gateway_id="bench", **extra)
+    gw = gateway_proc(work, broker.url, args.threads)
     sim: Simulator | None = None
     flipper: Flipper | None = None
     ctx = mp.get_context("spawn")
