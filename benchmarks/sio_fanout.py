@@ -150,14 +150,21 @@ async def _clients_main(
     port: int, token: str, uuid: str, count: int, timeout: float, ctl: Any, shared: Any
 ) -> None:
     clients = [SioClient(port, token, uuid, shared) for _ in range(count)]
-    tasks = [asyncio.create_task(c.run()) for c in clients]
+    tasks: list[asyncio.Task[None]] = []
     gate = asyncio.Semaphore(100)  # handshakes in flight at once
+    # One deadline for the whole phase as well: when the gateway stops taking clients, the
+    # rest would otherwise time out a hundred at a time, one `timeout` after another.
+    deadline = time.monotonic() + timeout + count / 100
 
     async def connect(c: SioClient) -> float | None:
         async with gate:
             t0 = time.monotonic()
+            if t0 >= deadline:
+                c.failure = "not tried: connect phase over"
+                return None
+            tasks.append(asyncio.create_task(c.run()))
             try:
-                await asyncio.wait_for(c.connected.wait(), timeout)
+                await asyncio.wait_for(c.connected.wait(), min(timeout, deadline - t0))
             except TimeoutError:
                 c.failure = "connect timeout"
                 c.close()
