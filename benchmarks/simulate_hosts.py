@@ -35,6 +35,7 @@ import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,13 +103,15 @@ REASON: dict[VmStateName, str] = {"running": "booted", "paused": "user", "stoppe
 
 # Sentinels in a template batch: each is a number or timestamp nothing else can produce.
 TS_MARK = "1999-09-09T09:09:09.099Z"
+TICK_MARK, CPU_MARK = 987654321, 12.345678901
+RB_MARK, WB_MARK, RX_MARK, TX_MARK = 11111111111, 22222222222, 33333333333, 44444444444
 SLOTS = {
-    "987654321": "tick",
-    "12.345678901": "cpu",
-    "11111111111": "rb",
-    "22222222222": "wb",
-    "33333333333": "rx",
-    "44444444444": "tx",
+    str(TICK_MARK): "tick",
+    repr(CPU_MARK): "cpu",
+    str(RB_MARK): "rb",
+    str(WB_MARK): "wb",
+    str(RX_MARK): "rx",
+    str(TX_MARK): "tx",
 }
 SLOT_RE = re.compile("(" + "|".join(re.escape(s) for s in [f'"{TS_MARK}"', *SLOTS]) + ")")
 
@@ -143,7 +146,7 @@ def _tmpl_vm(host: str, uuid: str, name: str, state: VmStateName, interval: floa
         name=name,
         state=state,
         ts=utc_now(),
-        cpu_percent=float(next(k for k, v in SLOTS.items() if v == "cpu")),
+        cpu_percent=CPU_MARK,
         vcpus=2,
         memory_percent=25.0,
         memory_used_mb=256,
@@ -152,8 +155,8 @@ def _tmpl_vm(host: str, uuid: str, name: str, state: VmStateName, interval: floa
         disk_io=[
             DiskIO(
                 device="vda",
-                read_bytes=11111111111,
-                write_bytes=22222222222,
+                read_bytes=RB_MARK,
+                write_bytes=WB_MARK,
                 read_bps=4096.0,
                 write_bps=8192.0,
                 read_iops=1.0,
@@ -163,8 +166,8 @@ def _tmpl_vm(host: str, uuid: str, name: str, state: VmStateName, interval: floa
         network_io=[
             NetIO(
                 interface="vnet0",
-                rx_bytes=33333333333,
-                tx_bytes=44444444444,
+                rx_bytes=RX_MARK,
+                tx_bytes=TX_MARK,
                 rx_bps=1e3,
                 tx_bps=2e3,
             )
@@ -177,7 +180,7 @@ class BatchTemplate:
     """One host's `MetricsBatch`, serialised once by the shared model, then patched per tick."""
 
     def __init__(self, batch: MetricsBatch) -> None:
-        text = dump(batch.model_copy(update={"tick": 987654321})).decode()
+        text = dump(batch.model_copy(update={"tick": TICK_MARK})).decode()
         text = text.replace(iso_z(batch.ts), TS_MARK)
         for vm in batch.vms:
             text = text.replace(iso_z(vm.ts), TS_MARK)
@@ -187,7 +190,7 @@ class BatchTemplate:
         self.vms = len(batch.vms)
 
     def render(self, tick: int, now: float) -> bytes:
-        ts = '"' + iso_z(_dt(now)) + '"'
+        ts = '"' + iso_z(datetime.fromtimestamp(now, UTC)) + '"'
         out: list[str] = []
         vm = -1
         for literal, slot in zip(self.literals, self.slots, strict=False):
@@ -204,12 +207,6 @@ class BatchTemplate:
                 out.append(str(base * 10**9 + tick * (4096 + vm)))
         out.append(self.literals[-1])
         return "".join(out).encode()
-
-
-def _dt(now: float) -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(now, UTC)
 
 
 class SimHost:
