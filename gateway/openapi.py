@@ -13,6 +13,7 @@ from gateway.bus import gateway_version
 from gateway.openapi_schemas import PARAMS, SCHEMAS, ref
 
 bp = Blueprint("docs", __name__)
+_S = {"type": "string"}
 
 # Statuses every route may answer, and what each means (the body is always the Error schema).
 ERRORS = {
@@ -23,6 +24,11 @@ ERRORS = {
     409: "Ambiguous VM name (`candidates`) or a job already running on the VM (`job`)",
     503: "Host offline or broker unreachable; never queued",
     504: "The agent did not accept the command in time",
+}
+# Answered by the HTTP server before the app sees the request, so in its own HTML, not the Error
+# schema: gunicorn refuses a request line longer than 4094 bytes (a long name or query).
+SERVER_ERRORS = {
+    414: "Request line too long for the HTTP server (HTML body from the server itself)",
 }
 
 
@@ -106,8 +112,27 @@ def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 
 
+def _bounded(params: dict[str, dict[str, Any]], app: Flask) -> dict[str, dict[str, Any]]:
+    """The query parameters with this gateway's configured maxima: a client (or a fuzzer) then
+    reads from the document which `?wait=` or `?minutes=` the server refuses with a 400."""
+    settings = getattr(app.extensions.get("kvmsup"), "settings", None)
+    if settings is None:
+        return params
+    caps = {"wait": settings.max_wait, "minutes": settings.history_minutes}
+    bounded = dict(params)
+    for name, cap in caps.items():
+        param = bounded[name]
+        bounded[name] = {**param, "schema": {**param["schema"], "maximum": cap}}
+    return bounded
+
+
 def _operation(
-    endpoint: str, doc: Doc, role: str | None, path_args: list[str], method: str
+    endpoint: str,
+    doc: Doc,
+    role: str | None,
+    path_args: list[str],
+    method: str,
+    params_by_name: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     params = [
         {
@@ -118,7 +143,7 @@ def _operation(
             "description": "VM name (URL-encoded) or UUID" if a == "name" else a,
         }
         for a in path_args
-    ] + [PARAMS[q] for q in doc.query]
+    ] + [params_by_name[q] for q in doc.query]
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {doc.media: {"schema": ref(doc.response)}}},
     }
@@ -130,7 +155,7 @@ def _operation(
             "content": {"application/json": {"schema": ref("Job")}},
         }
     statuses = set(doc.errors) | ({401, 403} if role else set())
-    for status in sorted(statuses):
+    for status in sorted(statuses | set(SERVER_ERRORS)):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     op: dict[str, Any] = {
         "operationId": endpoint.split(".", 1)[1],
@@ -153,6 +178,7 @@ def _operation(
 def document(app: Flask) -> dict[str, Any]:
     """Every url rule of the app (but `static`) with its ROUTES entry; KeyError when missing."""
     paths: dict[str, dict[str, Any]] = {}
+    params = _bounded(PARAMS, app)
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
@@ -161,7 +187,7 @@ def document(app: Flask) -> dict[str, Any]:
         item = paths.setdefault(openapi_path(rule.rule), {})
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             item[method.lower()] = _operation(
-                rule.endpoint, doc, role, sorted(rule.arguments), method
+                rule.endpoint, doc, role, sorted(rule.arguments), method, params
             )
     return {
         "openapi": "3.1.0",
@@ -189,6 +215,10 @@ def document(app: Flask) -> dict[str, Any]:
                     "content": {"application/json": {"schema": ref("Error")}},
                 }
                 for status, text in ERRORS.items()
+            }
+            | {
+                f"E{status}": {"description": text, "content": {"text/html": {"schema": _S}}}
+                for status, text in SERVER_ERRORS.items()
             },
         },
         "security": [{"bearer": []}],
