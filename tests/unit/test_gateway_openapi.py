@@ -94,3 +94,27 @@ def test_roles_bodies_and_parameters(app: Flask) -> None:
 def test_flask_paths_become_openapi_paths() -> None:
     assert openapi_path("/vm/<name>/stop") == "/vm/{name}/stop"
     assert openapi_path("/jobs/<string:job_id>") == "/jobs/{job_id}"
+
+
+def test_parameter_maxima_follow_the_settings(make_app: Callable[..., Flask]) -> None:
+    """What the server refuses with a 400 is what the document says it accepts, no more."""
+    app = make_app(max_wait=30, history_minutes=90)
+    client = app.test_client()
+    paths = client.get("/openapi.json").get_json()["paths"]
+    wait = next(p for p in paths["/vm/{name}/stop"]["post"]["parameters"] if p["name"] == "wait")
+    minutes = next(
+        p for p in paths["/vm/{name}/history"]["get"]["parameters"] if p["name"] == "minutes"
+    )
+    assert wait["schema"]["maximum"] == 30
+    assert minutes["schema"]["maximum"] == 90
+    headers = {"Authorization": "Bearer operator-secret"}
+    refused = client.post("/vm/web-01/stop?wait=30.5", headers=headers)
+    assert refused.status_code == 400, refused.get_json()
+
+
+def test_the_servers_own_414_is_documented_as_html(app: Flask) -> None:
+    doc = app.test_client().get("/openapi.json").get_json()
+    for item in doc["paths"].values():
+        for op in item.values():
+            assert op["responses"]["414"] == {"$ref": "#/components/responses/E414"}
+    assert "text/html" in doc["components"]["responses"]["E414"]["content"]
