@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from agent.config import AgentSettings
 from shared.broker_url import parse_broker_url
+from shared.messages import HostStatus
 from shared.redact import ScrubFilter, redact_uri
 
 pytestmark = pytest.mark.unit
@@ -247,3 +248,11 @@ def test_settings_expose_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_public_libvirt_uri_keeps_ipv6_brackets() -> None:
     s = AgentSettings(host_id="h", libvirt_uri="qemu+ssh://root:pw@[fe80::1]:22/system")
     assert s.public_libvirt_uri() == "qemu+ssh://[fe80::1]:22/system"
+
+
+def test_a_host_status_never_carries_libvirt_credentials() -> None:
+    """Whoever built it: a gateway reading an older agent's status gets the redacted URI too."""
+    raw = b'{"v":1,"host":"h","online":true,"libvirt_uri":"qemu+ssh://root:hunter2@kvm1/system"}'
+    status = HostStatus.model_validate_json(raw)
+    assert status.libvirt_uri == "qemu+ssh://kvm1/system"
+    assert HostStatus(host="h", online=False).libvirt_uri is None
