@@ -25,14 +25,17 @@ from tests.support.procs import Service
 
 pytestmark = [pytest.mark.service, pytest.mark.fuzz, pytest.mark.timeout(420)]
 
-CHECKS = ",".join(
-    (
-        "not_a_server_error",
-        "status_code_conformance",
-        "content_type_conformance",
-        "response_schema_conformance",
-        "response_headers_conformance",
-    )
+# No 5xx, every answer as documented (status, media type, body, headers), an undocumented
+# method gets a 405 with Allow, and a route that needs a token does not answer without one.
+# Not `negative_data_rejection` by default: some of its negatives cannot be told apart on the
+# wire (an object `?wait=` goes out as an empty `?wait=`, which means "the default"), and it
+# counts the HTTP server's own 414 as acceptance. Its real findings were fixed (force_after: 0,
+# repeated parameters); KVMSUP_FUZZ_CHECKS=all runs it.
+CHECKS = os.environ.get(
+    "KVMSUP_FUZZ_CHECKS",
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_schema_conformance,response_headers_conformance,"
+    "unsupported_method,missing_required_header,ignored_auth",
 )
 MAX_EXAMPLES = int(os.environ.get("KVMSUP_FUZZ_EXAMPLES", "15"))
 MAX_TIME_S = int(os.environ.get("KVMSUP_FUZZ_SECONDS", "100"))
@@ -50,8 +53,6 @@ def test_schemathesis_finds_no_5xx_and_no_undocumented_response(
     start_gateway: Callable[..., GatewayProc],
     tmp_path: Path,
 ) -> None:
-    # `?wait=` short by default is the caller's business; the command timeout is cut so a fuzzed
-    # command against a VM the agent is still acting on ends quickly either way.
     gw = start_gateway()
     wait_ready(gw)
     args = [

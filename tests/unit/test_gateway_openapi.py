@@ -118,3 +118,50 @@ def test_the_servers_own_414_is_documented_as_html(app: Flask) -> None:
         for op in item.values():
             assert op["responses"]["414"] == {"$ref": "#/components/responses/E414"}
     assert "text/html" in doc["components"]["responses"]["E414"]["content"]
+
+
+def test_links_name_real_operations_and_their_parameters(app: Flask) -> None:
+    """A stateful client follows these from a list (or a command) to the next request."""
+    doc = app.test_client().get("/openapi.json").get_json()
+    ops = {op["operationId"]: op for item in doc["paths"].values() for op in item.values()}
+    links = [
+        link
+        for op in ops.values()
+        for answer in op["responses"].values()
+        for link in answer.get("links", {}).values()
+    ]
+    assert len(links) >= 8
+    for link in links:
+        target = ops[link["operationId"]]
+        names = {p["name"] for p in target["parameters"]}
+        assert set(link["parameters"]) <= names, link
+    assert ops["vm_stop"]["responses"]["202"]["links"]["job"]["operationId"] == "job"
+
+
+def test_a_405_names_the_allowed_methods(app: Flask) -> None:
+    resp = app.test_client().open("/vms", method="TRACE")
+    assert resp.status_code == 405
+    assert "GET" in resp.headers["Allow"]
+    assert resp.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_null_command_bodies_are_documented(app: Flask) -> None:
+    doc = app.test_client().get("/openapi.json").get_json()
+    body = doc["paths"]["/vm/{name}/start"]["post"]["requestBody"]
+    assert {"type": "null"} in body["content"]["application/json"]["schema"]["anyOf"]
+
+
+def test_a_repeated_query_parameter_is_refused(app: Flask) -> None:
+    headers = {"Authorization": "Bearer operator-secret"}
+    resp = app.test_client().post("/vm/web-01/start?wait=1&wait=500", headers=headers)
+    assert resp.status_code == 400
+    assert "wait" in resp.get_json()["error"]["message"]
+    resp = app.test_client().get("/jobs?limit=5&limit=6", headers=headers)
+    assert resp.status_code == 400
+
+
+def test_force_after_must_be_a_boolean(app: Flask) -> None:
+    headers = {"Authorization": "Bearer operator-secret"}
+    resp = app.test_client().post("/vm/web-01/stop", headers=headers, json={"force_after": 0})
+    assert resp.status_code == 400, resp.get_json()
+    assert "force_after" in resp.get_json()["error"]["message"]
