@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import socketio
 
 from tests.support.agentctl import DEMO_A, AgentClient
 from tests.support.broker import mosquitto_binary
@@ -129,6 +130,11 @@ def test_no_secret_in_any_log_or_response(auth_broker: tuple[int, Path], tmp_pat
             f"test:///nonexistent-{TAG}/node.xml?password=***"
         ), hosts["demo-x"]
         sio = gw.sio()
+        by_query = gw.sio(query_token=True)  # the handshake's `?token=` form
+        by_query.close()
+        for refused_token in (WRONG_TOKEN, tokens.viewer + "x"):
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                gw.sio(refused_token, query_token=True)
 
         for path in (
             "/",
