@@ -221,3 +221,33 @@ def test_no_secret_in_any_log_or_response(auth_broker: tuple[int, Path], tmp_pat
             assert secret not in text, f"{secret!r} published on MQTT: {text[:500]}"
     for name, text in logs.items():
         assert "Traceback" not in text, f"{name}:\n{text[-3000:]}"
+
+
+def test_a_libvirt_error_quoting_the_uri_reaches_callers_without_its_secrets() -> None:
+    """libvirt's messages may quote the URI (an unknown driver, a failed remote connect); the
+    agent's error, which becomes a command reply, shows it redacted."""
+    import queue
+
+    import libvirt
+
+    from agent.errors import AgentError
+    from agent.hypervisor import Connection
+    from agent.hypervisor.loop import start_event_loop
+
+    uri = f"test://admin:{quote(LIBVIRT_PASS, safe='')}@/default?password={LIBVIRT_QUERY_PASS}"
+    conn = Connection(uri, queue.Queue())
+    start_event_loop()  # what Connection.start does first: callbacks need libvirt's loop
+    conn._open()
+    try:
+
+        def fails(_c: object) -> None:
+            raise libvirt.libvirtError(f"operation failed: cannot talk to {uri} as {LIBVIRT_PASS}")
+
+        with pytest.raises(AgentError) as failed:
+            conn._call(fails)
+        message = str(failed.value)
+        assert "test:///default?password=***" in message, message
+        for secret in (LIBVIRT_PASS, quote(LIBVIRT_PASS, safe=""), LIBVIRT_QUERY_PASS):
+            assert secret not in message, message
+    finally:
+        conn.stop()
