@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from agent.config import AgentSettings
 from agent.service import AgentService
+from shared.redact import ScrubFilter
 
 logger = logging.getLogger("agent")
 
@@ -38,6 +39,9 @@ def main() -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
     )
+    # Whatever a log line quotes (libvirt's errors quote the URI), the URI's secrets stay out.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubFilter(settings.libvirt_redacted))
     threading.excepthook = _log_thread_crash
     service = AgentService(settings)
 

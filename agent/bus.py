@@ -23,6 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import AgentSettings
+from agent.refusals import RefusalLog
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Bus:
         self._on_message_cb = on_message
         self._on_connected_cb = on_connected
         self._connected = threading.Event()
+        self._refusals = RefusalLog()
         endpoint = settings.mqtt
         self.endpoint = endpoint
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -164,7 +166,9 @@ class Bus:
             try:
                 topic = msg.topic
             except UnicodeDecodeError:
-                logger.warning("dropped a message whose topic is not UTF-8: %r", msg._topic[:256])
+                self._refusals.refused(
+                    "topic_not_utf8", "", "a message whose topic is not UTF-8: %r", msg._topic[:256]
+                )
                 return
             props = msg.properties
             response = getattr(props, "ResponseTopic", None) if props else None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.broker_url import BrokerUrl, parse_broker_url
+from shared.redact import RedactedUri, redact_uri
 from shared.topics import TopicError, validate_host_id, validate_prefix
 
 
@@ -21,8 +21,10 @@ class AgentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KVMSUP_", extra="ignore", populate_by_name=True)
 
-    libvirt_uri: str = Field(
-        default="qemu:///system", validation_alias=AliasChoices("LIBVIRT_URI", "KVMSUP_LIBVIRT_URI")
+    libvirt_uri: str = Field(  # may hold credentials: shown only through `libvirt_redacted`
+        default="qemu:///system",
+        validation_alias=AliasChoices("LIBVIRT_URI", "KVMSUP_LIBVIRT_URI"),
+        repr=False,
     )
     mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", repr=False)  # may hold a password
     mqtt_ca: str | None = None
@@ -66,10 +68,11 @@ class AgentSettings(BaseSettings):
     def mqtt(self) -> BrokerUrl:
         return parse_broker_url(self.mqtt_url)
 
+    @property
+    def libvirt_redacted(self) -> RedactedUri:
+        """The libvirt URI's public form and the secrets to scrub from what quotes it."""
+        return redact_uri(self.libvirt_uri)
+
     def public_libvirt_uri(self) -> str:
-        """The libvirt URI without credentials, for the status payload (SPEC §3)."""
-        parts = urlsplit(self.libvirt_uri)
-        if "@" in parts.netloc:
-            # Keep what follows the credentials verbatim: `[fe80::1]:22` keeps its brackets.
-            return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
-        return self.libvirt_uri
+        """The libvirt URI without credentials, for the status payload and logs (SPEC §3)."""
+        return self.libvirt_redacted.public

@@ -12,6 +12,7 @@ import time
 from agent.bus import Bus, Inbound, Outbound
 from agent.commands import CommandExecutor
 from agent.publisher import Publisher
+from agent.refusals import RefusalLog
 from agent.requests import (
     Rejection,
     correlation_text,
@@ -39,11 +40,14 @@ class Intake:
         self.bus = bus
         self.executor = executor
         self.publisher = publisher
+        self.refusals = RefusalLog()
 
     def on_command(self, msg: Inbound) -> None:
         if not valid_response_topic(msg.response_topic, self.topics.reply_prefix(self.host)):
-            logger.warning(
-                "command refused: response topic %r is not under %s (payload %r)",
+            self.refusals.refused(
+                "bad_response_topic",
+                "",
+                "command with response topic %r, not under %s (payload %r)",
                 msg.response_topic,
                 self.topics.reply_prefix(self.host),
                 msg.payload[:256],
@@ -66,7 +70,9 @@ class Intake:
             self.bus.publish(Outbound(response_topic, dump(reply), 1, False), correlation=corr)
 
         if msg.retain:
-            logger.warning("ignored a retained command on %s: %r", msg.topic, msg.payload[:256])
+            self.refusals.refused(
+                "retained", "", "retained command on %s: %r", msg.topic, msg.payload[:256]
+            )
             self.executor.reject(
                 Rejection(
                     "retained", "retained commands are ignored", correlation_text(msg.correlation)
@@ -76,8 +82,13 @@ class Intake:
             return
         decoded = decode_command(msg.payload, msg.correlation, utc_now())
         if isinstance(decoded, Rejection):
-            logger.warning(
-                "bad command on %s: %s; payload %r", msg.topic, decoded.message, msg.payload[:256]
+            self.refusals.refused(
+                decoded.code,
+                decoded.message,
+                "bad command on %s: %s; payload %r",
+                msg.topic,
+                decoded.message,
+                msg.payload[:256],
             )
             self.executor.reject(decoded, send)
         else:
@@ -85,11 +96,15 @@ class Intake:
 
     def on_set(self, uuid: str, msg: Inbound) -> None:
         if msg.retain:
-            logger.warning("ignored a retained set on %s: %r", msg.topic, msg.payload[:256])
+            self.refusals.refused(
+                "retained", "", "retained set on %s: %r", msg.topic, msg.payload[:256]
+            )
             return
         decoded = decode_set(msg.payload, uuid, f"set-{time.time_ns()}", utc_now())
         if isinstance(decoded, Rejection):
-            logger.warning("bad set on %s: %s", msg.topic, decoded.message)
+            self.refusals.refused(
+                decoded.code, decoded.message, "bad set on %s: %s", msg.topic, decoded.message
+            )
             self.executor.reject(decoded, None)
         else:
             self.executor.submit(decoded, None)

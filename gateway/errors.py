@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 
 class GatewayError(Exception):
@@ -74,7 +74,10 @@ def init_app(app: Flask) -> None:
     def _http(exc: HTTPException) -> ResponseReturnValue:
         code = (exc.name or "error").lower().replace(" ", "_")
         body = {"error": {"code": code, "message": exc.description or exc.name}}
-        return jsonify(body), exc.code or 500
+        resp = jsonify(body)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            resp.headers["Allow"] = ", ".join(exc.valid_methods)  # RFC 9110 asks for it on 405
+        return resp, exc.code or 500
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> ResponseReturnValue:

@@ -6,23 +6,30 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from gateway.bus import gateway_version
+from gateway.errors import BadRequest
 from gateway.openapi_schemas import PARAMS, SCHEMAS, ref
 
 bp = Blueprint("docs", __name__)
+_S = {"type": "string"}
 
 # Statuses every route may answer, and what each means (the body is always the Error schema).
 ERRORS = {
-    400: "Bad input (body, `?wait=`, `?minutes=`, `?limit=`)",
+    400: "Bad input (body, `?wait=`, `?minutes=`, `?limit=`, a query parameter given twice)",
     401: "No or unknown token",
     403: "The token's role is too low",
     404: "Unknown VM, host or job",
     409: "Ambiguous VM name (`candidates`) or a job already running on the VM (`job`)",
     503: "Host offline or broker unreachable; never queued",
     504: "The agent did not accept the command in time",
+}
+# Answered by the HTTP server before the app sees the request, so in its own HTML, not the Error
+# schema: gunicorn refuses a request line longer than 4094 bytes (a long name or query).
+SERVER_ERRORS = {
+    414: "Request line too long for the HTTP server (HTML body from the server itself)",
 }
 
 
@@ -37,7 +44,25 @@ class Doc:
     body: str | None = None
     media: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, Any] = field(default_factory=dict)  # of the 200 answer; commands: the job
 
+
+def _link(operation: str, **params: str) -> dict[str, Any]:
+    return {"operationId": operation, "parameters": params}
+
+
+# OpenAPI links: how a client (or a stateful fuzzer) goes from one answer to the next request.
+_FIRST_VM = {"name": "$response.body#/vms/0/name", "host": "$response.body#/vms/0/host"}
+_VM_LINKS = {
+    "vm": _link("vm_detail", **_FIRST_VM),
+    "metrics": _link("vm_metrics", **_FIRST_VM),
+    "history": _link("vm_history", **_FIRST_VM),
+}
+_HOST_LINKS = {
+    "host": _link("host_detail", host="$response.body#/hosts/0/host"),
+    "vms": _link("host_vms", host="$response.body#/hosts/0/host"),
+}
+_JOB_LINK = {"job": _link("job", job_id="$response.body#/id")}
 
 _CMD_ERRORS = (400, 404, 409, 503, 504)
 _VM_ERRORS = (404, 409)
@@ -47,7 +72,7 @@ ROUTES: dict[str, Doc] = {
     "api.index": Doc("API information", "Index"),
     "api.health": Doc("Broker, hosts and libvirt connectivity (always 200)", "Health"),
     "api.stats_summary": Doc("Hosts, VMs per state, vCPUs and memory", "Summary"),
-    "api.list_vms": Doc("Every VM on every host", "VmList", ("host",), (404,)),
+    "api.list_vms": Doc("Every VM on every host", "VmList", ("host",), (404,), links=_VM_LINKS),
     "api.vm_detail": Doc("One VM", "VmDetail", ("host",), _VM_ERRORS),
     "api.vm_metrics": Doc("A VM's latest metrics", "VmMetrics", ("host",), _VM_ERRORS),
     "api.vm_history": Doc(
@@ -70,7 +95,7 @@ ROUTES: dict[str, Doc] = {
     ),
     "api.vm_suspend": Doc("Pause a VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
     "api.vm_resume": Doc("Resume a paused VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
-    "api.hosts": Doc("Every host", "HostList"),
+    "api.hosts": Doc("Every host", "HostList", links=_HOST_LINKS),
     "api.host_detail": Doc("One host", "Host", errors=(404,)),
     "api.host_vms": Doc("The VMs of one host", "VmList", errors=(404,)),
     "api.jobs": Doc(
@@ -106,8 +131,27 @@ def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 
 
+def _bounded(params: dict[str, dict[str, Any]], app: Flask) -> dict[str, dict[str, Any]]:
+    """The query parameters with this gateway's configured maxima: a client (or a fuzzer) then
+    reads from the document which `?wait=` or `?minutes=` the server refuses with a 400."""
+    settings = getattr(app.extensions.get("kvmsup"), "settings", None)
+    if settings is None:
+        return params
+    caps = {"wait": settings.max_wait, "minutes": settings.history_minutes}
+    bounded = dict(params)
+    for name, cap in caps.items():
+        param = bounded[name]
+        bounded[name] = {**param, "schema": {**param["schema"], "maximum": cap}}
+    return bounded
+
+
 def _operation(
-    endpoint: str, doc: Doc, role: str | None, path_args: list[str], method: str
+    endpoint: str,
+    doc: Doc,
+    role: str | None,
+    path_args: list[str],
+    method: str,
+    params_by_name: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     params = [
         {
@@ -118,19 +162,23 @@ def _operation(
             "description": "VM name (URL-encoded) or UUID" if a == "name" else a,
         }
         for a in path_args
-    ] + [PARAMS[q] for q in doc.query]
+    ] + [params_by_name[q] for q in doc.query]
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": {doc.media: {"schema": ref(doc.response)}}},
     }
+    if doc.links:
+        responses["200"]["links"] = doc.links
     if method == "POST":
         responses["200"]["description"] = "The job finished within `?wait=`"
+        responses["200"]["links"] = _JOB_LINK
         responses["202"] = {
             "description": "Still running: poll the Location",
             "headers": {"Location": {"schema": {"type": "string"}, "description": "/jobs/{id}"}},
             "content": {"application/json": {"schema": ref("Job")}},
+            "links": _JOB_LINK,
         }
-    statuses = set(doc.errors) | ({401, 403} if role else set())
-    for status in sorted(statuses):
+    statuses = set(doc.errors) | ({401, 403} if role else set()) | ({400} if doc.query else set())
+    for status in sorted(statuses | set(SERVER_ERRORS)):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     op: dict[str, Any] = {
         "operationId": endpoint.split(".", 1)[1],
@@ -143,16 +191,16 @@ def _operation(
     if role:
         op["x-required-role"] = role
     if doc.body:
-        op["requestBody"] = {
-            "required": False,
-            "content": {"application/json": {"schema": ref(doc.body)}},
-        }
+        # Optional, as in the seed: no body, an empty one or `null` all mean the defaults.
+        body = {"anyOf": [ref(doc.body), {"type": "null"}]}
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
     return op
 
 
 def document(app: Flask) -> dict[str, Any]:
     """Every url rule of the app (but `static`) with its ROUTES entry; KeyError when missing."""
     paths: dict[str, dict[str, Any]] = {}
+    params = _bounded(PARAMS, app)
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
@@ -161,7 +209,7 @@ def document(app: Flask) -> dict[str, Any]:
         item = paths.setdefault(openapi_path(rule.rule), {})
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             item[method.lower()] = _operation(
-                rule.endpoint, doc, role, sorted(rule.arguments), method
+                rule.endpoint, doc, role, sorted(rule.arguments), method, params
             )
     return {
         "openapi": "3.1.0",
@@ -189,6 +237,10 @@ def document(app: Flask) -> dict[str, Any]:
                     "content": {"application/json": {"schema": ref("Error")}},
                 }
                 for status, text in ERRORS.items()
+            }
+            | {
+                f"E{status}": {"description": text, "content": {"text/html": {"schema": _S}}}
+                for status, text in SERVER_ERRORS.items()
             },
         },
         "security": [{"bearer": []}],
@@ -205,5 +257,17 @@ def openapi() -> ResponseReturnValue:
     return jsonify(cached)
 
 
+def _single_valued_query() -> None:
+    """Every documented query parameter takes one value: `?wait=1&wait=500` is refused rather
+    than read as its first value, which a proxy or a client library may see differently."""
+    doc = ROUTES.get(request.endpoint or "")
+    if doc is None:
+        return
+    for name in doc.query:  # others are ignored, as any unknown parameter is
+        if len(request.args.getlist(name)) > 1:
+            raise BadRequest(f"query parameter {name!r} given more than once")
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.before_request(_single_valued_query)

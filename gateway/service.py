@@ -57,7 +57,7 @@ def command_of(verb: str, body: Any) -> tuple[str, CommandParams]:
     if raw and action != "shutdown":
         raise BadRequest("timeout_s and force_after apply to a graceful stop only")
     try:
-        params = CommandParams.model_validate(raw)
+        params = CommandParams.model_validate(raw, strict=True)  # 0 is no bool, as for force
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadRequest(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
+from shared.redact import redact_uri
+
 PROTOCOL_VERSION: Literal[1] = 1
 
 VM_STATES = ("running", "paused", "stopped", "shutting_down", "crashed", "suspended", "unknown")
@@ -81,6 +83,10 @@ class NodeInfo(BaseModel):
     model: str
 
 
+def _public_uri(uri: str | None) -> str | None:
+    return redact_uri(uri).public if uri else uri
+
+
 class HostStatus(Message):
     """Retained `…/<host>/status`; `online:false` with nothing else is the MQTT will."""
 
@@ -88,7 +94,8 @@ class HostStatus(Message):
     online: bool
     agent_version: str | None = None
     libvirt_connected: bool | None = None
-    libvirt_uri: str | None = None
+    # Never with credentials (SPEC §3), whoever built the status: an older agent's included.
+    libvirt_uri: Annotated[str | None, AfterValidator(_public_uri)] = None
     hypervisor: Hypervisor | None = None
     node: NodeInfo | None = None
     interval_s: float | None = None

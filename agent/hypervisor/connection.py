@@ -21,6 +21,7 @@ from agent.errors import AgentError, CallTimeout, HypervisorUnavailable
 from agent.hypervisor.loop import start_event_loop
 from agent.hypervisor.records import HypervisorEvent, translate
 from agent.hypervisor.stats import BulkSampler
+from shared.redact import redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Connection:
 
     def __init__(self, uri: str, events: queue.Queue[HypervisorEvent]) -> None:
         self.uri = uri
+        # What logs and errors may show of the URI: it can carry credentials (SPEC §7).
+        self._redacted = redact_uri(uri)
         self._events = events
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
@@ -82,13 +85,16 @@ class Connection:
                 conn = self._open()
             except Exception as exc:
                 logger.warning(
-                    "libvirt %s not reachable (%s); retrying in %.1fs", self.uri, exc, backoff
+                    "libvirt %s not reachable (%s); retrying in %.1fs",
+                    self._redacted.public,
+                    self._redacted.scrub(str(exc)),
+                    backoff,
                 )
                 self._stop.wait(backoff)
                 backoff = min(_MAX_BACKOFF_S, backoff * 2)
                 continue
             backoff = _MIN_BACKOFF_S
-            logger.info("connected to libvirt %s", self.uri)
+            logger.info("connected to libvirt %s", self._redacted.public)
             self._connected.set()
             self._emit(HypervisorEvent("connected"))
             probe: threading.Thread | None = None
@@ -101,7 +107,7 @@ class Connection:
                     if now - probe_at > PROBE_DEADLINE_S:
                         logger.warning(
                             "libvirt %s did not answer for %.0fs: connection given up",
-                            self.uri,
+                            self._redacted.public,
                             now - probe_at,
                         )
                         self._dead.set()
@@ -111,7 +117,7 @@ class Connection:
                     probe.start()
             if self._stop.is_set():
                 return
-            logger.warning("libvirt connection to %s lost; reconnecting", self.uri)
+            logger.warning("libvirt connection to %s lost; reconnecting", self._redacted.public)
             self._connected.clear()
             with self._lock:
                 self._conn = None
@@ -209,13 +215,15 @@ class Connection:
         with self._lock:
             conn = self._conn
             if conn is None:
-                raise HypervisorUnavailable(f"not connected to {self.uri}")
+                raise HypervisorUnavailable(f"not connected to {self._redacted.public}")
             key = id(conn)
             self._inflight[key] = self._inflight.get(key, 0) + 1
         try:
             return fn(conn)
         except libvirt.libvirtError as exc:
             err = translate(exc)
+            # libvirt's message may quote the URI; it goes to replies and events as it is.
+            err.args = (self._redacted.scrub(str(err)),)
             if isinstance(err, HypervisorUnavailable | CallTimeout):
                 self._dead.set()
             raise err from exc

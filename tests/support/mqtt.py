@@ -31,7 +31,12 @@ class Received:
 class Recorder:
     """Connects to a broker, subscribes, keeps every message; `wait_for` polls the record."""
 
-    def __init__(self, url_port: int, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        url_port: int,
+        client_id: str | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
@@ -42,6 +47,8 @@ class Recorder:
         )
         self.client.on_message = self._on_message
         self.client.on_connect = lambda *a: self._connected.set()
+        if credentials is not None:
+            self.client.username_pw_set(*credentials)
         self.client.connect("127.0.0.1", url_port, keepalive=30)
         self.client.loop_start()
         if not self._connected.wait(10):

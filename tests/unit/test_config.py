@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -10,6 +11,8 @@ from pydantic import ValidationError
 
 from agent.config import AgentSettings
 from shared.broker_url import parse_broker_url
+from shared.messages import HostStatus
+from shared.redact import ScrubFilter, redact_uri
 
 pytestmark = pytest.mark.unit
 
@@ -110,13 +113,52 @@ def test_out_of_range_values_refused(
         ("qemu+ssh://root:hunter2@kvm1.lan:2222/system", "qemu+ssh://kvm1.lan:2222/system"),
         ("qemu+tcp://admin:s3cr%40t@10.0.0.5/system", "qemu+tcp://10.0.0.5/system"),
         ("qemu+ssh://root@kvm1/system?keyfile=/k", "qemu+ssh://kvm1/system?keyfile=/k"),
+        ("test://u:hunter2@/n.xml?password=hunter2&x=1", "test:///n.xml?password=***&x=1"),
+        # A password with `/`, `#` or `?` left unencoded still never shows.
+        ("qemu+ssh://u:hun/ter2@kvm1/system", "qemu+ssh://kvm1/system"),
+        ("qemu+ssh://u:hun#ter2@kvm1/system", "qemu+ssh://kvm1/system"),
+        ("qemu+ssh://u:hun?ter2@kvm1/system?no_tty=1", "qemu+ssh://kvm1/system?no_tty=1"),
+        ("test:///node@1.xml", "test:///node@1.xml"),
         ("qemu+tls://kvm1.lan/system", "qemu+tls://kvm1.lan/system"),
     ],
 )
 def test_public_libvirt_uri_strips_credentials(uri: str, public: str) -> None:
     s = AgentSettings(libvirt_uri=uri)
     assert s.public_libvirt_uri() == public
-    assert "hunter2" not in s.public_libvirt_uri()
+    assert "ter2" not in s.public_libvirt_uri()
+    assert "ter2" not in repr(s)
+
+
+def test_libvirt_errors_quoting_the_uri_are_scrubbed() -> None:
+    redacted = AgentSettings(
+        libvirt_uri="qemu+tcp://admin:s3cr%40t@10.0.0.5/system"
+    ).libvirt_redacted
+    for message in (
+        "unable to connect to qemu+tcp://admin:s3cr%40t@10.0.0.5/system: refused",
+        "authentication failed for admin:s3cr@t",
+        "password s3cr@t rejected",
+    ):
+        assert "s3cr" not in redacted.scrub(message), message
+    assert redacted.scrub("no driver for qemu+tcp://admin:s3cr%40t@10.0.0.5/system") == (
+        "no driver for qemu+tcp://10.0.0.5/system"
+    )
+    assert redact_uri("qemu:///system").scrub("any text") == "any text"
+
+
+def test_log_records_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.scrub")
+    scrub = ScrubFilter(redact_uri("qemu+ssh://root:hunter2@kvm1/system"))
+    caplog.handler.addFilter(scrub)
+    try:
+        log.warning("libvirt %s said %s", "qemu+ssh://root:hunter2@kvm1/system", "no")
+        try:
+            raise RuntimeError("bad password hunter2")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        caplog.handler.removeFilter(scrub)
+    assert "hunter2" not in caplog.text
+    assert "libvirt qemu+ssh://kvm1/system said no" in caplog.text
 
 
 def test_broker_url_with_tls_and_credentials() -> None:
@@ -146,6 +188,51 @@ def test_broker_url_refuses_other_schemes(url: str) -> None:
         parse_broker_url(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "password"),
+    [
+        ("mqtt://u:pa/ss@h:1883", "pa/ss"),
+        ("mqtt://u:p#ss@h", "p#ss"),
+        ("mqtt://u:p?ss@h", "p?ss"),
+        ("mqtt://u:p@ss@h", "p@ss"),
+        ("mqtts://u:p:ss@[::1]:8884", "p:ss"),
+        ("mqtt://u:p%2Fss@h:1883", "p/ss"),
+    ],
+)
+def test_broker_password_with_reserved_characters_parses(url: str, password: str) -> None:
+    """The credentials run to the last `@`; percent-encoding (documented) also works."""
+    ep = parse_broker_url(url)
+    assert (ep.username, ep.password) == ("u", password)
+    assert ep.host in ("h", "::1")
+    assert "ss" not in repr(ep)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mqtt://u:secretpw@h:port",
+        "mqtt://u:secretpw@h:99999",
+        "mqtt://u:secretpw@",
+        "mqtt://u:secretpw@h/path?x#y",
+        "mqtt://u:secretpw@[::1",
+        "mqtt://:secretpw@h",
+        "mqtt://u:secret:pw@h:secretpw",
+        "http://u:secretpw@h",
+    ],
+)
+def test_broker_url_errors_never_quote_the_password(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_broker_url(url)
+    assert "secret" not in str(refused.value)
+    assert "pw" not in str(refused.value)
+    monkeypatch.setenv("KVMSUP_MQTT_URL", url)
+    with pytest.raises(ValidationError) as invalid:
+        AgentSettings()
+    assert "secret" not in " ".join(e["msg"] for e in invalid.value.errors())
+
+
 def test_settings_expose_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KVMSUP_MQTT_URL", "mqtts://bob:pw@broker:8884")
     ep = AgentSettings().mqtt
@@ -161,3 +248,11 @@ def test_settings_expose_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_public_libvirt_uri_keeps_ipv6_brackets() -> None:
     s = AgentSettings(host_id="h", libvirt_uri="qemu+ssh://root:pw@[fe80::1]:22/system")
     assert s.public_libvirt_uri() == "qemu+ssh://[fe80::1]:22/system"
+
+
+def test_a_host_status_never_carries_libvirt_credentials() -> None:
+    """Whoever built it: a gateway reading an older agent's status gets the redacted URI too."""
+    raw = b'{"v":1,"host":"h","online":true,"libvirt_uri":"qemu+ssh://root:hunter2@kvm1/system"}'
+    status = HostStatus.model_validate_json(raw)
+    assert status.libvirt_uri == "qemu+ssh://kvm1/system"
+    assert HostStatus(host="h", online=False).libvirt_uri is None

@@ -94,3 +94,74 @@ def test_roles_bodies_and_parameters(app: Flask) -> None:
 def test_flask_paths_become_openapi_paths() -> None:
     assert openapi_path("/vm/<name>/stop") == "/vm/{name}/stop"
     assert openapi_path("/jobs/<string:job_id>") == "/jobs/{job_id}"
+
+
+def test_parameter_maxima_follow_the_settings(make_app: Callable[..., Flask]) -> None:
+    """What the server refuses with a 400 is what the document says it accepts, no more."""
+    app = make_app(max_wait=30, history_minutes=90)
+    client = app.test_client()
+    paths = client.get("/openapi.json").get_json()["paths"]
+    wait = next(p for p in paths["/vm/{name}/stop"]["post"]["parameters"] if p["name"] == "wait")
+    minutes = next(
+        p for p in paths["/vm/{name}/history"]["get"]["parameters"] if p["name"] == "minutes"
+    )
+    assert wait["schema"]["maximum"] == 30
+    assert minutes["schema"]["maximum"] == 90
+    headers = {"Authorization": "Bearer operator-secret"}
+    refused = client.post("/vm/web-01/stop?wait=30.5", headers=headers)
+    assert refused.status_code == 400, refused.get_json()
+
+
+def test_the_servers_own_414_is_documented_as_html(app: Flask) -> None:
+    doc = app.test_client().get("/openapi.json").get_json()
+    for item in doc["paths"].values():
+        for op in item.values():
+            assert op["responses"]["414"] == {"$ref": "#/components/responses/E414"}
+    assert "text/html" in doc["components"]["responses"]["E414"]["content"]
+
+
+def test_links_name_real_operations_and_their_parameters(app: Flask) -> None:
+    """A stateful client follows these from a list (or a command) to the next request."""
+    doc = app.test_client().get("/openapi.json").get_json()
+    ops = {op["operationId"]: op for item in doc["paths"].values() for op in item.values()}
+    links = [
+        link
+        for op in ops.values()
+        for answer in op["responses"].values()
+        for link in answer.get("links", {}).values()
+    ]
+    assert len(links) >= 8
+    for link in links:
+        target = ops[link["operationId"]]
+        names = {p["name"] for p in target["parameters"]}
+        assert set(link["parameters"]) <= names, link
+    assert ops["vm_stop"]["responses"]["202"]["links"]["job"]["operationId"] == "job"
+
+
+def test_a_405_names_the_allowed_methods(app: Flask) -> None:
+    resp = app.test_client().open("/vms", method="TRACE")
+    assert resp.status_code == 405
+    assert "GET" in resp.headers["Allow"]
+    assert resp.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_null_command_bodies_are_documented(app: Flask) -> None:
+    doc = app.test_client().get("/openapi.json").get_json()
+    body = doc["paths"]["/vm/{name}/start"]["post"]["requestBody"]
+    assert {"type": "null"} in body["content"]["application/json"]["schema"]["anyOf"]
+
+
+def test_a_repeated_query_parameter_is_refused(app: Flask) -> None:
+    headers = {"Authorization": "Bearer operator-secret"}
+    resp = app.test_client().post("/vm/web-01/start?wait=1&wait=500", headers=headers)
+    assert resp.status_code == 400
+    assert "wait" in resp.get_json()["error"]["message"]
+    resp = app.test_client().get("/jobs?limit=5&limit=6", headers=headers)
+    assert resp.status_code == 400
+
+
+def test_force_after_must_be_a_boolean(app: Flask) -> None:
+    headers = {"Authorization": "Bearer operator-secret"}
+    resp = app.test_client().post("/vm/web-01/stop", headers=headers, json={"force_after": 0})
+    assert resp.status_code == 400, resp.get_json()
+    assert "force_after" in resp.get_json()["error"]["message"]
