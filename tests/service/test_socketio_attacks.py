@@ -4,6 +4,7 @@ the wrong type, sessions that never authenticate, malformed packets (SPEC §5, �
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from tests.service.conftest import wait_ready
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.procs import Service
-from tests.support.rawsio import RawSio, connect_error
+from tests.support.rawsio import RawSio, Refused, connect_error
 
 pytestmark = pytest.mark.service
 
@@ -296,3 +297,93 @@ def test_tokens_never_reach_the_log(gw: GatewayProc) -> None:
     out = gw.service.output()
     for secret in [*guesses, gw.tokens.viewer, gw.tokens.operator]:
         assert secret not in out
+
+
+# -- thread exhaustion: every websocket holds one of the gateway's threads ---------------------
+
+THREADS = 8  # → at most 8 - 2 = 6 sockets in all, 2 threads always left for REST
+PER_CLIENT = 4
+
+
+@pytest.fixture
+def small(
+    demo_agents: dict[str, Service], start_gateway: Callable[..., GatewayProc]
+) -> GatewayProc:
+    g = start_gateway(
+        KVMSUP_THREADS=str(THREADS),
+        KVMSUP_MAX_SOCKETS_PER_CLIENT=str(PER_CLIENT),
+        KVMSUP_SIO_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
+    )
+    wait_ready(g)
+    return g
+
+
+def open_until_refused(port: int, source: str, tries: int) -> tuple[list[RawSio], Refused | None]:
+    opened: list[RawSio] = []
+    for _ in range(tries):
+        try:
+            opened.append(RawSio(port, source=source))
+        except Refused as refused:
+            return opened, refused
+    return opened, None
+
+
+def health_answers(gw: GatewayProc) -> bool:
+    return gw.get("/health", token=None).status_code == 200  # 15 s client timeout
+
+
+def test_sockets_that_never_authenticate_cannot_starve_rest(small: GatewayProc) -> None:
+    held: list[RawSio] = []
+    try:
+        mine, refused = open_until_refused(small.port, "127.0.0.1", PER_CLIENT + 5)
+        held += mine
+        assert len(mine) == PER_CLIENT
+        assert refused is not None and refused.status == 429
+        assert int(refused.headers.get("retry-after", "0")) > 0
+        other, refused = open_until_refused(small.port, "127.0.0.2", PER_CLIENT + 5)
+        held += other
+        assert len(other) == THREADS - 2 - PER_CLIENT  # the total cap, not the per-client one
+        assert refused is not None and refused.status == 503
+        # Every socket allowed is open and holds a thread: REST still answers.
+        assert health_answers(small)
+        assert small.get("/vms").json()["count"] == 7
+        # None of them authenticates, and none reads what the server sends: each is closed
+        # and its thread given back, so as many real clients fit in afterwards.
+        fresh: list[RawSio] = wait_until(
+            lambda: open_until_refused(small.port, "127.0.0.3", PER_CLIENT)[0] or None,
+            timeout=CLOSED_WITHIN + 20,
+        )
+        held += fresh
+        for raw in mine + other:
+            assert raw.wait_closed(5)
+        for raw in fresh:
+            assert raw.connect({"token": small.tokens.viewer}).startswith("40{")
+        assert health_answers(small)
+    finally:
+        for raw in held:
+            raw.close()
+
+
+def test_many_dashboards_leave_threads_for_rest(small: GatewayProc) -> None:
+    dashboards: list[RawSio] = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.3"):
+            for _ in range((THREADS - 2) // 2):
+                raw = RawSio(small.port, source=source)
+                dashboards.append(raw)
+                assert raw.connect({"token": small.tokens.viewer}).startswith("40{")
+        with pytest.raises(Refused) as more:
+            RawSio(small.port, source="127.0.0.4")
+        assert more.value.status == 503
+        # The authenticated ones stay past the deadline and get their pushes; REST answers.
+        time.sleep(AUTH_TIMEOUT + 1)
+        assert health_answers(small)
+        toggle_db01(small)
+        for raw in dashboards:
+            assert raw.next(lambda f: f.startswith('42["vm_state"'), timeout=10), raw.received
+            assert not raw.closed
+    finally:
+        for raw in dashboards:
+            raw.close()
+    # Closed sockets give their slots back.
+    wait_until(lambda: RawSio(small.port, source="127.0.0.4").close() is None, timeout=10)
