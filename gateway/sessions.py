@@ -23,6 +23,8 @@ from urllib.parse import parse_qs
 
 from socketio import packet as sio_packet
 
+from gateway.sio_packets import decode, error_frames, event_problem
+
 logger = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -31,10 +33,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 TICKET = "kvmsup.socket_ticket"
 # Time a closed session's client gets to read the close before its TCP socket is shut down.
 CLOSE_GRACE = 2.0
-# Event names python-socketio dispatches to its own connect/disconnect handlers even when a
-# client sends them as ordinary events.
-RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "__disconnect_final"})
-CLIENT_PACKETS = (sio_packet.CONNECT, sio_packet.DISCONNECT, sio_packet.EVENT, sio_packet.ACK)
 
 
 @dataclass(eq=False)
@@ -199,10 +197,6 @@ class SessionGuard:
         if self._open[address] <= 0:
             del self._open[address]
 
-    def open_sessions(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._open)
-
     def authenticated(self, eio_sid: str | None) -> None:
         """The session passed the connect handler: its deadline no longer applies."""
         with self._lock:
@@ -220,18 +214,17 @@ class SessionGuard:
     def _message(self, eio_sid: str, data: Any, inner: Callable[[str, Any], Any]) -> Any:
         """Check a client packet before python-socketio sees it; close what must be closed."""
         try:
-            if isinstance(data, bytes):
-                raise ValueError("binary message")
-            pkt = self.server.packet_class(encoded_packet=data)
-            if pkt.packet_type not in CLIENT_PACKETS or pkt.attachment_count:
-                raise ValueError("packet type not accepted from a client")
-        except Exception as exc:  # malformed input: a protocol violation, not a gateway bug
-            self.close(eio_sid, f"malformed Socket.IO packet ({type(exc).__name__})")
+            pkt = decode(self.server.packet_class, data)
+        except ValueError as exc:  # a protocol violation, not a gateway bug: one log line
+            self.close(eio_sid, f"malformed Socket.IO packet: {exc}")
             return None
         if pkt.packet_type == sio_packet.EVENT:
-            problem = _event_problem(pkt.data)
+            problem = event_problem(pkt.data)
             if problem is not None:
-                self._answer_error(eio_sid, pkt, problem)
+                # Not connected to the namespace: python-socketio would ignore it too.
+                if self.is_authenticated(eio_sid):
+                    for frame in error_frames(self.server.packet_class, pkt, problem):
+                        self.eio.send(eio_sid, frame)
                 return None
         result = inner(eio_sid, data)
         # A refused CONNECT (its CONNECT_ERROR is queued already), or a client that left the
@@ -241,18 +234,6 @@ class SessionGuard:
         elif pkt.packet_type == sio_packet.CONNECT and not self.is_authenticated(eio_sid):
             self.close(eio_sid, "refused at connect")
         return result
-
-    def _answer_error(self, eio_sid: str, pkt: Any, message: str) -> None:
-        if not self.is_authenticated(eio_sid):
-            return  # not connected to the namespace: python-socketio would ignore it too
-        body = {"error": {"code": "bad_request", "message": message}, "status": 400, "event": None}
-        make = self.server.packet_class
-        namespace = pkt.namespace or "/"
-        out = [make(sio_packet.EVENT, data=["error", body], namespace=namespace)]
-        if pkt.id is not None:
-            out.append(make(sio_packet.ACK, data=[body], namespace=namespace, id=pkt.id))
-        for reply in out:
-            self.eio.send(eio_sid, reply.encode())
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -304,17 +285,6 @@ class SessionGuard:
             if isinstance(raw, socket.socket):
                 with contextlib.suppress(OSError):  # already closed: what we wanted
                     raw.shutdown(socket.SHUT_RDWR)
-
-
-def _event_problem(data: Any) -> str | None:
-    if not isinstance(data, list) or not data:
-        return "an event is a list: its name, then its payload"
-    name = data[0]
-    if not isinstance(name, str):
-        return "an event's name must be a string"
-    if name in RESERVED_EVENTS:
-        return f"{name} is reserved and cannot be sent as an event"
-    return None
 
 
 def _refuse(
