@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
+import socketio
 
 from tests.service.conftest import wait_ready
 from tests.support.gateway import GatewayProc, wait_until
@@ -387,3 +389,42 @@ def test_many_dashboards_leave_threads_for_rest(small: GatewayProc) -> None:
             raw.close()
     # Closed sockets give their slots back.
     wait_until(lambda: RawSio(small.port, source="127.0.0.4").close() is None, timeout=10)
+
+
+# -- the long-polling transport (browsers start with it, then upgrade) ------------------------
+
+
+def test_polling_and_upgrading_clients_follow_the_same_rules(gw: GatewayProc) -> None:
+    for transports in (["polling"], ["polling", "websocket"]):
+        client = socketio.Client(reconnection=False)
+        pushed: list[Any] = []
+        client.on("vm_state", pushed.append)
+        client.connect(gw.url, transports=transports, auth={"token": gw.tokens.viewer})
+        try:
+            assert client.call("request_vms_list", timeout=10)["count"] == 7
+            bad = client.call("request_metrics", {"name": 5}, timeout=10)
+            assert bad["status"] == 400
+            time.sleep(AUTH_TIMEOUT + 1)  # past the deadline: authenticated, so still here
+            toggle_db01(gw)
+            wait_until(lambda seen=pushed: any(d["name"] == "db-01" for d in seen))
+            assert client.connected
+        finally:
+            client.disconnect()
+        refused = socketio.Client(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            refused.connect(gw.url, transports=transports, auth={"token": [1]}, wait_timeout=10)
+
+
+def test_a_polling_session_that_never_authenticates_is_closed(gw: GatewayProc) -> None:
+    http = requests.Session()
+    base = f"{gw.url}/socket.io/?EIO=4&transport=polling"
+    opened = http.get(base, timeout=10)
+    assert opened.status_code == 200 and opened.text.startswith("0")
+    sid = json.loads(opened.text[1:])["sid"]
+
+    def gone() -> bool:
+        # A long poll returns the server's CLOSE ("1"), or 400 once the session is gone.
+        resp = http.get(f"{base}&sid={sid}", timeout=60)
+        return resp.status_code == 400 or "1" in resp.text.split("\x1e")
+
+    wait_until(gone, timeout=CLOSED_WITHIN + 30, every=0.2)
