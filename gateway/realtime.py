@@ -192,12 +192,13 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
 
         return decorate
 
-    def unknown(event: str, *_args: Any) -> Any:
+    def unknown(event: Any, *_args: Any) -> Any:
+        name = str(event)[:64]
         try:
             who()
-            raise BadRequest(f"unknown event {event[:64]!r}")
+            raise BadRequest(f"unknown event {name!r}")
         except GatewayError as exc:
-            return answer(exc, event[:64])
+            return answer(exc, name)
 
     def connect(auth: Any = None) -> None:
         sid: str = request.sid  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ all of them together) may take every thread away from REST."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import json
@@ -104,6 +105,14 @@ class SessionGuard:
         self.eio.on("message", message)
         self.eio.on("disconnect", disconnect)
         app.wsgi_app = self._middleware(app.wsgi_app)
+        # engine.io checks a websocket message's size only once simple-websocket has buffered
+        # all of it: make simple-websocket stop at the same limit (a copy: the mapping is the
+        # async driver module's own, shared by every server).
+        drivers = dict(self.eio._async)
+        if drivers.get("websocket") is not None:
+            limit = self.eio.max_http_buffer_size
+            drivers["websocket"] = functools.partial(drivers["websocket"], max_message_size=limit)
+            self.eio._async = drivers
 
     def _middleware(self, inner: WSGIApp) -> WSGIApp:
         def guard(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

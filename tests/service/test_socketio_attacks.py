@@ -259,6 +259,22 @@ def test_malformed_packets_close_the_session(gw: GatewayProc, frame: str | bytes
     assert "malformed" in gw.service.output()
 
 
+def test_a_frame_over_the_size_limit_closes_the_session(gw: GatewayProc) -> None:
+    raw = RawSio(gw.port)
+    try:
+        assert raw.open["maxPayload"] == 1_000_000
+        assert raw.connect({"token": gw.tokens.viewer}).startswith("40{")
+        try:
+            raw.send('42["request_metrics",{"name":"' + "x" * 5_000_000 + '"}]')
+        except OSError:
+            pass  # the server hung up before the whole frame was sent: what we want
+        else:
+            assert raw.wait_closed(15)
+    finally:
+        raw.close()
+    assert gw.get("/vms").status_code == 200
+
+
 def test_leaving_the_namespace_ends_the_transport(gw: GatewayProc) -> None:
     raw = RawSio(gw.port)
     try:
