@@ -239,21 +239,22 @@ class SessionGuard:
         # A refused CONNECT (its CONNECT_ERROR is queued already), or a client that left the
         # namespace: nothing more can happen on this transport, so end it.
         if pkt.packet_type == sio_packet.DISCONNECT:
-            self.close(eio_sid, "left the namespace")
+            self.close(eio_sid, "left the namespace", logging.DEBUG)
         elif pkt.packet_type == sio_packet.CONNECT and not self.is_authenticated(eio_sid):
-            self.close(eio_sid, "refused at connect")
+            # already logged (or, once throttled, counted) by the authenticator
+            self.close(eio_sid, "refused at connect", logging.DEBUG)
         return result
 
     # -- closing ---------------------------------------------------------------------------
 
-    def close(self, eio_sid: str, why: str) -> None:
+    def close(self, eio_sid: str, why: str, level: int = logging.INFO) -> None:
         """End an engine.io session from the server side without waiting for its queue to
         drain (a polling client that went away would never drain it)."""
         sock = self.eio.sockets.get(eio_sid)
         with self._lock:
             session = self.sessions.get(eio_sid)
         address = session.address if session else "?"
-        logger.info("closing a Socket.IO session from %s: %s", address, why)
+        logger.log(level, "closing a Socket.IO session from %s: %s", address, why)
         if sock is not None and not sock.closed:
             sock.close(wait=False, reason=self.eio.reason.SERVER_DISCONNECT)
         elif session is not None:
