@@ -64,7 +64,7 @@ class SessionGuard:
         auth_timeout: float,
         per_client: int,
         total: int,
-        path: str = "/socket.io",
+        path: str = "/socket.io/",
     ) -> None:
         self.server = server
         self.eio = server.eio
@@ -161,11 +161,10 @@ class SessionGuard:
     def _bind(self, eio_sid: str, environ: dict[str, Any]) -> None:
         """A session opened (engine.io `connect`, in the request that took the slot)."""
         ticket = environ.get(TICKET)
-        if not isinstance(ticket, Ticket):  # not through the middleware: count it all the same
-            ticket = Ticket(environ.get("REMOTE_ADDR") or "unknown", None, reserved=True)
-            with self._lock:
-                self._open[ticket.address] += 1
         with self._lock:
+            if not isinstance(ticket, Ticket):  # not through the middleware: count it anyway
+                ticket = Ticket(environ.get("REMOTE_ADDR") or "unknown", None)
+                self._open[ticket.address] += 1
             ticket.reserved = False  # the session owns the slot now
             ticket.eio_sid = eio_sid
             self.sessions[eio_sid] = Session(ticket.address, requests={ticket})
