@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import wraps
@@ -13,12 +16,16 @@ from flask import current_app, g, request
 from werkzeug.datastructures import Headers
 
 from gateway.config import Settings
-from gateway.errors import Forbidden, Unauthorized
+from gateway.errors import Forbidden, TooManyRequests, Unauthorized
+from gateway.throttle import FailureThrottle
 
 logger = logging.getLogger(__name__)
 
 Role = Literal["viewer", "operator"]
 ROLE_RANK: dict[str, int] = {"viewer": 1, "operator": 2}
+# Why an authentication failed, as counted in /metrics; `throttled` was refused unchecked.
+FAILURE_REASONS = ("missing", "malformed", "unknown", "throttled")
+MAX_SECRET = 4096  # longer is not one of ours, and comparing it would only cost time
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,59 +50,132 @@ class TokenError(ValueError):
 
 
 def parse_tokens(text: str) -> list[tuple[Principal, str]]:
-    """`name:role:token` entries separated by commas or newlines; `#` starts a comment line."""
+    """`name:role:token` entries separated by commas or newlines; `#` starts a comment line.
+
+    Errors name an entry by its position, never by a field: with the fields in the wrong
+    order the "name" or "role" may be the secret, and this message reaches the log."""
     entries: list[tuple[Principal, str]] = []
+    position = 0
     for raw in text.replace("\n", ",").split(","):
         item = raw.strip()
         if not item or item.startswith("#"):
             continue
+        position += 1
+        where = f"token entry {position}"
         parts = item.split(":", 2)
         if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise TokenError("token entries must look like name:role:token")
+            raise TokenError(f"{where}: entries must look like name:role:token")
         name, role, token = (p.strip() for p in parts)
         if role not in ROLE_RANK:
-            raise TokenError(f"token {name!r}: role must be viewer or operator, not {role!r}")
+            raise TokenError(f"{where}: the role (second field) must be viewer or operator")
         if len(token) < 8:
-            raise TokenError(f"token {name!r}: the secret is shorter than 8 characters")
+            raise TokenError(f"{where}: the secret (third field) is shorter than 8 characters")
         entries.append((Principal(name, role), token))  # type: ignore[arg-type]
     return entries
 
 
 class Authenticator:
-    """Maps a presented secret to a Principal; `None` when auth is off (KVMSUP_AUTH=none)."""
+    """Maps a presented secret to a Principal; `None` when auth is off (KVMSUP_AUTH=none).
 
-    def __init__(self, entries: list[tuple[Principal, str]] | None) -> None:
+    `authenticate` is the door both REST and Socket.IO use: it throttles failures per client
+    address, counts them by reason for /metrics, and logs them without the secret."""
+
+    def __init__(
+        self, entries: list[tuple[Principal, str]] | None, throttle: FailureThrottle | None = None
+    ) -> None:
         self.entries = entries
+        self.throttle = throttle or FailureThrottle(10, 6.0)
+        self._failures: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
+        throttle = FailureThrottle(settings.auth_fail_burst, settings.auth_fail_per_minute)
         if settings.auth == "none":
             logger.warning("KVMSUP_AUTH=none: the API is open to anyone who can reach it")
-            return cls(None)
+            return cls(None, throttle)
         text = settings.api_tokens or ""
         if settings.api_tokens_file:
             text += "\n" + settings.api_tokens_file.read_text()
         entries = parse_tokens(text)
         if not entries:
             logger.warning("no API tokens configured: every request will be refused (401)")
-        return cls(entries)
+        return cls(entries, throttle)
 
     @property
     def open(self) -> bool:
         return self.entries is None
 
-    def identify(self, secret: str | None) -> Principal | None:
+    def identify(self, secret: object) -> Principal | None:
+        """The principal of `secret`; `None` for anything else, of any type. Never raises."""
         if self.entries is None:
             return ANONYMOUS
-        if not secret:
+        given = _encoded(secret)
+        if given is None:
             return None
         found: Principal | None = None
-        given = secret.encode()
         # Compare against every entry so timing tells nothing about which one matched.
         for principal, token in self.entries:
             if hmac.compare_digest(given, token.encode()):
                 found = principal
         return found
+
+    def authenticate(
+        self, secret: object, address: str, transport: str, now: float | None = None
+    ) -> Principal:
+        """The caller's principal, or Unauthorized (401) / TooManyRequests (429)."""
+        if self.entries is None:
+            return ANONYMOUS
+        now = time.monotonic() if now is None else now
+        wait = self.throttle.retry_after(address, now)
+        if wait:
+            self._count(transport, "throttled")
+            raise TooManyRequests(
+                f"too many failed authentications from this address; retry in {wait} s",
+                retry_after=wait,
+            )
+        principal = self.identify(secret)
+        if principal is not None:
+            return principal
+        if secret is None or secret == "":
+            # Not a guess: a client that has not been given a token yet. Refused, counted,
+            # but neither throttled nor logged above debug (a probe would flood the log).
+            self._count(transport, "missing")
+            logger.debug("no token on %s from %s", transport, address)
+            raise Unauthorized("a valid API token is required")
+        reason = "unknown" if _encoded(secret) is not None else "malformed"
+        self._count(transport, reason)
+        blocked = self.throttle.fail(address, now)
+        # The secret itself is never logged, nor anything derived from it.
+        logger.warning("failed authentication (%s token) on %s from %s", reason, transport, address)
+        if blocked:
+            logger.warning(
+                "%s is refused for %d s after repeated failed authentications", address, blocked
+            )
+        raise Unauthorized("a valid API token is required")
+
+    def _count(self, transport: str, reason: str) -> None:
+        with self._lock:
+            self._failures[(transport, reason)] += 1
+
+    def failures(self) -> dict[tuple[str, str], int]:
+        """Failed authentications since start, by (transport, reason)."""
+        with self._lock:
+            return dict(self._failures)
+
+
+def _encoded(secret: object) -> bytes | None:
+    """The secret as bytes, or None when it cannot be one of ours: not a string, empty, too
+    long, or not encodable (a lone surrogate arrives fine through JSON)."""
+    if not isinstance(secret, str) or not secret or len(secret) > MAX_SECRET:
+        return None
+    try:
+        return secret.encode()
+    except UnicodeEncodeError:
+        return None
+
+
+MALFORMED = object()  # stands for a credential that is not even shaped like a token
 
 
 def bearer(headers: Mapping[str, str] | Headers) -> str | None:
@@ -106,17 +186,32 @@ def bearer(headers: Mapping[str, str] | Headers) -> str | None:
     return token.strip()
 
 
+def client_address() -> str:
+    """The TCP peer of the current request. Behind a reverse proxy this is the proxy: every
+    client behind it shares one address (documented in docs/API.md)."""
+    return request.remote_addr or "unknown"
+
+
 def require(role: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """REST decorator: 401 without a valid token, 403 when the token's role is too low."""
+    """REST decorator: 401 without a valid token, 403 when the token's role is too low, 429
+    while the client address is throttled. Tokens come only from the Authorization header: a
+    `?token=` in a URL ends up in proxy logs and browser history."""
 
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             auth: Authenticator = current_app.extensions["kvmsup"].auth
-            secret = bearer(request.headers) or request.args.get("token")
-            principal = auth.identify(secret)
-            if principal is None:
-                raise Unauthorized("a valid API token is required (Authorization: Bearer …)")
+            header = request.headers.get("Authorization")
+            secret: object = bearer(request.headers)
+            if secret is None and header:
+                secret = MALFORMED  # an Authorization header, but not a bearer token
+            try:
+                principal = auth.authenticate(secret, client_address(), "rest")
+            except Unauthorized:
+                message = "a valid API token is required (Authorization: Bearer …)"
+                if "token" in request.args:
+                    message += "; ?token= is accepted on the Socket.IO handshake only"
+                raise Unauthorized(message) from None
             if not principal.can(role):
                 raise Forbidden(f"this action needs the {role} role")
             g.principal = principal

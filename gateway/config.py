@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     jobs_keep: int = Field(1000, ge=10)
     threads: int = Field(64, ge=4, le=1024)
 
+    # Trust boundary of client connections (README settings table).
+    sio_auth_timeout: float = Field(10.0, gt=0, le=300)
+    max_sockets: int | None = Field(None, ge=1)
+    max_sockets_per_client: int = Field(16, ge=1)
+    auth_fail_burst: int = Field(10, ge=1, le=10000)
+    auth_fail_per_minute: float = Field(6.0, gt=0, le=60000)
+
     @field_validator("gateway_id")
     @classmethod
     def _gateway_id(cls, value: str) -> str:
@@ -78,6 +85,13 @@ class Settings(BaseSettings):
     @classmethod
     def _prefix(cls, value: str) -> str:
         return validate_prefix(value)
+
+    def socket_limit(self) -> int:
+        """Open Socket.IO sessions at most: by default the thread pool less a few threads kept
+        for REST, since each websocket holds a gunicorn thread for as long as it is open."""
+        if self.max_sockets is not None:
+            return self.max_sockets
+        return max(1, self.threads - max(2, self.threads // 8))
 
     def cors_list(self) -> list[str]:
         """Exact origins only (PITFALLS 25); empty means same origin."""

@@ -46,6 +46,12 @@ class Conflict(GatewayError):
     status, code = 409, "conflict"
 
 
+class TooManyRequests(GatewayError):
+    """Sent with `Retry-After` (its `retry_after`, seconds)."""
+
+    status, code = 429, "too_many_requests"
+
+
 class Unavailable(GatewayError):
     status, code = 503, "unavailable"
 
@@ -68,6 +74,9 @@ def init_app(app: Flask) -> None:
         resp = jsonify(exc.to_dict())
         if isinstance(exc, Unauthorized):
             resp.headers["WWW-Authenticate"] = "Bearer"
+        retry = exc.extra.get("retry_after")
+        if isinstance(retry, int):
+            resp.headers["Retry-After"] = str(retry)
         return resp, exc.status
 
     @app.errorhandler(HTTPException)

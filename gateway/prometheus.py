@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from flask import Blueprint, Flask, Response, current_app
 from flask.typing import ResponseReturnValue
 
-from gateway.auth import require
+from gateway.auth import FAILURE_REASONS, require
 from gateway.jobs import GATEWAY_FINAL
 from gateway.state import Snapshot
 from shared.messages import VM_STATES
@@ -167,21 +167,35 @@ def collect(
     return list(fams.values())
 
 
+def auth_failures(gateway_id: str, counts: Mapping[tuple[str, str], int]) -> Family:
+    """Failed authentications by transport and reason (`throttled`: refused unchecked)."""
+    fam = Family(
+        "kvmsup_gateway_auth_failures_total",
+        "counter",
+        "Failed authentications since the gateway started, by transport and reason",
+    )
+    for transport in ("rest", "socketio"):
+        for reason in FAILURE_REASONS:
+            labels = {"gateway": gateway_id, "transport": transport, "reason": reason}
+            fam.add(labels, counts.get((transport, reason), 0))
+    return fam
+
+
 @bp.get("/metrics")
 @require("viewer")
 def metrics() -> ResponseReturnValue:
     """Viewer role: the series name every VM, like `GET /vms`."""
     gateway = current_app.extensions["kvmsup"]
     counts, in_flight = gateway.jobs.stats()
-    text = render(
-        collect(
-            gateway.cache.snapshot(with_metrics=True),
-            gateway_id=gateway.settings.gateway_id,
-            mqtt_connected=gateway.bus.connected,
-            job_counts=counts,
-            jobs_in_flight=in_flight,
-        )
+    families = collect(
+        gateway.cache.snapshot(with_metrics=True),
+        gateway_id=gateway.settings.gateway_id,
+        mqtt_connected=gateway.bus.connected,
+        job_counts=counts,
+        jobs_in_flight=in_flight,
     )
+    families.append(auth_failures(gateway.settings.gateway_id, gateway.auth.failures()))
+    text = render(families)
     return Response(text, headers={"Content-Type": CONTENT_TYPE})
 
 

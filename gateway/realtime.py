@@ -9,19 +9,25 @@ from typing import Any
 
 from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
+from socketio.exceptions import ConnectionRefusedError as Refused
 
 from gateway import views
-from gateway.auth import Principal, Role
-from gateway.errors import Forbidden, GatewayError, Unauthorized
+from gateway.auth import MALFORMED, Principal, Role, client_address
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from gateway.jobs import Job
 from gateway.service import Gateway
+from gateway.sessions import SessionGuard
 from shared.messages import HostStatus, MetricsBatch, VmState, as_dict
 
 logger = logging.getLogger(__name__)
 
 ALL_METRICS_ROOM = "metrics:*"
+# Pushes go to this room, which only a session that passed the connect handler joins: a
+# broadcast to the namespace would also reach sessions still in (or stuck in) their connect.
+AUTHENTICATED_ROOM = "authenticated"
+MAX_TEXT = 1024  # longest name, host or action accepted in an event; an error quotes it
 Outgoing = tuple[str, dict[str, Any], str | list[str] | None]
-Handler = Callable[[Principal, dict[str, Any]], dict[str, Any]]
+Handler = Callable[[Principal, Any], dict[str, Any]]
 
 
 def metrics_room(host: str, uuid: str) -> str:
@@ -84,20 +90,58 @@ class Bridge:
                 return
             event, data, to = item
             try:
-                self.socketio.emit(event, data, to=to)
+                self.socketio.emit(event, data, to=to or AUTHENTICATED_ROOM)
             except Exception:
                 logger.exception("emitting %s failed", event)
 
 
-def _error(exc: GatewayError, event: str) -> dict[str, Any]:
+def _error(exc: GatewayError, event: str | None) -> dict[str, Any]:
     body = exc.to_dict()
     body["status"] = exc.status
     body["event"] = event
     return body
 
 
+def payload(data: Any, event: str, *, required: bool = False) -> dict[str, Any]:
+    """An event's payload: a JSON object (absent is `{}` unless `required`)."""
+    if data is None and not required:
+        return {}
+    if not isinstance(data, dict):
+        raise BadRequest(f"{event} takes a JSON object")
+    return data
+
+
+def text(data: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    """A string field: absent (or empty, for an optional one) is None; anything that is not a
+    string of sane length and valid UTF-8 is a 400, never a crash further down."""
+    value = data.get(key)
+    if value is None or (value == "" and not required):
+        if required:
+            raise BadRequest(f"{key} is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{key} must be a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise BadRequest(f"{key} is longer than {MAX_TEXT} characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequest(f"{key} is not valid UTF-8 text") from None
+    return value
+
+
+def number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{key} must be a number")
+    return float(value)
+
+
 def init_app(app: Flask, gateway: Gateway) -> SocketIO:
-    origins = gateway.settings.cors_list()
+    settings = gateway.settings
+    origins = settings.cors_list()
     socketio = SocketIO(
         app,
         async_mode="threading",  # PITFALLS 22: never let it pick eventlet
@@ -105,6 +149,14 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         logger=False,
         engineio_logger=False,
     )
+    guard = SessionGuard(
+        socketio.server,
+        auth_timeout=settings.sio_auth_timeout,
+        per_client=settings.max_sockets_per_client,
+        total=settings.socket_limit(),
+    )
+    guard.install(app)
+    app.extensions["kvmsup_sessions"] = guard
     principals: dict[str, Principal] = {}
 
     def who() -> Principal:
@@ -114,81 +166,108 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
             raise Unauthorized("not authenticated")
         return principal
 
+    def answer(exc: GatewayError, event: str) -> dict[str, Any]:
+        body = _error(exc, event)
+        emit("error", body)
+        return body
+
     def guarded(event: str, role: Role = "viewer") -> Callable[[Handler], Handler]:
         """Wraps a handler: role check on every event, errors as an `error` emit and ack."""
 
         def decorate(fn: Handler) -> Handler:
-            def handler(data: Any = None) -> Any:
+            def handler(data: Any = None, *_extra: Any) -> Any:
                 try:
                     principal = who()
                     if not principal.can(role):
                         raise Forbidden(f"{event} needs the {role} role")
-                    return fn(principal, data if isinstance(data, dict) else {})
+                    return fn(principal, data)
                 except GatewayError as exc:
-                    body = _error(exc, event)
-                    emit("error", body)
-                    return body
+                    return answer(exc, event)
                 except Exception:
                     logger.exception("Socket.IO handler %s failed", event)
-                    return {
-                        "error": {"code": "internal", "message": "internal error"},
-                        "status": 500,
-                        "event": event,
-                    }
+                    return answer(GatewayError("internal error"), event)
 
             socketio.on_event(event, handler)
             return fn
 
         return decorate
 
+    def unknown(event: Any, *_args: Any) -> Any:
+        name = str(event)[:64]
+        try:
+            who()
+            raise BadRequest(f"unknown event {name!r}")
+        except GatewayError as exc:
+            return answer(exc, name)
+
     def connect(auth: Any = None) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
-        token = token or request.args.get("token")
-        principal = gateway.auth.identify(token)
-        if principal is None:
-            raise ConnectionRefusedError("unauthorized: a valid API token is required")
-        principals[request.sid] = principal  # type: ignore[attr-defined]
+        sid: str = request.sid  # type: ignore[attr-defined]
+        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
+        secret: object = None
+        if isinstance(auth, dict):
+            secret = auth.get("token")
+        elif auth is not None:
+            secret = MALFORMED  # `auth` must be {"token": …}
+        if secret is None:
+            secret = request.args.get("token")  # the handshake's query, kept for the seed
+        try:
+            principal = gateway.auth.authenticate(secret, client_address(), "socketio")
+        except GatewayError as exc:
+            # python-socketio answers CONNECT_ERROR with this; the guard then closes the
+            # transport. Any other exception here would leave the session half-connected.
+            detail = {"code": exc.code, "status": exc.status, **exc.extra}
+            raise Refused(f"{exc.code}: {exc.message}", detail) from None
+        principals[sid] = principal
+        join_room(AUTHENTICATED_ROOM)
+        guard.authenticated(eio_sid)
 
     def disconnect(*_args: Any) -> None:
         principals.pop(request.sid, None)  # type: ignore[attr-defined]
 
     socketio.on_event("connect", connect)
     socketio.on_event("disconnect", disconnect)
+    socketio.on_event("*", unknown)
 
     @guarded("request_metrics")
-    def request_metrics(_p: Principal, data: dict[str, Any]) -> dict[str, Any]:
-        vm = gateway.cache.find(str(data.get("name", "")), data.get("host") or None)
+    def request_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+        args = payload(data, "request_metrics", required=True)
+        name = text(args, "name", required=True)
+        vm = gateway.cache.find(str(name), text(args, "host"))
         body = views.vm_metrics(vm, gateway.cache.metrics_of((vm.host, vm.uuid)))
         emit("vm_metrics", body)
         return body
 
     @guarded("request_all_metrics")
-    def request_all_metrics(_p: Principal, _d: dict[str, Any]) -> dict[str, Any]:
+    def request_all_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+        payload(data, "request_all_metrics")
         body = views.all_metrics(gateway.cache.snapshot(with_metrics=True))
         emit("all_metrics", body)
         return {"count": body["count"]}
 
     @guarded("request_vms_list")
-    def request_vms_list(_p: Principal, _d: dict[str, Any]) -> dict[str, Any]:
+    def request_vms_list(_p: Principal, data: Any) -> dict[str, Any]:
+        payload(data, "request_vms_list")
         body = views.vms_list(gateway.cache.snapshot())
         emit("vms_list", body)
         return {"count": body["count"]}
 
     @guarded("subscribe_metrics")
-    def subscribe_metrics(_p: Principal, data: dict[str, Any]) -> dict[str, Any]:
-        name = str(data.get("name") or "*")
+    def subscribe_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+        args = payload(data, "subscribe_metrics")
+        name, host = text(args, "name") or "*", text(args, "host")
         if name == "*":
             join_room(ALL_METRICS_ROOM)
             return {"subscribed": "*"}
-        vm = gateway.cache.find(name, data.get("host") or None)
+        vm = gateway.cache.find(name, host)
         join_room(metrics_room(vm.host, vm.uuid))
         return {"subscribed": vm.name, "host": vm.host, "uuid": vm.uuid}
 
     @guarded("unsubscribe_metrics")
-    def unsubscribe_metrics(_p: Principal, data: dict[str, Any]) -> dict[str, Any]:
-        name = data.get("name")
+    def unsubscribe_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+        args = payload(data, "unsubscribe_metrics")
+        name, host = text(args, "name"), text(args, "host")
         if name and name != "*":
-            vm = gateway.cache.find(str(name), data.get("host") or None)
+            vm = gateway.cache.find(name, host)
             leave_room(metrics_room(vm.host, vm.uuid))
         else:
             for room in rooms():
@@ -197,16 +276,14 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         return {"unsubscribed": name or "*"}
 
     @guarded("vm_action", role="operator")
-    def vm_action(principal: Principal, data: dict[str, Any]) -> dict[str, Any]:
-        body = {k: v for k, v in data.items() if k in ("force", "timeout_s", "force_after")}
-        outcome = gateway.command(
-            str(data.get("name", "")),
-            data.get("host") or None,
-            str(data.get("action", "")),
-            body,
-            principal,
-            data.get("wait"),
-        )
+    def vm_action(principal: Principal, data: Any) -> dict[str, Any]:
+        args = payload(data, "vm_action", required=True)
+        name = text(args, "name", required=True)
+        action = text(args, "action", required=True)
+        host = text(args, "host")
+        wait = number(args, "wait")
+        body = {k: v for k, v in args.items() if k in ("force", "timeout_s", "force_after")}
+        outcome = gateway.command(str(name), host, str(action), body, principal, wait)
         return {**outcome.body, "status_code": outcome.status}
 
     bridge = Bridge(socketio, gateway)

@@ -8,6 +8,8 @@ import pytest
 
 from gateway.auth import Authenticator, Principal, TokenError, bearer, parse_tokens
 from gateway.config import Settings
+from gateway.errors import TooManyRequests, Unauthorized
+from gateway.throttle import FailureThrottle
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +46,124 @@ def test_bearer_header() -> None:
     assert bearer({"Authorization": "bearer  abc "}) == "abc"
     assert bearer({"Authorization": "Basic abc"}) is None
     assert bearer({}) is None
+
+
+# -- trust boundary (issue: tokens of the wrong type, guessing, secrets in messages) ----------
+
+SECRET = "aaaaaaaaaa"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [1, 1.5, True, [SECRET], {"token": SECRET}, b"aaaaaaaaaa", "\ud800", SECRET + "\udfff"],
+)
+def test_identify_refuses_anything_but_the_string_without_raising(secret: object) -> None:
+    auth = Authenticator(parse_tokens(f"alice:viewer:{SECRET}"))
+    assert auth.identify(secret) is None
+    assert auth.identify("x" * 100_000) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "alice:s3cret-value-xyz:viewer",  # token and role swapped
+        "s3cret-value-xyz:viewer:alice",  # name and token swapped (token too short, too)
+        "s3cret-value-xyz:operator",
+        "ok:viewer:bbbbbbbbbb, s3cret-value-xyz",
+    ],
+)
+def test_token_list_errors_never_quote_a_field(text: str) -> None:
+    with pytest.raises(TokenError) as err:
+        parse_tokens(text)
+    assert "s3cret" not in str(err.value) and "alice" not in str(err.value)
+    assert "token entry" in str(err.value)
+
+
+def test_the_throttle_is_a_token_bucket_per_address() -> None:
+    throttle = FailureThrottle(burst=3, per_minute=6)  # one token every 10 s
+    assert [throttle.fail("a", 0.0) for _ in range(3)] == [0, 0, 10]
+    assert throttle.retry_after("a", 0.0) == 10
+    assert throttle.retry_after("a", 4.0) == 6
+    assert throttle.retry_after("b", 4.0) == 0  # per address
+    assert throttle.retry_after("a", 10.0) == 0  # one try back after 10 s ...
+    assert throttle.fail("a", 10.0) == 10  # ... and blocked again at once if it fails
+    assert throttle.retry_after("a", 1000.0) == 0
+
+
+def test_the_throttle_forgets_quiet_addresses_first() -> None:
+    throttle = FailureThrottle(burst=2, per_minute=60, max_tracked=3)
+    throttle.fail("old", 0.0)
+    for i in range(10):
+        throttle.fail(f"new-{i}", 100.0 + i)
+    assert throttle.tracked() <= 3
+
+
+def test_authenticate_counts_throttles_and_never_logs_the_secret(caplog) -> None:
+    auth = Authenticator(parse_tokens(f"alice:viewer:{SECRET}"), FailureThrottle(2, 1.0))
+    with caplog.at_level(logging.DEBUG):
+        assert auth.authenticate(SECRET, "10.0.0.1", "rest", now=0.0).name == "alice"
+        for guess in ("guess-one-1", 42):
+            with pytest.raises(Unauthorized):
+                auth.authenticate(guess, "10.0.0.1", "socketio", now=1.0)
+        with pytest.raises(TooManyRequests) as throttled:
+            auth.authenticate(SECRET, "10.0.0.1", "rest", now=2.0)
+        for _ in range(5):
+            with pytest.raises(Unauthorized):
+                auth.authenticate(None, "10.0.0.2", "rest", now=2.0)
+    assert 0 < throttled.value.extra["retry_after"] <= 60
+    assert auth.failures() == {
+        ("socketio", "unknown"): 1,
+        ("socketio", "malformed"): 1,
+        ("rest", "throttled"): 1,
+        ("rest", "missing"): 5,
+    }
+    assert "failed authentication (unknown token) on socketio from 10.0.0.1" in caplog.text
+    assert "10.0.0.1 is refused for" in caplog.text
+    assert "10.0.0.2 is refused" not in caplog.text  # no token is not a guess
+    assert SECRET not in caplog.text and "guess-one-1" not in caplog.text
+
+
+def test_auth_none_ignores_the_throttle() -> None:
+    auth = Authenticator(None, FailureThrottle(1, 1.0))
+    for _ in range(3):
+        assert auth.authenticate(7, "10.0.0.1", "rest", now=0.0).name == "anonymous"
+
+
+def test_rest_refuses_query_tokens_and_answers_429_with_retry_after(make_app) -> None:
+    app = make_app(auth_fail_burst=2, auth_fail_per_minute=1)
+    client = app.test_client()
+    assert client.get("/vms", headers={"Authorization": "Bearer viewer-secret"}).status_code == 200
+    by_query = client.get("/vms?token=viewer-secret")
+    assert by_query.status_code == 401 and "handshake only" in by_query.json["error"]["message"]
+    for _ in range(2):
+        assert client.get("/vms", headers={"Authorization": "Bearer nope-nope"}).status_code == 401
+    throttled = client.get("/vms", headers={"Authorization": "Bearer viewer-secret"})
+    assert throttled.status_code == 429
+    assert int(throttled.headers["Retry-After"]) > 0
+    assert throttled.json["error"]["code"] == "too_many_requests"
+    metrics = client.get(
+        "/metrics",
+        headers={"Authorization": "Bearer viewer-secret"},
+        environ_base={"REMOTE_ADDR": "10.9.9.9"},  # another client
+    )
+    assert (
+        'kvmsup_gateway_auth_failures_total{gateway="gw-unit",transport="rest",'
+        'reason="unknown"} 2' in metrics.text
+    )
+
+
+@pytest.mark.parametrize(
+    "auth", [{"token": 1}, {"token": ["viewer-secret"]}, {"token": "\ud800"}, "viewer-secret", [1]]
+)
+def test_socketio_connect_refuses_tokens_of_the_wrong_type(make_app, auth: object) -> None:
+    app = make_app(auth_fail_burst=100)
+    socketio = app.extensions["socketio"]
+    assert not socketio.test_client(app, auth=auth).is_connected()
+    assert socketio.test_client(app, auth={"token": "viewer-secret"}).is_connected()
+
+
+def test_socket_limit_keeps_threads_for_rest() -> None:
+    assert Settings(gateway_id="gw", threads=64).socket_limit() == 56
+    assert Settings(gateway_id="gw", threads=8).socket_limit() == 6
+    assert Settings(gateway_id="gw", threads=4).socket_limit() == 2
+    assert Settings(gateway_id="gw", threads=8, max_sockets=100).socket_limit() == 100

@@ -1,0 +1,72 @@
+"""Failed-authentication throttle: one token bucket per client address (SPEC §7)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    at: float  # when `tokens` was last brought up to date
+
+
+class FailureThrottle:
+    """Each failed authentication takes one token from its address's bucket; the bucket holds
+    `burst` tokens and refills at `per_minute`. An address with less than one token left is
+    refused without its secret even being looked at, until the bucket refills: a guesser gets
+    `per_minute` tries a minute after the first `burst`. Nothing sleeps, so no thread is held.
+
+    Memory is bounded: a full bucket is the same as no bucket, and when more than `max_tracked`
+    addresses are tracked, full buckets are dropped first, then the oldest."""
+
+    def __init__(self, burst: int, per_minute: float, max_tracked: int = 10000) -> None:
+        self.burst = float(burst)
+        self.rate = per_minute / 60.0
+        self.max_tracked = max_tracked
+        self._buckets: dict[str, Bucket] = {}
+        self._lock = threading.Lock()
+
+    def _level(self, bucket: Bucket, now: float) -> float:
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        return bucket.tokens
+
+    def retry_after(self, address: str, now: float) -> int:
+        """Seconds until `address` may try again; 0 when it may try now."""
+        with self._lock:
+            bucket = self._buckets.get(address)
+            if bucket is None:
+                return 0
+            level = self._level(bucket, now)
+            if level >= 1.0:
+                return 0
+            return max(1, math.ceil((1.0 - level) / self.rate))
+
+    def fail(self, address: str, now: float) -> int:
+        """Record one failure; returns the seconds the address is now blocked for (0: not)."""
+        with self._lock:
+            bucket = self._buckets.get(address)
+            if bucket is None:
+                self._prune(now)
+                bucket = self._buckets[address] = Bucket(self.burst, now)
+            level = max(0.0, self._level(bucket, now) - 1.0)
+            bucket.tokens = level
+            if level >= 1.0:
+                return 0
+            return max(1, math.ceil((1.0 - level) / self.rate))
+
+    def _prune(self, now: float) -> None:
+        if len(self._buckets) < self.max_tracked:
+            return
+        for address, bucket in list(self._buckets.items()):
+            if self._level(bucket, now) >= self.burst:
+                del self._buckets[address]
+        while len(self._buckets) >= self.max_tracked:
+            del self._buckets[next(iter(self._buckets))]
+
+    def tracked(self) -> int:
+        with self._lock:
+            return len(self._buckets)
