@@ -22,10 +22,12 @@ ERRORS = {
     401: "No or unknown token",
     403: "The token's role is too low",
     404: "Unknown VM, host or job",
+    429: "Too many failed authentications from this address (`Retry-After` says when to retry)",
     409: "Ambiguous VM name (`candidates`) or a job already running on the VM (`job`)",
     503: "Host offline or broker unreachable; never queued",
     504: "The agent did not accept the command in time",
 }
+_RETRY_AFTER = {"schema": {"type": "integer"}, "description": "Seconds before trying again"}
 # Answered by the HTTP server before the app sees the request, so in its own HTML, not the Error
 # schema: gunicorn refuses a request line longer than 4094 bytes (a long name or query).
 SERVER_ERRORS = {
@@ -177,7 +179,8 @@ def _operation(
             "content": {"application/json": {"schema": ref("Job")}},
             "links": _JOB_LINK,
         }
-    statuses = set(doc.errors) | ({401, 403} if role else set()) | ({400} if doc.query else set())
+    auth = {401, 403, 429} if role else set()
+    statuses = set(doc.errors) | auth | ({400} if doc.query else set())
     for status in sorted(statuses | set(SERVER_ERRORS)):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     op: dict[str, Any] = {
@@ -235,6 +238,7 @@ def document(app: Flask) -> dict[str, Any]:
                 f"E{status}": {
                     "description": text,
                     "content": {"application/json": {"schema": ref("Error")}},
+                    **({"headers": {"Retry-After": _RETRY_AFTER}} if status == 429 else {}),
                 }
                 for status, text in ERRORS.items()
             }
