@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import views
 from gateway.auth import require
@@ -78,6 +79,8 @@ def health() -> ResponseReturnValue:
             "hosts_offline": len(hosts) - len(online),
             "hosts": hosts,
             "gateway_id": gateway.settings.gateway_id,
+            # MQTT messages (or parts) dropped since start, by reason (docs/API.md).
+            "messages_dropped": gateway.drops.by_reason(),
             "timestamp": iso_z(utc_now()),
         }
     )
@@ -156,9 +159,19 @@ def json_body(raw: bytes) -> Any:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
 
+def read_body() -> bytes:
+    """The raw bytes even for a form Content-Type (request.data would be empty), bounded.
+    Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH itself, but a chunked body it
+    only cuts at the limit, silently: a body that reaches the limit is refused here."""
+    raw = request.get_data(cache=True)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and len(raw) >= limit:
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def _command(name: str, verb: str) -> ResponseReturnValue:
-    # get_data(): the raw bytes even for a form Content-Type (request.data would be empty).
-    body = json_body(request.get_data(cache=True))
+    body = json_body(read_body())
     outcome = gw().command(name, host_arg(), verb, body, g.principal, request.args.get("wait"))
     headers = {"Location": f"/jobs/{outcome.job_id}"} if outcome.status == 202 else {}
     return jsonify(outcome.body), outcome.status, headers

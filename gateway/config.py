@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     jobs_keep: int = Field(1000, ge=10)
     threads: int = Field(64, ge=4, le=1024)
 
+    # Input bounds (SPEC §7): what the gateway reads from clients and from the broker.
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_message_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
     @field_validator("gateway_id")
     @classmethod
     def _gateway_id(cls, value: str) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.errors import AgentTimeout, BusError, Conflict
+from gateway.ingest import Drop
 from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, iso_z, utc_now
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,16 @@ UNHEARD_CODES = frozenset({"agent_timeout", "broker_unreachable"})
 
 def _unheard(job: Job) -> bool:
     return job.error is not None and job.error.get("code") in UNHEARD_CODES
+
+
+def _mismatch(job: Job, reply: CommandReply) -> str | None:
+    if reply.host != job.host:
+        return f"came from host {reply.host!r}, not {job.host!r}"
+    if reply.vm is not None and reply.vm != job.vm:
+        return f"names VM {reply.vm!r}, not {job.vm!r}"
+    if reply.action is not None and reply.action != job.action:
+        return f"names action {reply.action!r}, not {job.action!r}"
+    return None
 
 
 def blocking_job(action: str, in_flight: list[Job]) -> Job | None:
@@ -235,13 +246,19 @@ class JobManager:
         return finished
 
     # -- replies and host changes (ingest thread) ---------------------------------------------
-    def on_reply(self, reply: CommandReply) -> None:
+    def on_reply(self, reply: CommandReply) -> Drop | None:
+        """Apply a reply to its job; a Drop when no job of ours is its own. A reply counts
+        only from the host the job was sent to, about the job's VM and action: the reply
+        topic's host is checked against the payload before this, the job against both here."""
         with self._cond:
             job = self._jobs.get(reply.id or "")
             if job is None:
-                return  # another run of this gateway
+                return Drop("unknown_job", f"no job {str(reply.id)[:64]!r}")
+            mismatch = _mismatch(job, reply)
+            if mismatch:
+                return Drop("identity", f"a reply for job {job.id} {mismatch}")
             if job.finished and not _unheard(job):
-                return  # a duplicate (QoS 1), or a reply after the real end
+                return None  # a duplicate (QoS 1), or a reply after the real end
             if reply.status == "accepted":
                 if job.status == "pending":
                     self._update(job, "accepted", accepted_at=utc_now())
@@ -249,7 +266,7 @@ class JobManager:
                     # Given up on, yet the agent has it: note the fact, wait for its end.
                     job.accepted_at = job.updated_at = utc_now()
                 else:
-                    return
+                    return None
             else:
                 err: ErrorInfo | None = reply.error
                 self._update(
@@ -261,6 +278,7 @@ class JobManager:
                     error=err.model_dump() if err else None,
                 )
         self._publish(job)
+        return None
 
     def host_offline(self, host: str) -> None:
         """Jobs in flight on a host whose agent went away will never get their reply."""

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from gateway.auth import Authenticator, Principal
 from gateway.bus import Bus, Inbound, VmRemoved
 from gateway.config import Settings
+from gateway.drops import Drops
 from gateway.errors import BadRequest, GatewayError, Unavailable
 from gateway.jobs import Job, JobManager
 from gateway.records import REFUSED, AuditEntry
@@ -129,7 +130,8 @@ class Gateway:
         self.auth = Authenticator.from_settings(settings)
         self.cache = StateCache()
         self.store = Store(settings.db, settings.history_minutes, settings.audit_days)
-        self.bus = Bus(settings, self.handle)
+        self.drops = Drops()
+        self.bus = Bus(settings, self.handle, drops=self.drops)
         self.jobs = JobManager(self.bus.send_command, settings.accept_timeout, settings.jobs_keep)
         self.jobs.listen(lambda job: self.store.record(audit_of(job)))
         self._started = False
@@ -152,17 +154,26 @@ class Gateway:
         if isinstance(model, VmState):
             self.cache.apply_vm_state(model)
         elif isinstance(model, MetricsBatch):
-            self.cache.apply_metrics(model)
-            self.store.add_metrics(model)
+            kept, dropped = self.cache.apply_metrics(model)
+            for reason, detail in dropped:
+                self.drops.drop(reason, self.bus.topics.host_metrics(model.host), detail)
+            self.store.add_metrics(kept)
         elif isinstance(model, HostStatus):
             self.cache.apply_host_status(model)
             if not model.online:
                 self.jobs.host_offline(model.host)
         elif isinstance(model, VmRemoved):
-            self.cache.remove_vm(model.host, model.uuid)
+            if self.cache.remove_vm(model.host, model.uuid) is None:
+                topic = self.bus.topics.vm_state(model.host, model.uuid)
+                self.drops.drop("unknown_vm", topic, "an empty state for a VM the gateway lacks")
         elif isinstance(model, CommandReply):
-            self.cache.apply_command_result(model)
-            self.jobs.on_reply(model)
+            drop = self.jobs.on_reply(model)
+            if drop is not None:
+                topic = self.bus.topics.reply(model.host, self.settings.gateway_id)
+                self.drops.drop(drop.reason, topic, drop.detail)
+            else:
+                # Only a reply its job accepted may show its state (read-your-writes).
+                self.cache.apply_command_result(model)
         elif isinstance(model, VmEvent):
             self.store.add_event(model)
         elif isinstance(model, GatewayStatus):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -294,3 +294,21 @@ def test_restarted_gateway_serves_full_state_from_retained_messages(
     key = lambda v: (v["host"], v["uuid"])  # noqa: E731
     assert sorted(after["vms"], key=key) == sorted(before["vms"], key=key)
     assert fresh.get("/hosts").json()["count"] == 2
+
+
+def test_a_body_over_the_limit_is_413_json_sized_or_chunked(gateway: GatewayProc) -> None:
+    big = b'{"force": true' + b" " * (128 * 1024) + b"}"
+    resp = gateway.post("/vm/web-01/stop", data=big)
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "too_large"
+
+    def chunked() -> Iterator[bytes]:  # requests sends a generator without Content-Length
+        yield b'{"force": true'
+        for _ in range(128):
+            yield b" " * 1024
+        yield b"}"
+
+    resp = gateway.post("/vm/web-01/stop", data=chunked())
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "too_large"
+    assert gateway.get("/vm/web-01").json()["state"] == "running"  # nothing was sent
+    small = gateway.post("/vm/web-01/suspend", data=b'{"force": false}')  # still serving
+    assert small.status_code == 200, small.text

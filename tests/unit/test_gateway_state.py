@@ -193,3 +193,19 @@ def test_a_command_result_shows_at_once_until_the_agents_own_state_comes() -> No
     # The agent's state (a higher seq) replaces the provisional one.
     assert cache.apply_vm_state(vm("a", UA, "web", seq=6, state="paused"))
     assert resolve(cache.snapshot().vms.values(), UA).seq == 6
+
+
+def test_metrics_entries_of_another_host_or_an_unknown_vm_are_dropped() -> None:
+    cache = StateCache()
+    cache.apply_vm_state(vm("a", UA, "web"))
+    cache.apply_vm_state(vm("b", UB, "db"))
+    good = batch("a", UA, "web", 10)
+    forged = batch("b", UB, "db", 99).vms[0]  # host b's VM, sent on host a's topic
+    stranger = batch("a", UB[:-1] + "7", "ghost", 1).vms[0]
+    kept, dropped = cache.apply_metrics(
+        good.model_copy(update={"vms": [*good.vms, forged, stranger]})
+    )
+    assert [m.uuid for m in kept.vms] == [UA]
+    assert [r for r, _ in dropped] == ["identity", "unknown_vm"]
+    assert cache.metrics_of(("b", UB)) is None
+    assert cache.snapshot(with_metrics=True).metrics.keys() == {("a", UA)}
