@@ -14,7 +14,7 @@ from gateway import views
 from gateway.auth import require
 from gateway.bus import gateway_version
 from gateway.errors import BadRequest, NotFound
-from gateway.service import VERBS, Gateway
+from gateway.service import VERBS, Gateway, job_of
 from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)
@@ -229,11 +229,15 @@ def jobs() -> ResponseReturnValue:
 @bp.get("/jobs/<job_id>")
 @require("viewer")
 def job(job_id: str) -> ResponseReturnValue:
-    jm = gw().jobs
-    found = jm.get(job_id)
-    if found is None:
+    gateway = gw()
+    found = gateway.jobs.get(job_id)
+    if found is not None:
+        return jsonify(gateway.jobs.snapshot(found))
+    # Older than the jobs kept in memory, or from an earlier run: its durable record.
+    entry = gateway.store.job(job_id)
+    if entry is None:
         raise NotFound(f"no job {job_id!r}", code="unknown_job")
-    return jsonify(jm.snapshot(found))
+    return jsonify(job_of(entry).to_dict())
 
 
 @bp.get("/events")

@@ -127,8 +127,17 @@ class Bus:
 
     def start(self) -> None:
         self._ingest.start()
+        expiry = self.settings.mqtt_session_expiry
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = expiry
+        # Not a clean start, even the first time: the session of the previous run of this
+        # gateway id holds the replies and events that came while it was down (QoS 1).
         self._client.connect_async(
-            self.url.host, self.url.port, keepalive=self.settings.mqtt_keepalive
+            self.url.host,
+            self.url.port,
+            keepalive=self.settings.mqtt_keepalive,
+            clean_start=expiry == 0,
+            properties=props,
         )
         self._client.loop_start()
         logger.info("gateway %s connecting to %r", self.gateway_id, self.url)

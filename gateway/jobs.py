@@ -13,16 +13,33 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.errors import AgentTimeout, BusError, Conflict
+from gateway.errors import AgentTimeout, BusError, Conflict, Unavailable
 from gateway.ingest import Drop
-from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, iso_z, utc_now
+from shared.messages import (
+    FINAL_STATUSES,
+    CommandParams,
+    CommandReply,
+    CommandRequest,
+    ErrorInfo,
+    VmEvent,
+    iso_z,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 
 Sender = Callable[[str, CommandRequest, int], None]
 JobListener = Callable[["Job"], None]
+Persist = Callable[["Job"], None]
 
 GATEWAY_FINAL = ("succeeded", "failed", "rejected", "timed_out")
+# The agent never begins a command after its `not_after` (now + accept_timeout at publish),
+# by its own clock: the gateway waits this much longer before it says the agent did not take
+# it, for the clocks' skew and the `accepted` reply's way back.
+CLOCK_MARGIN_S = 2.0
+# Jobs a restarted gateway finds unfinished get at least this long for the replies and events
+# the broker kept for it (its persistent session) before a deadline can end them.
+RESTART_GRACE_S = 15.0
 # Margin on top of the agent's own deadline before the gateway gives up on a final reply.
 FINAL_MARGIN_S = 30.0
 DEFAULT_FINAL_S = 60.0
@@ -56,6 +73,10 @@ class Job:
     accepted_at: datetime | None = None
     finished_at: datetime | None = None
     deadline: float = 0.0  # monotonic time after which a missing final reply times out
+    accept_deadline: float = 0.0  # monotonic time after which a missing `accepted` times out
+    # The gateway's own guess ({status, error, at}) that the agent's real outcome replaced.
+    revised: dict[str, Any] | None = None
+    watched: bool = False  # a request thread waits on it (and times out its acceptance)
 
     @property
     def finished(self) -> bool:
@@ -80,13 +101,14 @@ class Job:
             "updated_at": _iso(self.updated_at),
             "accepted_at": _iso(self.accepted_at),
             "finished_at": _iso(self.finished_at),
+            "revised": self.revised,
         }
 
 
 # Ends the gateway guessed without a word from the agent: the command may still have reached
 # it (paho delivers a publish whose wait timed out later), so a reply that comes after all is
 # what happened and replaces the guess, in the job and in the audit.
-UNHEARD_CODES = frozenset({"agent_timeout", "broker_unreachable"})
+UNHEARD_CODES = frozenset({"agent_timeout", "broker_unreachable", "no_final_reply", "host_offline"})
 
 
 def _unheard(job: Job) -> bool:
@@ -121,8 +143,15 @@ def final_budget(action: str, params: CommandParams) -> float:
 class JobManager:
     """Thread-safe; request threads wait on a condition the ingest thread notifies."""
 
-    def __init__(self, send: Sender, accept_timeout: float = 5.0, keep: int = 1000) -> None:
+    def __init__(
+        self,
+        send: Sender,
+        accept_timeout: float = 5.0,
+        keep: int = 1000,
+        persist: Persist | None = None,
+    ) -> None:
         self._send = send
+        self._persist = persist
         self.accept_timeout = accept_timeout
         self._keep = keep
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -188,7 +217,9 @@ class JobManager:
                     code="job_in_progress",
                     job=other.id,
                 )
-            job.deadline = time.monotonic() + self.accept_timeout + final_budget(action, params)
+            now = time.monotonic()
+            job.accept_deadline = now + self.accept_timeout + CLOCK_MARGIN_S
+            job.deadline = now + self.accept_timeout + final_budget(action, params)
             self._jobs[job.id] = job
             self.counts["pending"] += 1
             while len(self._jobs) > self._keep:
@@ -199,8 +230,18 @@ class JobManager:
             vm=vm,
             params=params,
             by=by,
-            not_after=utc_now() + timedelta(seconds=self.accept_timeout),
+            not_after=job.created_at + timedelta(seconds=self.accept_timeout),
         )
+        if self._persist is not None:
+            try:
+                self._persist(job)  # on disk before the agent can act on it
+            except Exception as exc:
+                with self._cond:
+                    self._jobs.pop(job.id, None)
+                logger.error("job %s not sent: %s", job.id, exc)
+                raise Unavailable(
+                    "the gateway cannot record the command", code="store_unavailable"
+                ) from exc
         try:
             self._send(host, request, math.ceil(self.accept_timeout))
         except Exception as exc:
@@ -221,7 +262,10 @@ class JobManager:
         the final status. True when the job finished in time."""
         start = time.monotonic()
         with self._cond:
-            self._cond.wait_for(lambda: job.status != "pending", self.accept_timeout)
+            job.watched = True
+            self._cond.wait_for(
+                lambda: job.status != "pending", max(0.0, job.accept_deadline - start)
+            )
             if job.status == "pending":
                 self._update(
                     job,
@@ -229,7 +273,7 @@ class JobManager:
                     error={
                         "code": "agent_timeout",
                         "message": f"host {job.host} did not accept the command within "
-                        f"{self.accept_timeout:g} s",
+                        f"{self.accept_timeout + CLOCK_MARGIN_S:g} s",
                     },
                 )
                 timed_out = True
@@ -268,6 +312,15 @@ class JobManager:
                 else:
                     return None
             else:
+                if job.finished:  # a guess of ours: what the agent says replaces it
+                    job.revised = {"status": job.status, "error": job.error, "at": _iso(utc_now())}
+                    logger.warning(
+                        "job %s: the agent's %s replaces the gateway's %s (%s)",
+                        job.id,
+                        reply.status,
+                        job.status,
+                        job.error.get("code") if job.error else None,
+                    )
                 err: ErrorInfo | None = reply.error
                 self._update(
                     job,
@@ -279,6 +332,50 @@ class JobManager:
                 )
         self._publish(job)
         return None
+
+    def on_event(self, event: VmEvent) -> Drop | None:
+        """A command outcome on the host's `events` is the same fact as its final reply: it
+        ends a job whose reply was lost (a gateway restart with no session left)."""
+        if event.kind != "command" or not event.id or event.status not in FINAL_STATUSES:
+            return None
+        with self._cond:
+            if event.id not in self._jobs:
+                return None  # Home Assistant's, another gateway's: not ours to count
+        reply = CommandReply(
+            id=event.id,
+            host=event.host,
+            status=event.status,
+            action=event.action,
+            vm=event.uuid,
+            state=event.state,
+            error=event.error,
+            ts=event.ts,
+        )
+        return self.on_reply(reply)
+
+    def restore(self, jobs: list[Job]) -> None:
+        """Jobs of an earlier run (newest first), from the store: unfinished ones get their
+        deadlines back, counted from their creation, but never less than RESTART_GRACE_S."""
+        wall, mono = utc_now(), time.monotonic()
+        with self._cond:
+            for job in reversed(jobs[: self._keep]):
+                if job.id in self._jobs:
+                    continue
+                if not job.finished:
+                    age = (wall - job.created_at).total_seconds()
+                    try:
+                        budget = final_budget(job.action, CommandParams.model_validate(job.params))
+                    except ValueError:
+                        budget = DEFAULT_FINAL_S
+                    accept_left = self.accept_timeout + CLOCK_MARGIN_S - age
+                    final_left = self.accept_timeout + budget - age
+                    job.accept_deadline = mono + max(accept_left, RESTART_GRACE_S)
+                    job.deadline = mono + max(final_left, RESTART_GRACE_S)
+                self._jobs[job.id] = job
+            while len(self._jobs) > self._keep:
+                self._jobs.popitem(last=False)
+        unfinished = sum(1 for j in jobs if not j.finished)
+        logger.info("restored %d job(s) of an earlier run, %d unfinished", len(jobs), unfinished)
 
     def host_offline(self, host: str) -> None:
         """Jobs in flight on a host whose agent went away will never get their reply."""
@@ -309,7 +406,18 @@ class JobManager:
         expired: list[Job] = []
         with self._cond:
             for job in self._jobs.values():
-                if job.status == "accepted" and now > job.deadline:
+                if job.status == "pending" and not job.watched and now > job.accept_deadline:
+                    # Restored from an earlier run, with no request thread to time it out.
+                    self._update(
+                        job,
+                        "timed_out",
+                        error={
+                            "code": "agent_timeout",
+                            "message": f"host {job.host} never accepted the command",
+                        },
+                    )
+                    expired.append(job)
+                elif job.status == "accepted" and now > job.deadline:
                     self._update(
                         job,
                         "timed_out",

@@ -91,6 +91,34 @@ def audit_of(job: Job) -> AuditEntry:
         error=job.error,
         updated_at=job.updated_at,
         finished_at=job.finished_at,
+        state=job.state,
+        changed=job.changed,
+        escalated=job.escalated,
+        accepted_at=job.accepted_at,
+        revised=job.revised,
+    )
+
+
+def job_of(entry: AuditEntry) -> Job:
+    """A job again, from its audit entry (a gateway restart, or one older than memory)."""
+    return Job(
+        id=entry.id,
+        host=entry.host or "",
+        vm=entry.vm or "",
+        name=entry.name or "",
+        action=entry.action,
+        params=entry.params,
+        by=entry.by,
+        status=entry.result,
+        state=entry.state,
+        changed=entry.changed,
+        escalated=entry.escalated,
+        error=entry.error,
+        created_at=entry.ts,
+        updated_at=entry.updated_at,
+        accepted_at=entry.accepted_at,
+        finished_at=entry.finished_at,
+        revised=entry.revised,
     )
 
 
@@ -132,7 +160,12 @@ class Gateway:
         self.store = Store(settings.db, settings.history_minutes, settings.audit_days)
         self.drops = Drops()
         self.bus = Bus(settings, self.handle, drops=self.drops)
-        self.jobs = JobManager(self.bus.send_command, settings.accept_timeout, settings.jobs_keep)
+        self.jobs = JobManager(
+            self.bus.send_command,
+            settings.accept_timeout,
+            settings.jobs_keep,
+            persist=lambda job: self.store.record_now(audit_of(job)),
+        )
         self.jobs.listen(lambda job: self.store.record(audit_of(job)))
         self._started = False
 
@@ -140,6 +173,8 @@ class Gateway:
         if not self._started:
             self._started = True
             self.store.start()
+            # Before the bus: replies the broker kept for this gateway find their jobs.
+            self.jobs.restore([job_of(e) for e in self.store.jobs(self.settings.jobs_keep)])
             self.jobs.start()
             self.bus.start()
 
@@ -176,6 +211,10 @@ class Gateway:
                 self.cache.apply_command_result(model)
         elif isinstance(model, VmEvent):
             self.store.add_event(model)
+            drop = self.jobs.on_event(model)
+            if drop is not None:
+                topic = self.bus.topics.host_events(model.host)
+                self.drops.drop(drop.reason, topic, drop.detail)
         elif isinstance(model, GatewayStatus):
             self.cache.apply_gateway_status(model)
 

@@ -236,7 +236,8 @@ def test_an_agent_that_does_not_answer_gives_504(
         resp = gateway.post("/vm/web-01/stop")
         assert resp.status_code == 504, resp.text
         assert resp.json()["error"]["code"] == "agent_timeout"
-        assert time.monotonic() - t0 < 6
+        # KVMSUP_ACCEPT_TIMEOUT (3 s) past `not_after`'s margin (2 s), not much more.
+        assert 4.5 < time.monotonic() - t0 < 8
     finally:
         os.kill(agent.pid, signal.SIGCONT)
 

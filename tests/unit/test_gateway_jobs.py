@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.errors import AgentTimeout, Conflict
-from gateway.jobs import JobManager
+from gateway.jobs import CLOCK_MARGIN_S, JobManager
 from shared.messages import CommandParams, CommandReply, CommandRequest
 
 pytestmark = pytest.mark.unit
@@ -60,12 +60,18 @@ def test_a_job_ends_with_the_final_reply() -> None:
 
 
 def test_no_accepted_reply_is_an_agent_timeout() -> None:
-    jobs, _ = manager([], accept=0.2)
+    jobs, agent = manager([], accept=0.2)
     job = submit(jobs)
     t0 = time.monotonic()
     with pytest.raises(AgentTimeout) as exc:
         jobs.run(job, wait_s=10)
-    assert time.monotonic() - t0 < 1
+    # Not before the agent's own deadline (`not_after`) plus the margin for clocks and the way
+    # back: until then, the agent may still take it.
+    waited = time.monotonic() - t0
+    assert CLOCK_MARGIN_S + 0.2 - 0.05 <= waited < CLOCK_MARGIN_S + 2
+    not_after = agent.sent[0].not_after
+    assert not_after is not None and job.finished_at is not None
+    assert (job.finished_at - not_after).total_seconds() >= CLOCK_MARGIN_S - 0.05
     assert exc.value.status == 504 and job.status == "timed_out"
 
 
@@ -195,3 +201,69 @@ def test_a_reply_from_another_host_vm_or_action_finishes_nothing() -> None:
     assert unknown is not None and unknown.reason == "unknown_job"
     assert jobs.on_reply(reply(status="accepted")) is None
     assert jobs.on_reply(reply()) is None and job.status == "succeeded"
+
+
+def test_a_late_reply_replaces_a_guess_and_says_so(caplog) -> None:
+    jobs, _agent = manager([(0.01, "accepted")], accept=1)
+    job = submit(jobs)
+    assert not jobs.run(job, wait_s=0.1) and job.status == "accepted"
+    jobs.expire(job.deadline + 1)  # the agent never said: the gateway's guess
+    assert (job.status, job.error and job.error["code"]) == ("timed_out", "no_final_reply")
+    with caplog.at_level("WARNING"):
+        late = CommandReply(id=job.id, host="h1", status="succeeded", vm=U, state="stopped")
+        assert jobs.on_reply(late) is None
+    assert (job.status, job.state, job.error) == ("succeeded", "stopped", None)
+    assert job.revised is not None and job.revised["status"] == "timed_out"
+    assert job.to_dict()["revised"]["error"]["code"] == "no_final_reply"
+    assert f"job {job.id}: the agent's succeeded replaces the gateway's timed_out" in caplog.text
+
+
+def test_a_command_event_ends_a_job_whose_reply_was_lost() -> None:
+    from shared.messages import ErrorInfo, VmEvent
+
+    jobs, _agent = manager([(0.01, "accepted")])
+    job = submit(jobs)
+    jobs.run(job, wait_s=0.1)
+
+    def event(**kw: object) -> VmEvent:
+        fields: dict[str, object] = {
+            "host": "h1",
+            "kind": "command",
+            "event": "shutdown",
+            "uuid": U,
+            "id": job.id,
+            "action": "shutdown",
+            "status": "failed",
+            "error": ErrorInfo(code="libvirt_error", message="no"),
+            **kw,
+        }
+        return VmEvent.model_validate(fields)
+
+    assert jobs.on_event(event(id="not-ours")) is None  # Home Assistant's: not counted
+    assert jobs.on_event(event(status="accepted")) is None and job.status == "accepted"
+    forged = jobs.on_event(event(host="h2"))
+    assert forged is not None and forged.reason == "identity" and job.status == "accepted"
+    assert jobs.on_event(event()) is None
+    assert job.status == "failed" and job.error == {"code": "libvirt_error", "message": "no"}
+
+
+def test_restored_jobs_get_their_deadlines_back_with_a_grace() -> None:
+    from datetime import timedelta
+
+    from gateway.jobs import RESTART_GRACE_S, Job
+    from shared.messages import utc_now
+
+    old = utc_now() - timedelta(hours=1)
+    pending = Job("p", "h1", U, "web", "start", {}, "bob", created_at=old)
+    running = Job("r", "h1", U, "web", "shutdown", {"timeout_s": 600.0}, "bob", status="accepted")
+    done = Job("d", "h1", U, "web", "start", {}, "bob", status="succeeded")
+    jobs = JobManager(lambda *a: None, accept_timeout=1)
+    jobs.restore([running, pending, done])  # newest first, as the store lists them
+    assert [j.id for j in jobs.all()] == ["r", "p", "d"]
+    now = time.monotonic()
+    assert now + RESTART_GRACE_S - 1 < pending.accept_deadline <= now + RESTART_GRACE_S
+    assert running.deadline > now + 600  # its own budget, counted from its creation
+    assert jobs.expire(now + 1) == []  # the broker gets time to hand over what it kept
+    expired = jobs.expire(now + RESTART_GRACE_S + 1)
+    assert [j.id for j in expired] == ["p"] and pending.error is not None
+    assert pending.error["code"] == "agent_timeout"  # a guess: a reply may still replace it
