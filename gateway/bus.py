@@ -157,7 +157,7 @@ class Bus:
 
     # -- paho callbacks (network thread: never block here) ---------------------------------
     def _on_connect(
-        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+        self, client: mqtt.Client, _u: object, flags: object, reason: object, _p: object
     ) -> None:
         if getattr(reason, "is_failure", False):
             logger.warning("broker refused the connection: %s", reason)
@@ -166,7 +166,12 @@ class Bus:
         status = GatewayStatus(gateway=self.gateway_id, online=True, version=gateway_version())
         client.publish(self._status_topic, dump(status), qos=1, retain=True)
         self._connected.set()
-        logger.info("connected to the broker %r", self.url)
+        resumed = bool(getattr(flags, "session_present", False))
+        logger.info(
+            "connected to the broker %r (%s)",
+            self.url,
+            "session resumed" if resumed else "new session",
+        )
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object

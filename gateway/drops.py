@@ -18,6 +18,7 @@ REASONS = (
     "bad_schema",  # parses, but is not the model the topic carries
     "identity",  # names another host, VM, gateway or job than its topic (SPEC §7)
     "unknown_vm",  # about a VM the gateway holds no state for
+    "unknown_host",  # metrics of a host the gateway holds no status for
     "unknown_job",  # a reply for no job this gateway run knows
     "inbox_full",  # the ingest thread is behind
     "handler_error",  # a bug: logged with its traceback

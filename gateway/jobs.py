@@ -40,9 +40,13 @@ CLOCK_MARGIN_S = 2.0
 # Jobs a restarted gateway finds unfinished get at least this long for the replies and events
 # the broker kept for it (its persistent session) before a deadline can end them.
 RESTART_GRACE_S = 15.0
-# Margin on top of the agent's own deadline before the gateway gives up on a final reply.
-FINAL_MARGIN_S = 30.0
-DEFAULT_FINAL_S = 60.0
+# The agent bounds each libvirt call it makes for a command (30 s). The gateway gives up on a
+# final reply only once the agent can no longer act: a graceful stop makes up to four calls
+# (read, shutdown, destroy on escalation, read) around its `timeout_s` wait; any other action
+# one read-and-act attempt. Each budget adds one call's worth of margin on top.
+AGENT_CALL_S = 30.0
+FINAL_MARGIN_S = 5 * AGENT_CALL_S
+DEFAULT_FINAL_S = 2 * AGENT_CALL_S
 # Forced actions may run while a graceful one waits on the guest: a guest that ignores ACPI
 # holds a shutdown for up to `timeout_s`, and "force" is how a user says "stop waiting". The
 # agent runs both; the graceful job then ends on its own (the VM is stopped, or rebooted).
@@ -242,6 +246,8 @@ class JobManager:
                 raise Unavailable(
                     "the gateway cannot record the command", code="store_unavailable"
                 ) from exc
+        # Listeners (audit, Socket.IO) hear of `pending` before a reply can overtake it.
+        self._publish(job)
         try:
             self._send(host, request, math.ceil(self.accept_timeout))
         except Exception as exc:
@@ -254,7 +260,6 @@ class JobManager:
             raise BusError(
                 str(exc) or "the broker did not take the command", job=self.snapshot(job)
             ) from exc
-        self._publish(job)
         return job
 
     def run(self, job: Job, wait_s: float) -> bool:

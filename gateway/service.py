@@ -192,7 +192,8 @@ class Gateway:
             kept, dropped = self.cache.apply_metrics(model)
             for reason, detail in dropped:
                 self.drops.drop(reason, self.bus.topics.host_metrics(model.host), detail)
-            self.store.add_metrics(kept)
+            if kept is not None:
+                self.store.add_metrics(kept)
         elif isinstance(model, HostStatus):
             self.cache.apply_host_status(model)
             if not model.online:

@@ -317,3 +317,12 @@ def test_a_reply_flood_for_unknown_jobs_is_counted(gw: GatewayProc, agents: Agen
         agents.publish(mine, json.dumps(body), correlation=f"x{i}".encode())
     wait_until(lambda: dropped(gw, "unknown_job") == 200, timeout=20)
     then_good_is_handled(gw, agents)
+
+
+def test_metrics_of_a_host_without_status_make_no_entry(gw: GatewayProc, agents: Agents) -> None:
+    ghost = batch("host-c", vm_metrics("host-c", STRANGER, "ghost", 1.0))
+    agents.publish(T.host_metrics("host-c"), dump(ghost))
+    wait_until(lambda: dropped(gw, "unknown_host") == 1)
+    assert [h["host"] for h in gw.get("/hosts").json()["hosts"]] == ["host-a", "host-b"]
+    assert 'host="host-c"' not in gw.get("/metrics").text
+    then_good_is_handled(gw, agents)
