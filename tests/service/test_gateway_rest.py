@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -240,6 +241,24 @@ def test_an_agent_that_does_not_answer_gives_504(
         assert 4.5 < time.monotonic() - t0 < 8
     finally:
         os.kill(agent.pid, signal.SIGCONT)
+    # Thawed, the agent reads the request, past its not_after: it refuses it, and that, not
+    # the gateway's guess, is what the job and the audit say in the end (the guess is kept).
+    job_id = resp.json()["error"]["job"]["id"]
+    job = wait_until(
+        lambda: (j := gateway.get(f"/jobs/{job_id}").json())["status"] == "rejected" and j,
+        timeout=15,
+    )
+    assert job["error"]["code"] == "expired", job
+    assert job["revised"]["status"] == "timed_out"
+    assert job["revised"]["error"]["code"] == "agent_timeout"
+
+    def audited() -> list[dict[str, Any]]:
+        rows = [a for a in gateway.get("/audit").json()["audit"] if a["id"] == job_id]
+        return rows if rows and rows[0]["result"] == "rejected" else []
+
+    audit = wait_until(audited)
+    assert audit[0]["revised"]["status"] == "timed_out"
+    assert "replaces the gateway's timed_out" in gateway.service.output()
 
 
 def test_force_stop_preempts_a_graceful_stop_in_flight(
