@@ -267,3 +267,27 @@ def test_restored_jobs_get_their_deadlines_back_with_a_grace() -> None:
     expired = jobs.expire(now + RESTART_GRACE_S + 1)
     assert [j.id for j in expired] == ["p"] and pending.error is not None
     assert pending.error["code"] == "agent_timeout"  # a guess: a reply may still replace it
+
+
+def test_a_job_is_persisted_before_its_command_is_sent_and_not_sent_if_it_cannot_be() -> None:
+    from gateway.errors import Unavailable
+
+    persisted: list[str] = []
+    sent: list[str] = []
+
+    def send(host: str, request: CommandRequest, expiry: int) -> None:
+        assert request.id in persisted  # on disk first: a kill -9 now loses nothing
+        sent.append(request.id)
+
+    jobs = JobManager(send, accept_timeout=0.5, persist=lambda j: persisted.append(j.id))
+    job = submit(jobs)
+    assert sent == [job.id]
+
+    def broken(_job: object) -> None:
+        raise OSError("disk full")
+
+    jobs = JobManager(send, accept_timeout=0.5, persist=broken)
+    with pytest.raises(Unavailable) as exc:
+        submit(jobs)
+    assert exc.value.code == "store_unavailable" and exc.value.status == 503
+    assert sent == [job.id] and jobs.all() == []
