@@ -17,6 +17,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Werkzeug raises 413 when a body is read past this, Content-Length or chunked alike.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     gateway = Gateway(settings)
     app.extensions["kvmsup"] = gateway
     errors.init_app(app)

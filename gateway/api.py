@@ -8,12 +8,13 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import views
 from gateway.auth import require
 from gateway.bus import gateway_version
 from gateway.errors import BadRequest, NotFound
-from gateway.service import VERBS, Gateway
+from gateway.service import VERBS, Gateway, job_of
 from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)
@@ -78,6 +79,8 @@ def health() -> ResponseReturnValue:
             "hosts_offline": len(hosts) - len(online),
             "hosts": hosts,
             "gateway_id": gateway.settings.gateway_id,
+            # MQTT messages (or parts) dropped since start, by reason (docs/API.md).
+            "messages_dropped": gateway.drops.by_reason(),
             "timestamp": iso_z(utc_now()),
         }
     )
@@ -156,9 +159,19 @@ def json_body(raw: bytes) -> Any:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
 
 
+def read_body() -> bytes:
+    """The raw bytes even for a form Content-Type (request.data would be empty), bounded.
+    Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH itself, but a chunked body it
+    only cuts at the limit, silently: a body that reaches the limit is refused here."""
+    raw = request.get_data(cache=True)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and len(raw) >= limit:
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def _command(name: str, verb: str) -> ResponseReturnValue:
-    # get_data(): the raw bytes even for a form Content-Type (request.data would be empty).
-    body = json_body(request.get_data(cache=True))
+    body = json_body(read_body())
     outcome = gw().command(name, host_arg(), verb, body, g.principal, request.args.get("wait"))
     headers = {"Location": f"/jobs/{outcome.job_id}"} if outcome.status == 202 else {}
     return jsonify(outcome.body), outcome.status, headers
@@ -216,11 +229,15 @@ def jobs() -> ResponseReturnValue:
 @bp.get("/jobs/<job_id>")
 @require("viewer")
 def job(job_id: str) -> ResponseReturnValue:
-    jm = gw().jobs
-    found = jm.get(job_id)
-    if found is None:
+    gateway = gw()
+    found = gateway.jobs.get(job_id)
+    if found is not None:
+        return jsonify(gateway.jobs.snapshot(found))
+    # Older than the jobs kept in memory, or from an earlier run: its durable record.
+    entry = gateway.store.job(job_id)
+    if entry is None:
         raise NotFound(f"no job {job_id!r}", code="unknown_job")
-    return jsonify(jm.snapshot(found))
+    return jsonify(job_of(entry).to_dict())
 
 
 @bp.get("/events")

@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import random
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ValidationError
 
 from gateway.config import Settings
+from gateway.drops import Drops
 from gateway.errors import BusError
+from gateway.ingest import Drop, Inbound, VmRemoved, decode
 from shared.broker_url import parse_broker_url
-from shared.messages import (
-    CommandReply,
-    CommandRequest,
-    GatewayStatus,
-    HostStatus,
-    MetricsBatch,
-    VmEvent,
-    VmState,
-    dump,
-)
+from shared.messages import CommandRequest, GatewayStatus, dump
 from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["Bus", "Inbound", "VmRemoved", "decode", "gateway_version"]
+
+F = TypeVar("F", bound=Callable[..., None])
+# (topic, payload, retained, correlation data), or None to end the ingest thread.
+Raw = tuple[str, bytes, bool, bytes | None]
 
 # Messages waiting for the ingest thread. Bounded so a stalled handler cannot grow memory
 # without end; when full, paho's thread drops (and logs) rather than waits (STYLE 5).
@@ -47,58 +46,22 @@ def gateway_version() -> str:
         return "0.0.0"
 
 
-@dataclass(frozen=True)
-class VmRemoved:
-    """An empty retained VM state: the VM is undefined on its host."""
+def _guarded(callback: F) -> F:
+    """paho swallows a callback's exception (suppress_exceptions) and logs it nowhere unless
+    it was given a logger: wrap each one so a bug is logged with its traceback, and paho's
+    network thread carries on."""
 
-    host: str
-    uuid: str
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            callback(*args, **kwargs)
+        except Exception:
+            logger.exception("MQTT callback %s failed", callback.__name__)
 
-
-Inbound = HostStatus | VmState | VmRemoved | MetricsBatch | VmEvent | CommandReply | GatewayStatus
-
-_MODELS: dict[str, type[BaseModel]] = {
-    "host_status": HostStatus,
-    "vm_state": VmState,
-    "host_metrics": MetricsBatch,
-    "host_events": VmEvent,
-    "reply": CommandReply,
-    "gateway_status": GatewayStatus,
-}
+    return wrapper  # type: ignore[return-value]
 
 
-def decode(topics: Topics, gateway_id: str, topic: str, payload: bytes) -> Inbound | None:
-    """The model a message carries, or None (logged) for anything the gateway does not use."""
-    parsed = topics.parse(topic)
-    if parsed is None or parsed.kind not in _MODELS:
-        return None
-    if parsed.kind == "reply" and parsed.gateway_id != gateway_id:
-        return None
-    if not payload:
-        if parsed.kind == "vm_state" and parsed.host and parsed.uuid:
-            return VmRemoved(parsed.host, parsed.uuid)
-        return None
-    try:
-        model = _MODELS[parsed.kind].model_validate_json(payload)
-    except ValidationError as exc:
-        logger.warning(
-            "dropped invalid payload on %s: %r (%s)",
-            topic,
-            payload[:256],
-            exc.errors()[0].get("msg") if exc.errors() else exc,
-        )
-        return None
-    # The topic is the authority on identity: a payload naming another host is dropped.
-    host = getattr(model, "host", None)
-    if parsed.host is not None and host is not None and host != parsed.host:
-        logger.warning("dropped payload on %s claiming host %r", topic, host)
-        return None
-    if isinstance(model, VmState) and model.uuid != parsed.uuid:
-        logger.warning("dropped state on %s claiming uuid %r", topic, model.uuid)
-        return None
-    return model  # type: ignore[return-value]
-
-
+@_guarded
 def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
     """TCP_NODELAY: with Nagle, a command PUBLISH written right after another packet waits for
     the broker's delayed ACK (~40 ms on Linux), which showed in every REST command."""
@@ -117,6 +80,7 @@ class Bus:
         settings: Settings,
         handler: Callable[[Inbound], None],
         inbox_size: int = INBOX_SIZE,
+        drops: Drops | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
@@ -124,7 +88,8 @@ class Bus:
         self.handler = handler
         self.url = parse_broker_url(settings.mqtt_url)
         self._connected = threading.Event()
-        self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue(inbox_size)
+        self.drops = drops or Drops()
+        self._inbox: queue.Queue[Raw | None] = queue.Queue(inbox_size)
         self._status_topic = self.topics.gateway_status(self.gateway_id)
         self._client = self._make_client()
         self._ingest = threading.Thread(target=self._ingest_loop, name="mqtt-ingest", daemon=True)
@@ -155,15 +120,24 @@ class Bus:
         # Jitter so a fleet of gateways does not reconnect in one burst (PITFALLS 12).
         client.reconnect_delay_set(min_delay=1, max_delay=4 + random.randint(0, 4))
         client.on_socket_open = _no_delay
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_connect = _guarded(self._on_connect)
+        client.on_disconnect = _guarded(self._on_disconnect)
+        client.on_message = _guarded(self._on_message)
         return client
 
     def start(self) -> None:
         self._ingest.start()
+        expiry = self.settings.mqtt_session_expiry
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = expiry
+        # Not a clean start, even the first time: the session of the previous run of this
+        # gateway id holds the replies and events that came while it was down (QoS 1).
         self._client.connect_async(
-            self.url.host, self.url.port, keepalive=self.settings.mqtt_keepalive
+            self.url.host,
+            self.url.port,
+            keepalive=self.settings.mqtt_keepalive,
+            clean_start=expiry == 0,
+            properties=props,
         )
         self._client.loop_start()
         logger.info("gateway %s connecting to %r", self.gateway_id, self.url)
@@ -183,7 +157,7 @@ class Bus:
 
     # -- paho callbacks (network thread: never block here) ---------------------------------
     def _on_connect(
-        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+        self, client: mqtt.Client, _u: object, flags: object, reason: object, _p: object
     ) -> None:
         if getattr(reason, "is_failure", False):
             logger.warning("broker refused the connection: %s", reason)
@@ -192,7 +166,12 @@ class Bus:
         status = GatewayStatus(gateway=self.gateway_id, online=True, version=gateway_version())
         client.publish(self._status_topic, dump(status), qos=1, retain=True)
         self._connected.set()
-        logger.info("connected to the broker %r", self.url)
+        resumed = bool(getattr(flags, "session_present", False))
+        logger.info(
+            "connected to the broker %r (%s)",
+            self.url,
+            "session resumed" if resumed else "new session",
+        )
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
@@ -204,15 +183,17 @@ class Bus:
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            logger.warning("dropped a message with an invalid UTF-8 topic")
+            # A broker should refuse such a PUBLISH (MQTT 5 §1.5.4); paho raises on reading it.
+            self.drops.drop("bad_topic", repr(msg._topic[:256]), "the topic is not UTF-8")
             return
+        props = getattr(msg, "properties", None)
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        item = (topic, bytes(msg.payload), bool(getattr(msg, "retain", False)), correlation)
         try:
-            self._inbox.put_nowait((topic, bytes(msg.payload)))
+            self._inbox.put_nowait(item)
         except queue.Full:
-            logger.error(
-                "dropped a message on %s: %d messages wait for the ingest thread",
-                topic,
-                self._inbox.maxsize,
+            self.drops.drop(
+                "inbox_full", topic, f"{self._inbox.maxsize} messages wait for the ingest thread"
             )
 
     # -- ingest thread -------------------------------------------------------------------------
@@ -221,13 +202,24 @@ class Bus:
             item = self._inbox.get()
             if item is None:
                 return
-            topic, payload = item
+            topic, payload, retained, correlation = item
             try:
-                model = decode(self.topics, self.gateway_id, topic, payload)
-                if model is not None:
+                model = decode(
+                    self.topics,
+                    self.gateway_id,
+                    topic,
+                    payload,
+                    retained=retained,
+                    correlation=correlation,
+                    max_bytes=self.settings.max_message_bytes,
+                )
+                if isinstance(model, Drop):
+                    self.drops.drop(model.reason, topic, model.detail, payload)
+                else:
                     self.handler(model)
             except Exception:
                 logger.exception("handling a message on %s failed", topic)
+                self.drops.drop("handler_error", topic, "see the traceback above", payload)
 
     # -- commands (request threads) ------------------------------------------------------------
     def send_command(self, host: str, request: CommandRequest, expiry_s: int) -> None:

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     max_sockets_per_client: int = Field(16, ge=1)
     auth_fail_burst: int = Field(10, ge=1, le=10000)
     auth_fail_per_minute: float = Field(6.0, gt=0, le=60000)
+    # Input bounds (SPEC §7): what the gateway reads from clients and from the broker.
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_message_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # Seconds the broker keeps this gateway's session (subscriptions, QoS 1 replies and events)
+    # while it is away, so a restarted gateway learns how its jobs ended; 0 = a clean session.
+    mqtt_session_expiry: int = Field(600, ge=0, le=7 * 24 * 3600)
 
     @field_validator("gateway_id")
     @classmethod

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 
 class GatewayError(Exception):
@@ -66,6 +66,38 @@ class BusError(GatewayError):
     status, code = 503, "broker_unreachable"
 
 
+# Read (and discard) at most this much of a refused body before answering.
+DRAIN_MAX = 1024 * 1024
+
+
+def _drain(environ: dict[str, Any]) -> None:
+    """Read what is left of a refused body, up to DRAIN_MAX. gunicorn drains only a little of
+    an unread body itself and then closes the connection, after its answer said keep-alive:
+    the client's next request on that connection would fail with no answer at all. Past
+    DRAIN_MAX the connection is closed all the same, the cost of a bigger body stays bounded."""
+    stream = environ.get("wsgi.input")
+    length = environ.get("CONTENT_LENGTH")
+    if stream is None:
+        return
+    if length:
+        try:
+            left = min(int(length), DRAIN_MAX)
+        except ValueError:
+            return
+    elif environ.get("wsgi.input_terminated"):
+        left = DRAIN_MAX  # the server ends a chunked stream itself
+    else:
+        return  # a stream that never ends: reading it would block
+    try:
+        while left > 0:
+            chunk = stream.read(min(64 * 1024, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ValueError):
+        return
+
+
 def init_app(app: Flask) -> None:
     """Every error, ours or Flask's, leaves as `{"error": {"code", "message"}}`."""
 
@@ -78,6 +110,13 @@ def init_app(app: Flask) -> None:
         if isinstance(retry, int):
             resp.headers["Retry-After"] = str(retry)
         return resp, exc.status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_exc: RequestEntityTooLarge) -> ResponseReturnValue:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        body = {"error": {"code": "too_large", "message": f"the body must be under {limit} bytes"}}
+        _drain(request.environ)
+        return jsonify(body), 413
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> ResponseReturnValue:

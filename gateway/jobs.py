@@ -9,109 +9,63 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from gateway.errors import AgentTimeout, BusError, Conflict
-from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, iso_z, utc_now
+from gateway.errors import AgentTimeout, BusError, Conflict, Unavailable
+from gateway.ingest import Drop
+from gateway.job import (
+    CLOCK_MARGIN_S,
+    DEFAULT_FINAL_S,
+    GATEWAY_FINAL,
+    RESTART_GRACE_S,
+    Job,
+    blocking_job,
+    final_budget,
+    mismatch,
+    unheard,
+)
+from shared.messages import (
+    FINAL_STATUSES,
+    CommandParams,
+    CommandReply,
+    CommandRequest,
+    ErrorInfo,
+    VmEvent,
+    iso_z,
+    utc_now,
+)
 
 logger = logging.getLogger(__name__)
 
 Sender = Callable[[str, CommandRequest, int], None]
 JobListener = Callable[["Job"], None]
+Persist = Callable[["Job"], None]
 
-GATEWAY_FINAL = ("succeeded", "failed", "rejected", "timed_out")
-# Margin on top of the agent's own deadline before the gateway gives up on a final reply.
-FINAL_MARGIN_S = 30.0
-DEFAULT_FINAL_S = 60.0
-# Forced actions may run while a graceful one waits on the guest: a guest that ignores ACPI
-# holds a shutdown for up to `timeout_s`, and "force" is how a user says "stop waiting". The
-# agent runs both; the graceful job then ends on its own (the VM is stopped, or rebooted).
-FORCED = frozenset({"destroy", "reset"})
-GRACEFUL = frozenset({"shutdown", "reboot"})
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return iso_z(ts) if ts else None
-
-
-@dataclass
-class Job:
-    id: str
-    host: str
-    vm: str
-    name: str
-    action: str
-    params: dict[str, Any]
-    by: str
-    status: str = "pending"
-    state: str | None = None
-    changed: bool | None = None
-    escalated: bool | None = None
-    error: dict[str, str] | None = None
-    created_at: datetime = field(default_factory=utc_now)
-    updated_at: datetime = field(default_factory=utc_now)
-    accepted_at: datetime | None = None
-    finished_at: datetime | None = None
-    deadline: float = 0.0  # monotonic time after which a missing final reply times out
-
-    @property
-    def finished(self) -> bool:
-        return self.status in GATEWAY_FINAL
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "host": self.host,
-            "vm": self.vm,
-            "name": self.name,
-            "action": self.action,
-            "params": self.params,
-            "by": self.by,
-            "status": self.status,
-            "finished": self.finished,
-            "state": self.state,
-            "changed": self.changed,
-            "escalated": self.escalated,
-            "error": self.error,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "accepted_at": _iso(self.accepted_at),
-            "finished_at": _iso(self.finished_at),
-        }
-
-
-# Ends the gateway guessed without a word from the agent: the command may still have reached
-# it (paho delivers a publish whose wait timed out later), so a reply that comes after all is
-# what happened and replaces the guess, in the job and in the audit.
-UNHEARD_CODES = frozenset({"agent_timeout", "broker_unreachable"})
-
-
-def _unheard(job: Job) -> bool:
-    return job.error is not None and job.error.get("code") in UNHEARD_CODES
-
-
-def blocking_job(action: str, in_flight: list[Job]) -> Job | None:
-    """The unfinished job on a VM that keeps `action` from being sent now, if any: one job at
-    a time per VM, except that a forced action preempts graceful ones."""
-    for other in in_flight:
-        if not (action in FORCED and other.action in GRACEFUL):
-            return other
-    return None
-
-
-def final_budget(action: str, params: CommandParams) -> float:
-    if action == "shutdown":
-        return params.timeout_s + FINAL_MARGIN_S
-    return DEFAULT_FINAL_S
+# Re-exported: callers import the job's record and constants from here, with the manager.
+__all__ = [
+    "CLOCK_MARGIN_S",
+    "GATEWAY_FINAL",
+    "RESTART_GRACE_S",
+    "Job",
+    "JobManager",
+    "blocking_job",
+    "final_budget",
+]
 
 
 class JobManager:
     """Thread-safe; request threads wait on a condition the ingest thread notifies."""
 
-    def __init__(self, send: Sender, accept_timeout: float = 5.0, keep: int = 1000) -> None:
+    def __init__(
+        self,
+        send: Sender,
+        accept_timeout: float = 5.0,
+        keep: int = 1000,
+        persist: Persist | None = None,
+    ) -> None:
         self._send = send
+        self._persist = persist
         self.accept_timeout = accept_timeout
         self._keep = keep
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -177,7 +131,9 @@ class JobManager:
                     code="job_in_progress",
                     job=other.id,
                 )
-            job.deadline = time.monotonic() + self.accept_timeout + final_budget(action, params)
+            now = time.monotonic()
+            job.accept_deadline = now + self.accept_timeout + CLOCK_MARGIN_S
+            job.deadline = now + self.accept_timeout + final_budget(action, params)
             self._jobs[job.id] = job
             self.counts["pending"] += 1
             while len(self._jobs) > self._keep:
@@ -188,8 +144,20 @@ class JobManager:
             vm=vm,
             params=params,
             by=by,
-            not_after=utc_now() + timedelta(seconds=self.accept_timeout),
+            not_after=job.created_at + timedelta(seconds=self.accept_timeout),
         )
+        if self._persist is not None:
+            try:
+                self._persist(job)  # on disk before the agent can act on it
+            except Exception as exc:
+                with self._cond:
+                    self._jobs.pop(job.id, None)
+                logger.error("job %s not sent: %s", job.id, exc)
+                raise Unavailable(
+                    "the gateway cannot record the command", code="store_unavailable"
+                ) from exc
+        # Listeners (audit, Socket.IO) hear of `pending` before a reply can overtake it.
+        self._publish(job)
         try:
             self._send(host, request, math.ceil(self.accept_timeout))
         except Exception as exc:
@@ -202,7 +170,6 @@ class JobManager:
             raise BusError(
                 str(exc) or "the broker did not take the command", job=self.snapshot(job)
             ) from exc
-        self._publish(job)
         return job
 
     def run(self, job: Job, wait_s: float) -> bool:
@@ -210,7 +177,10 @@ class JobManager:
         the final status. True when the job finished in time."""
         start = time.monotonic()
         with self._cond:
-            self._cond.wait_for(lambda: job.status != "pending", self.accept_timeout)
+            job.watched = True
+            self._cond.wait_for(
+                lambda: job.status != "pending", max(0.0, job.accept_deadline - start)
+            )
             if job.status == "pending":
                 self._update(
                     job,
@@ -218,7 +188,7 @@ class JobManager:
                     error={
                         "code": "agent_timeout",
                         "message": f"host {job.host} did not accept the command within "
-                        f"{self.accept_timeout:g} s",
+                        f"{self.accept_timeout + CLOCK_MARGIN_S:g} s",
                     },
                 )
                 timed_out = True
@@ -235,13 +205,19 @@ class JobManager:
         return finished
 
     # -- replies and host changes (ingest thread) ---------------------------------------------
-    def on_reply(self, reply: CommandReply) -> None:
+    def on_reply(self, reply: CommandReply) -> Drop | None:
+        """Apply a reply to its job; a Drop when no job of ours is its own. A reply counts
+        only from the host the job was sent to, about the job's VM and action: the reply
+        topic's host is checked against the payload before this, the job against both here."""
         with self._cond:
             job = self._jobs.get(reply.id or "")
             if job is None:
-                return  # another run of this gateway
-            if job.finished and not _unheard(job):
-                return  # a duplicate (QoS 1), or a reply after the real end
+                return Drop("unknown_job", f"no job {str(reply.id)[:64]!r}")
+            wrong = mismatch(job, reply)
+            if wrong:
+                return Drop("identity", f"a reply for job {job.id} {wrong}")
+            if job.finished and not unheard(job):
+                return None  # a duplicate (QoS 1), or a reply after the real end
             if reply.status == "accepted":
                 if job.status == "pending":
                     self._update(job, "accepted", accepted_at=utc_now())
@@ -249,8 +225,21 @@ class JobManager:
                     # Given up on, yet the agent has it: note the fact, wait for its end.
                     job.accepted_at = job.updated_at = utc_now()
                 else:
-                    return
+                    return None
             else:
+                if job.finished:  # a guess of ours: what the agent says replaces it
+                    job.revised = {
+                        "status": job.status,
+                        "error": job.error,
+                        "at": iso_z(utc_now()),
+                    }
+                    logger.warning(
+                        "job %s: the agent's %s replaces the gateway's %s (%s)",
+                        job.id,
+                        reply.status,
+                        job.status,
+                        job.error.get("code") if job.error else None,
+                    )
                 err: ErrorInfo | None = reply.error
                 self._update(
                     job,
@@ -261,6 +250,51 @@ class JobManager:
                     error=err.model_dump() if err else None,
                 )
         self._publish(job)
+        return None
+
+    def on_event(self, event: VmEvent) -> Drop | None:
+        """A command outcome on the host's `events` is the same fact as its final reply: it
+        ends a job whose reply was lost (a gateway restart with no session left)."""
+        if event.kind != "command" or not event.id or event.status not in FINAL_STATUSES:
+            return None
+        with self._cond:
+            if event.id not in self._jobs:
+                return None  # Home Assistant's, another gateway's: not ours to count
+        reply = CommandReply(
+            id=event.id,
+            host=event.host,
+            status=event.status,
+            action=event.action,
+            vm=event.uuid,
+            state=event.state,
+            error=event.error,
+            ts=event.ts,
+        )
+        return self.on_reply(reply)
+
+    def restore(self, jobs: list[Job]) -> None:
+        """Jobs of an earlier run (newest first), from the store: unfinished ones get their
+        deadlines back, counted from their creation, but never less than RESTART_GRACE_S."""
+        wall, mono = utc_now(), time.monotonic()
+        with self._cond:
+            for job in reversed(jobs[: self._keep]):
+                if job.id in self._jobs:
+                    continue
+                if not job.finished:
+                    age = (wall - job.created_at).total_seconds()
+                    try:
+                        budget = final_budget(job.action, CommandParams.model_validate(job.params))
+                    except ValueError:
+                        budget = DEFAULT_FINAL_S
+                    accept_left = self.accept_timeout + CLOCK_MARGIN_S - age
+                    final_left = self.accept_timeout + budget - age
+                    job.accept_deadline = mono + max(accept_left, RESTART_GRACE_S)
+                    job.deadline = mono + max(final_left, RESTART_GRACE_S)
+                self._jobs[job.id] = job
+            while len(self._jobs) > self._keep:
+                self._jobs.popitem(last=False)
+        unfinished = sum(1 for j in jobs if not j.finished)
+        logger.info("restored %d job(s) of an earlier run, %d unfinished", len(jobs), unfinished)
 
     def host_offline(self, host: str) -> None:
         """Jobs in flight on a host whose agent went away will never get their reply."""
@@ -291,7 +325,18 @@ class JobManager:
         expired: list[Job] = []
         with self._cond:
             for job in self._jobs.values():
-                if job.status == "accepted" and now > job.deadline:
+                if job.status == "pending" and not job.watched and now > job.accept_deadline:
+                    # Restored from an earlier run, with no request thread to time it out.
+                    self._update(
+                        job,
+                        "timed_out",
+                        error={
+                            "code": "agent_timeout",
+                            "message": f"host {job.host} never accepted the command",
+                        },
+                    )
+                    expired.append(job)
+                elif job.status == "accepted" and now > job.deadline:
                     self._update(
                         job,
                         "timed_out",

@@ -76,6 +76,7 @@ def collect(
     mqtt_connected: bool,
     job_counts: Mapping[str, int],
     jobs_in_flight: int,
+    dropped: Mapping[str, int] | None = None,
 ) -> list[Family]:
     """Every family, from one consistent snapshot (with metrics)."""
     fams: dict[str, Family] = {}
@@ -96,6 +97,12 @@ def collect(
             "Jobs that entered each status since the gateway started",
         ).add({**gw, "status": job_status}, job_counts.get(job_status, 0))
     fam("kvmsup_gateway_jobs_in_flight", "gauge", "Jobs not finished yet").add(gw, jobs_in_flight)
+    for reason, count in (dropped or {}).items():
+        fam(
+            "kvmsup_gateway_messages_dropped_total",
+            "counter",
+            "MQTT messages (or entries of one) dropped since the gateway started, by reason",
+        ).add({**gw, "reason": reason}, count)
 
     for host, status in sorted(snap.hosts.items()):
         h = {"host": host}
@@ -193,6 +200,7 @@ def metrics() -> ResponseReturnValue:
         mqtt_connected=gateway.bus.connected,
         job_counts=counts,
         jobs_in_flight=in_flight,
+        dropped=gateway.drops.by_reason(),
     )
     families.append(auth_failures(gateway.settings.gateway_id, gateway.auth.failures()))
     text = render(families)

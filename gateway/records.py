@@ -44,7 +44,10 @@ class AuditEntry:
     """One command the gateway handled: who, what, when, and the result (SPEC §7).
 
     `id` is the job id, so every transition of a job rewrites the same entry; a command refused
-    before a job existed (400, 404, 409, 503) gets an id of its own and `result = "refused"`."""
+    before a job existed (400, 404, 409, 503) gets an id of its own and `result = "refused"`.
+    The entry is also the job's durable record: it is written before the command is published,
+    and a restarted gateway rebuilds its jobs from it (state, changed, escalated, accepted_at).
+    `revised` keeps the gateway's own guess (a timeout) that the agent's real outcome replaced."""
 
     id: str
     ts: datetime
@@ -58,6 +61,11 @@ class AuditEntry:
     error: dict[str, Any] | None
     updated_at: datetime
     finished_at: datetime | None
+    state: str | None = None
+    changed: bool | None = None
+    escalated: bool | None = None
+    accepted_at: datetime | None = None
+    revised: dict[str, Any] | None = None
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -73,11 +81,17 @@ class AuditEntry:
             json.dumps(self.error) if self.error is not None else None,
             self.updated_at.timestamp(),
             self.finished_at.timestamp() if self.finished_at else None,
+            self.state,
+            self.changed,
+            self.escalated,
+            self.accepted_at.timestamp() if self.accepted_at else None,
+            json.dumps(self.revised) if self.revised is not None else None,
         )
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> AuditEntry:
-        (id_, ts, by, host, vm, name, action, params, result, error, updated, finished) = row
+        (id_, ts, by, host, vm, name, action, params, result, error, updated, finished) = row[:12]
+        state, changed, escalated, accepted, revised = row[12:17]
         return cls(
             id=id_,
             ts=from_epoch(ts),
@@ -91,6 +105,11 @@ class AuditEntry:
             error=json.loads(error) if error else None,
             updated_at=from_epoch(updated),
             finished_at=from_epoch(finished) if finished is not None else None,
+            state=state,
+            changed=None if changed is None else bool(changed),
+            escalated=None if escalated is None else bool(escalated),
+            accepted_at=from_epoch(accepted) if accepted is not None else None,
+            revised=json.loads(revised) if revised else None,
         )
 
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from gateway.auth import Authenticator, Principal
 from gateway.bus import Bus, Inbound, VmRemoved
 from gateway.config import Settings
+from gateway.drops import Drops
 from gateway.errors import BadRequest, GatewayError, Unavailable
 from gateway.jobs import Job, JobManager
 from gateway.records import REFUSED, AuditEntry
@@ -90,6 +91,34 @@ def audit_of(job: Job) -> AuditEntry:
         error=job.error,
         updated_at=job.updated_at,
         finished_at=job.finished_at,
+        state=job.state,
+        changed=job.changed,
+        escalated=job.escalated,
+        accepted_at=job.accepted_at,
+        revised=job.revised,
+    )
+
+
+def job_of(entry: AuditEntry) -> Job:
+    """A job again, from its audit entry (a gateway restart, or one older than memory)."""
+    return Job(
+        id=entry.id,
+        host=entry.host or "",
+        vm=entry.vm or "",
+        name=entry.name or "",
+        action=entry.action,
+        params=entry.params,
+        by=entry.by,
+        status=entry.result,
+        state=entry.state,
+        changed=entry.changed,
+        escalated=entry.escalated,
+        error=entry.error,
+        created_at=entry.ts,
+        updated_at=entry.updated_at,
+        accepted_at=entry.accepted_at,
+        finished_at=entry.finished_at,
+        revised=entry.revised,
     )
 
 
@@ -129,8 +158,14 @@ class Gateway:
         self.auth = Authenticator.from_settings(settings)
         self.cache = StateCache()
         self.store = Store(settings.db, settings.history_minutes, settings.audit_days)
-        self.bus = Bus(settings, self.handle)
-        self.jobs = JobManager(self.bus.send_command, settings.accept_timeout, settings.jobs_keep)
+        self.drops = Drops()
+        self.bus = Bus(settings, self.handle, drops=self.drops)
+        self.jobs = JobManager(
+            self.bus.send_command,
+            settings.accept_timeout,
+            settings.jobs_keep,
+            persist=lambda job: self.store.record_now(audit_of(job)),
+        )
         self.jobs.listen(lambda job: self.store.record(audit_of(job)))
         self._started = False
 
@@ -138,6 +173,8 @@ class Gateway:
         if not self._started:
             self._started = True
             self.store.start()
+            # Before the bus: replies the broker kept for this gateway find their jobs.
+            self.jobs.restore([job_of(e) for e in self.store.jobs(self.settings.jobs_keep)])
             self.jobs.start()
             self.bus.start()
 
@@ -152,19 +189,33 @@ class Gateway:
         if isinstance(model, VmState):
             self.cache.apply_vm_state(model)
         elif isinstance(model, MetricsBatch):
-            self.cache.apply_metrics(model)
-            self.store.add_metrics(model)
+            kept, dropped = self.cache.apply_metrics(model)
+            for reason, detail in dropped:
+                self.drops.drop(reason, self.bus.topics.host_metrics(model.host), detail)
+            if kept is not None:
+                self.store.add_metrics(kept)
         elif isinstance(model, HostStatus):
             self.cache.apply_host_status(model)
             if not model.online:
                 self.jobs.host_offline(model.host)
         elif isinstance(model, VmRemoved):
-            self.cache.remove_vm(model.host, model.uuid)
+            if self.cache.remove_vm(model.host, model.uuid) is None:
+                topic = self.bus.topics.vm_state(model.host, model.uuid)
+                self.drops.drop("unknown_vm", topic, "an empty state for a VM the gateway lacks")
         elif isinstance(model, CommandReply):
-            self.cache.apply_command_result(model)
-            self.jobs.on_reply(model)
+            drop = self.jobs.on_reply(model)
+            if drop is not None:
+                topic = self.bus.topics.reply(model.host, self.settings.gateway_id)
+                self.drops.drop(drop.reason, topic, drop.detail)
+            else:
+                # Only a reply its job accepted may show its state (read-your-writes).
+                self.cache.apply_command_result(model)
         elif isinstance(model, VmEvent):
             self.store.add_event(model)
+            drop = self.jobs.on_event(model)
+            if drop is not None:
+                topic = self.bus.topics.host_events(model.host)
+                self.drops.drop(drop.reason, topic, drop.detail)
         elif isinstance(model, GatewayStatus):
             self.cache.apply_gateway_status(model)
 

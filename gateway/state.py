@@ -153,13 +153,33 @@ class StateCache:
             self._emit("vm_removed", gone)
         return gone
 
-    def apply_metrics(self, batch: MetricsBatch) -> None:
+    def apply_metrics(
+        self, batch: MetricsBatch
+    ) -> tuple[MetricsBatch | None, list[tuple[str, str]]]:
+        """Keep the entries of VMs this host has a state for; return the batch as kept and,
+        for each entry left out, (reason, detail). The topic's host is the authority: an
+        entry naming another host is dropped, and a uuid the gateway holds no state for would
+        make a cache entry nothing ever evicts (a VM's metrics go when its state does). A batch
+        of a host with no status is dropped whole (None), for the same reason."""
+        kept: list[VmMetrics] = []
+        dropped: list[tuple[str, str]] = []
         with self._lock:
+            if batch.host not in self._hosts:
+                return None, [("unknown_host", "no status for this host")]
             self._loads[batch.host] = HostLoad(batch.host_metrics, batch.interval_s, batch.ts)
             for m in batch.vms:
-                key = (m.host or batch.host, m.uuid)
-                self._metrics[key] = m
+                key = (m.host, m.uuid)
+                if m.host != batch.host:
+                    dropped.append(("identity", f"an entry names host {m.host!r}"))
+                elif key not in self._vms:
+                    dropped.append(("unknown_vm", f"no state for VM {m.uuid[:64]!r}"))
+                else:
+                    self._metrics[key] = m
+                    kept.append(m)
+        if len(kept) != len(batch.vms):
+            batch = batch.model_copy(update={"vms": kept})
         self._emit("metrics", batch)
+        return batch, dropped
 
     def apply_gateway_status(self, status: GatewayStatus) -> None:
         with self._lock:

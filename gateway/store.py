@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.records import AuditEntry, HistoryPoint, from_epoch, history_point
+from gateway.records import REFUSED, AuditEntry, HistoryPoint, from_epoch, history_point
 from shared.messages import MetricsBatch, VmEvent
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,22 @@ CREATE TABLE IF NOT EXISTS audit (
     updated_at REAL NOT NULL, finished_at REAL);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 """
-AUDIT_COLUMNS = "id, ts, by, host, vm, name, action, params, result, error, updated_at, finished_at"
+AUDIT_COLUMNS = (
+    "id, ts, by, host, vm, name, action, params, result, error, updated_at, finished_at, "
+    "state, changed, escalated, accepted_at, revised"
+)
+AUDIT_UPSERT = (
+    f"INSERT OR REPLACE INTO audit ({AUDIT_COLUMNS}) "
+    f"VALUES ({', '.join('?' for _ in AUDIT_COLUMNS.split(','))})"
+)
+# Added since the first schema: a file written by an older gateway gets them on open.
+AUDIT_ADDED = {
+    "state": "TEXT",
+    "changed": "INTEGER",
+    "escalated": "INTEGER",
+    "accepted_at": "REAL",
+    "revised": "TEXT",
+}
 HISTORY_COLUMNS = (
     "ts, cpu_percent, memory_percent, memory_used_mb, disk_read_bps, "
     "disk_write_bps, net_rx_bps, net_tx_bps"
@@ -73,6 +88,10 @@ class Store:
             conn = self._connect()
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            have = {r[1] for r in conn.execute("PRAGMA table_info(audit)")}
+            for column, kind in AUDIT_ADDED.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE audit ADD COLUMN {column} {kind}")
             conn.commit()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the database {path!r}: {exc}") from exc
@@ -153,10 +172,20 @@ class Store:
     def record(self, entry: AuditEntry) -> None:
         """Insert or update (same id) one audit entry."""
         self._put(
-            f"INSERT OR REPLACE INTO audit ({AUDIT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            AUDIT_UPSERT,
             [entry.row()],
         )
+
+    def record_now(self, entry: AuditEntry) -> None:
+        """Insert or update one audit entry and commit before returning: a job is on disk
+        before its command is published, so a gateway killed right after still knows it.
+        StoreError when the file cannot take it."""
+        conn = self._reader()
+        try:
+            with conn:
+                conn.execute(AUDIT_UPSERT, entry.row())
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot record job {entry.id} in {self.path!r}: {exc}") from exc
 
     # -- the writer thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -253,6 +282,29 @@ class Store:
             .fetchall()
         )
         return [AuditEntry.from_row(tuple(r)) for r in rows]
+
+    def jobs(self, limit: int) -> list[AuditEntry]:
+        """The newest `limit` entries that are jobs (not refusals), newest first."""
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE result != ? ORDER BY ts DESC LIMIT ?",
+                (REFUSED, limit),
+            )
+            .fetchall()
+        )
+        return [AuditEntry.from_row(tuple(r)) for r in rows]
+
+    def job(self, job_id: str) -> AuditEntry | None:
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE id = ? AND result != ?",
+                (job_id, REFUSED),
+            )
+            .fetchone()
+        )
+        return AuditEntry.from_row(tuple(row)) if row else None
 
 
 def _filters(**equal: str | None) -> tuple[list[str], list[Any]]:

@@ -166,4 +166,6 @@ def audit_view(entry: AuditEntry) -> dict[str, Any]:
         "error": entry.error,
         "updated_at": iso_z(entry.updated_at),
         "finished_at": iso_z(entry.finished_at) if entry.finished_at else None,
+        # The gateway's guess the agent's real outcome replaced (a timeout), else null.
+        "revised": entry.revised,
     }

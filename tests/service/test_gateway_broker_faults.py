@@ -65,7 +65,8 @@ def _kill_and_restart(gateway: GatewayProc, broker: Broker) -> None:
     assert gateway.get("/vm/web-01/metrics").status_code == 200
     assert gateway.get("/health").json()["status"] == "degraded"
     assert 'kvmsup_gateway_mqtt_connected{gateway="gw-test"} 0' in gateway.get("/metrics").text
-    refused = gateway.get("/audit?result=refused").json()["audit"]
+    # The audit is written a few ms after the answer (one writer thread): poll for it.
+    refused = wait_until(lambda: gateway.get("/audit?result=refused").json()["audit"])
     assert refused[0]["error"]["code"] == "broker_unreachable"
 
     broker.start()  # same port, empty: no retained message survived (persistence false)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
 
@@ -129,3 +130,21 @@ def test_jobs_count_is_what_is_returned_and_total_what_matched(app: Flask) -> No
     mine = client.get("/jobs?by=o&limit=100", headers=VIEWER).get_json()
     assert (mine["count"], mine["total"]) == (3, 3)
     assert client.get("/jobs?by=nobody", headers=VIEWER).get_json()["total"] == 0
+
+
+def test_a_body_over_the_limit_is_413_json_sized_or_chunked(make_app: Callable[..., Flask]) -> None:
+    app = make_app(max_body_bytes=1024)
+    client = app.test_client()
+    resp = client.post("/vm/web/stop", headers=OPERATOR, data=b"{" + b" " * 5000 + b"}")
+    assert resp.status_code == 413
+    assert resp.get_json()["error"]["code"] == "too_large"
+
+    # Chunked: no Content-Length, a server that ends the stream itself (gunicorn says so
+    # with wsgi.input_terminated); the stream is cut off at the limit all the same.
+    resp = client.post(
+        "/vm/web/stop",
+        headers={**OPERATOR, "Transfer-Encoding": "chunked"},
+        input_stream=io.BytesIO(b" " * 10_000),
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert resp.status_code == 413 and resp.get_json()["error"]["code"] == "too_large"

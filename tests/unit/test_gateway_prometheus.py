@@ -134,9 +134,13 @@ def test_exposition_round_trips_through_a_strict_parser() -> None:
             mqtt_connected=True,
             job_counts={"succeeded": 3},
             jobs_in_flight=1,
+            dropped={"not_json": 7, "identity": 0},
         )
     )
     types, samples = parse(text)
+    assert types["kvmsup_gateway_messages_dropped_total"] == "counter"
+    assert value(samples, "kvmsup_gateway_messages_dropped_total", reason="not_json") == 7
+    assert value(samples, "kvmsup_gateway_messages_dropped_total", reason="identity") == 0
     assert types["kvmsup_vm_disk_read_bytes_total"] == "counter"
     assert types["kvmsup_vm_cpu_percent"] == "gauge"
     assert value(samples, "kvmsup_gateway_mqtt_connected") == 1

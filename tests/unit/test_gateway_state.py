@@ -93,8 +93,10 @@ def test_out_of_order_states_are_dropped_by_seq() -> None:
 
 def test_removed_vm_disappears_with_its_metrics() -> None:
     cache = StateCache()
+    cache.apply_host_status(HostStatus(host="a", online=True))
     cache.apply_vm_state(vm("a", UA, "web"))
     cache.apply_metrics(batch("a", UA, "web", 10))
+    assert cache.metrics_of(("a", UA)) is not None
     assert cache.remove_vm("a", UA) is not None
     assert cache.vm(("a", UA)) is None and cache.metrics_of(("a", UA)) is None
     assert cache.remove_vm("a", UA) is None
@@ -193,3 +195,22 @@ def test_a_command_result_shows_at_once_until_the_agents_own_state_comes() -> No
     # The agent's state (a higher seq) replaces the provisional one.
     assert cache.apply_vm_state(vm("a", UA, "web", seq=6, state="paused"))
     assert resolve(cache.snapshot().vms.values(), UA).seq == 6
+
+
+def test_metrics_entries_of_another_host_or_an_unknown_vm_are_dropped() -> None:
+    cache = StateCache()
+    cache.apply_vm_state(vm("a", UA, "web"))
+    cache.apply_vm_state(vm("b", UB, "db"))
+    good = batch("a", UA, "web", 10)
+    assert cache.apply_metrics(good) == (None, [("unknown_host", "no status for this host")])
+    assert cache.snapshot().loads == {}
+    cache.apply_host_status(HostStatus(host="a", online=True))
+    forged = batch("b", UB, "db", 99).vms[0]  # host b's VM, sent on host a's topic
+    stranger = batch("a", UB[:-1] + "7", "ghost", 1).vms[0]
+    kept, dropped = cache.apply_metrics(
+        good.model_copy(update={"vms": [*good.vms, forged, stranger]})
+    )
+    assert kept is not None and [m.uuid for m in kept.vms] == [UA]
+    assert [r for r, _ in dropped] == ["identity", "unknown_vm"]
+    assert cache.metrics_of(("b", UB)) is None
+    assert cache.snapshot(with_metrics=True).metrics.keys() == {("a", UA)}

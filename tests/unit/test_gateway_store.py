@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -140,3 +141,29 @@ def test_an_unusable_path_refuses_to_start(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError):
         Store(str(blocker / "gw.db"), 1, 1)
+
+
+def test_a_job_is_on_disk_when_record_now_returns_and_old_files_are_migrated(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)  # the audit table as the first gateway version wrote it
+    old.executescript(
+        "CREATE TABLE audit (id TEXT PRIMARY KEY, ts REAL NOT NULL, by TEXT NOT NULL, host TEXT,"
+        " vm TEXT, name TEXT, action TEXT NOT NULL, params TEXT NOT NULL, result TEXT NOT NULL,"
+        " error TEXT, updated_at REAL NOT NULL, finished_at REAL);"
+        "INSERT INTO audit VALUES ('j0', 1.0, 'bob', 'a', 'u', 'web', 'start', '{}',"
+        " 'succeeded', NULL, 1.0, 1.0);"
+    )
+    old.commit()
+    old.close()
+    store = Store(str(path), history_minutes=1, audit_days=100000)  # writer not started
+    assert store.job("j0") is not None and store.job("j0").state is None  # type: ignore[union-attr]
+    store.record_now(dataclasses.replace(entry("j1", "accepted"), state="running", changed=False))
+    got = Store(str(path), history_minutes=1, audit_days=1).job("j1")  # another connection
+    assert got is not None
+    assert (got.result, got.state, got.changed) == ("accepted", "running", False)
+    assert [e.id for e in store.jobs(10)] == ["j1", "j0"]
+    assert store.job("nope") is None

@@ -1,0 +1,121 @@
+"""One job: its record, and the pure rules about it (deadlines, what blocks it, which reply
+is its own, which of its ends are guesses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.messages import CommandParams, CommandReply, iso_z, utc_now
+
+GATEWAY_FINAL = ("succeeded", "failed", "rejected", "timed_out")
+# The agent never begins a command after its `not_after` (now + accept_timeout at publish),
+# by its own clock: the gateway waits this much longer before it says the agent did not take
+# it, for the clocks' skew and the `accepted` reply's way back.
+CLOCK_MARGIN_S = 2.0
+# Jobs a restarted gateway finds unfinished get at least this long for the replies and events
+# the broker kept for it (its persistent session) before a deadline can end them.
+RESTART_GRACE_S = 15.0
+# The agent bounds each libvirt call it makes for a command (30 s). The gateway gives up on a
+# final reply only once the agent can no longer act: a graceful stop makes up to four calls
+# (read, shutdown, destroy on escalation, read) around its `timeout_s` wait; any other action
+# one read-and-act attempt. Each budget adds one call's worth of margin on top.
+AGENT_CALL_S = 30.0
+FINAL_MARGIN_S = 5 * AGENT_CALL_S
+DEFAULT_FINAL_S = 2 * AGENT_CALL_S
+# Forced actions may run while a graceful one waits on the guest: a guest that ignores ACPI
+# holds a shutdown for up to `timeout_s`, and "force" is how a user says "stop waiting". The
+# agent runs both; the graceful job then ends on its own (the VM is stopped, or rebooted).
+FORCED = frozenset({"destroy", "reset"})
+GRACEFUL = frozenset({"shutdown", "reboot"})
+
+
+def iso_or_none(ts: datetime | None) -> str | None:
+    return iso_z(ts) if ts else None
+
+
+@dataclass
+class Job:
+    id: str
+    host: str
+    vm: str
+    name: str
+    action: str
+    params: dict[str, Any]
+    by: str
+    status: str = "pending"
+    state: str | None = None
+    changed: bool | None = None
+    escalated: bool | None = None
+    error: dict[str, str] | None = None
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+    accepted_at: datetime | None = None
+    finished_at: datetime | None = None
+    deadline: float = 0.0  # monotonic time after which a missing final reply times out
+    accept_deadline: float = 0.0  # monotonic time after which a missing `accepted` times out
+    # The gateway's own guess ({status, error, at}) that the agent's real outcome replaced.
+    revised: dict[str, Any] | None = None
+    watched: bool = False  # a request thread waits on it (and times out its acceptance)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in GATEWAY_FINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "vm": self.vm,
+            "name": self.name,
+            "action": self.action,
+            "params": self.params,
+            "by": self.by,
+            "status": self.status,
+            "finished": self.finished,
+            "state": self.state,
+            "changed": self.changed,
+            "escalated": self.escalated,
+            "error": self.error,
+            "created_at": iso_or_none(self.created_at),
+            "updated_at": iso_or_none(self.updated_at),
+            "accepted_at": iso_or_none(self.accepted_at),
+            "finished_at": iso_or_none(self.finished_at),
+            "revised": self.revised,
+        }
+
+
+# Ends the gateway guessed without a word from the agent: the command may still have reached
+# it (paho delivers a publish whose wait timed out later), so a reply that comes after all is
+# what happened and replaces the guess, in the job and in the audit.
+UNHEARD_CODES = frozenset({"agent_timeout", "broker_unreachable", "no_final_reply", "host_offline"})
+
+
+def unheard(job: Job) -> bool:
+    return job.error is not None and job.error.get("code") in UNHEARD_CODES
+
+
+def mismatch(job: Job, reply: CommandReply) -> str | None:
+    if reply.host != job.host:
+        return f"came from host {reply.host!r}, not {job.host!r}"
+    if reply.vm is not None and reply.vm != job.vm:
+        return f"names VM {reply.vm!r}, not {job.vm!r}"
+    if reply.action is not None and reply.action != job.action:
+        return f"names action {reply.action!r}, not {job.action!r}"
+    return None
+
+
+def blocking_job(action: str, in_flight: list[Job]) -> Job | None:
+    """The unfinished job on a VM that keeps `action` from being sent now, if any: one job at
+    a time per VM, except that a forced action preempts graceful ones."""
+    for other in in_flight:
+        if not (action in FORCED and other.action in GRACEFUL):
+            return other
+    return None
+
+
+def final_budget(action: str, params: CommandParams) -> float:
+    if action == "shutdown":
+        return params.timeout_s + FINAL_MARGIN_S
+    return DEFAULT_FINAL_S
