@@ -11,6 +11,8 @@ import random
 import socket
 import ssl
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +91,9 @@ class Bus:
         client.on_message = self._on_message
         client.suppress_exceptions = True
         self._client = client
+        # PUBACKs still awaited for `publish_paced` messages (see there).
+        self._paced: deque[mqtt.MQTTMessageInfo] = deque()
+        self._paced_lock = threading.Lock()
 
     @property
     def connected(self) -> bool:
@@ -128,6 +133,38 @@ class Bus:
             return False  # QoS 0 while offline: dropped by design, the next tick replaces it.
         logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
         return False
+
+    def publish_paced(self, msg: Outbound, window: int, timeout: float = 10.0) -> bool:
+        """Like `publish`, for bulk senders (Home Assistant discovery): waits until fewer than
+        `window` earlier paced messages await their PUBACK. paho's queue limit counts every
+        unacknowledged QoS 1 message, connected or not, and refuses what comes beyond it, command
+        replies included: a few thousand configs sent at once would make replies fail. Paced,
+        the bulk holds at most `window` places and a reply queues behind at most that many.
+        Offline it does not wait (the message joins the bounded offline queue). False when paho
+        refused it or the backlog did not drain within `timeout` (the broker stopped acking)."""
+        with self._paced_lock:
+            deadline = time.monotonic() + timeout
+            while self.connected:
+                while self._paced and (
+                    self._paced[0].rc != mqtt.MQTT_ERR_SUCCESS or self._paced[0].is_published()
+                ):
+                    self._paced.popleft()
+                if len(self._paced) < window:
+                    break
+                if time.monotonic() > deadline:
+                    logger.warning("broker stopped acknowledging: %d paced messages", window)
+                    self._paced.clear()
+                    return False
+                time.sleep(0.002)
+            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                if msg.qos > 0:
+                    self._paced.append(info)
+                return True
+            if info.rc == mqtt.MQTT_ERR_NO_CONN and msg.qos > 0:
+                return True  # queued in paho until the reconnect, like `publish`
+            logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
+            return False
 
     # -- paho callbacks (network thread) ---------------------------------------------------
     def _on_connect(
