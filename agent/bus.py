@@ -89,11 +89,14 @@ class Bus:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         client.suppress_exceptions = True
         self._client = client
         # PUBACKs still awaited for `publish_paced` messages (see there).
         self._paced: deque[mqtt.MQTTMessageInfo] = deque()
         self._paced_lock = threading.Lock()
+        # mid -> reason code of PUBACKs that refused a message (MQTT v5), for `publish_confirmed`.
+        self._refused: dict[int, int] = {}
 
     @property
     def connected(self) -> bool:
@@ -166,7 +169,36 @@ class Bus:
             logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
             return False
 
+    def publish_confirmed(self, msg: Outbound, timeout: float = 5.0) -> bool | None:
+        """Publishes (QoS 1) and waits for the PUBACK: True accepted, False refused by the broker
+        (reason code >= 0x80, e.g. 0x87 when the ACL denies the topic), None without an answer
+        (offline, or none in time). Not from a paho callback."""
+        if not self.connected:
+            return None
+        info = self._client.publish(msg.topic, msg.payload, qos=1, retain=msg.retain)
+        try:
+            info.wait_for_publish(timeout=timeout)
+        except (RuntimeError, ValueError):
+            return None
+        if not info.is_published():
+            return None
+        return self._refused.pop(info.mid, None) is None
+
     # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_publish(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
+    ) -> None:
+        try:
+            # Runs before paho marks the message published, so a waiter always finds it here.
+            if reason.is_failure:
+                if len(self._refused) > 1000:  # nobody asked about those: forget them
+                    self._refused.clear()
+                self._refused[mid] = reason.value
+            else:
+                self._refused.pop(mid, None)  # a mid reused after an old refusal
+        except Exception:
+            logger.exception("MQTT on_publish handler failed")
+
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 # (topic, payload, retain) -> False when the message was not sent nor queued.
 Publish = Callable[[str, bytes, bool], bool]
+# (topic, payload), not retained -> the broker's verdict: True accepted, False refused, None no
+# answer. Tells whether the ACL still lets this agent write the earlier layout.
+Probe = Callable[[str, bytes], "bool | None"]
 
 COALESCE_S = 0.5  # requests within this window make one round
 MIN_GAP_S = 3.0  # between the end of a round and the start of the next
@@ -47,6 +50,7 @@ class HomeAssistantPublisher:
         vm_metrics_every: int,
         publish: Publish,
         connected: Callable[[], bool] = lambda: True,
+        probe: Probe | None = None,
         *,
         coalesce_s: float = COALESCE_S,
         min_gap_s: float = MIN_GAP_S,
@@ -58,6 +62,7 @@ class HomeAssistantPublisher:
         self.status_topic = discovery.ha_status_topic(ha_prefix)
         self._publish = publish
         self._connected = connected
+        self._probe: Probe = probe or (lambda topic, payload: publish(topic, payload, False))
         self._coalesce_s = coalesce_s
         self._min_gap_s = min_gap_s
         self._migration_pause_s = migration_pause_s
@@ -175,11 +180,24 @@ class HomeAssistantPublisher:
         has its old configs cleared with its orphaned state (`vm_removals`)."""
         host, prefix = self.host, self.ha_prefix
         markers = [m for uuid in known for m in discovery.migration_markers(host, uuid, prefix)]
+        if not markers:
+            return self._send_all(known)
+        # The first marker asks the broker whether this agent may still write the old layout.
+        verdict = self._probe(*markers[0])
+        if verdict is None:
+            return False  # no answer: the next round tries again
+        if not verdict:
+            logger.info(
+                "the broker refuses the earlier discovery layout to %s (per-host ACL): nothing "
+                "moved. Configs an agent left there are cleared as broker/README.md describes",
+                host,
+            )
+            return self._send_all(known)
         pause = min(
             MIGRATION_PAUSE_MAX_S,
             self._migration_pause_s + MIGRATION_PAUSE_PER_MESSAGE_S * len(markers),
         )
-        if not self._send(markers, retain=False):
+        if not self._send(markers[1:], retain=False):
             return False
         self._stop.wait(pause)
         if not self._send_all(known):

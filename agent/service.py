@@ -75,6 +75,9 @@ class AgentService:
                     Outbound(topic, payload, DISCOVERY_QOS, retain), discovery_window
                 ),
                 connected=lambda: self.bus.connected,
+                probe=lambda topic, payload: self.bus.publish_confirmed(
+                    Outbound(topic, payload, DISCOVERY_QOS, False)
+                ),
             )
             subs.append((self.ha.status_topic, False))
         self.bus = Bus(

@@ -150,6 +150,7 @@ class Broker:
 
 
 def publisher(broker: Broker, **kw: Any) -> HomeAssistantPublisher:
+    probe = kw.pop("probe", None)
     pub = HomeAssistantPublisher(
         "h1",
         Topics(),
@@ -157,6 +158,7 @@ def publisher(broker: Broker, **kw: Any) -> HomeAssistantPublisher:
         2.0,
         5,
         broker.publish,
+        probe=probe,
         **({"coalesce_s": 0.0, "min_gap_s": 0.0, "migration_pause_s": 0.0} | kw),
     )
     pub.start()
@@ -290,3 +292,24 @@ def test_a_vm_removed_during_a_round_gets_no_config_after_its_removal() -> None:
         pub.stop()
     for vm in vms[::3]:
         assert not [t for t in broker.retained if vm.uuid.replace("-", "") in t], vm.uuid
+
+
+def test_when_the_acl_refuses_the_old_layout_nothing_more_is_sent_there() -> None:
+    broker = Broker()
+    probed: list[str] = []
+
+    def refused(topic: str, payload: bytes) -> bool:
+        probed.append(topic)
+        return False  # PUBACK 0x87: the per-host ACL is already in force
+
+    pub = publisher(broker, probe=refused)
+    try:
+        pub.publish_all(None, VMS)
+        wait_for(lambda: pub.migrated)
+    finally:
+        pub.stop()
+    assert len(probed) == 1
+    legacy = {t for vm in VMS for t in discovery.legacy_config_topics("h1", vm.uuid, HA)}
+    assert not [m for m in broker.sent if m[0] in legacy]
+    expected = {t for vm in VMS for t in discovery.config_topics("h1", vm.uuid, HA)}
+    assert expected <= set(broker.retained)
