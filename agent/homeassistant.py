@@ -199,16 +199,14 @@ class HomeAssistantPublisher:
         )
         if not self._send(markers[1:], retain=False):
             return False
-        self._stop.wait(pause)
-        if not self._send_all(known):
-            return False
+        if self._stop.wait(pause) or not self._send_all(known) or self._stop.is_set():
+            return False  # stopping: the next start runs the whole handshake again
         old = [r for uuid in known for r in discovery.legacy_removals(host, uuid, prefix)]
         if not self._send(old, retain=True):
             return False
         # A config that reached HA before its old entity was unloaded was refused, and HA has
         # forgotten it: the same configs again (an unchanged one is ignored by HA).
-        self._stop.wait(pause)
-        if not self._send_all(known):
+        if self._stop.wait(pause) or not self._send_all(known):
             return False
         logger.info(
             "Home Assistant discovery of host %s on the per-host layout (%d VMs moved)",
