@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -56,6 +57,7 @@ ROOT_TOPIC = "kvmsup/v1"
 WEB = DEMO_A["web-01"]
 OFF = DEMO_A["shared-vm"]
 NOT_AUTHORIZED = 0x87
+HA = "homeassistant"
 _LEGACY_NODE = re.compile(r"'homeassistant/\w+/kvmsup_demo-a_[0-9a-f]{32}/\w+/config'")
 
 
@@ -653,3 +655,55 @@ def test_provision_refuses_unsafe_usernames_and_keeps_passwords(tmp_path):
     }
     assert pairs <= set(legacy.splitlines())
     assert (out / "passwd").stat().st_mode & 0o077 == 0
+
+
+def test_upgrade_window_lets_an_agent_move_its_old_layout_then_closes(
+    prod_broker, connect, tmp_path
+):
+    """broker/README.md's upgrade: provision with --legacy-discovery, restart the agent (it moves
+    its VMs' configs off the old layout), provision without it. Live, with the production ACL."""
+    secrets = prod_broker.ca.parent
+
+    def reprovision(*extra: str) -> None:
+        done = provision(secrets, *extra)
+        assert done.returncode == 0, done.stderr
+        if os.geteuid() == 0:
+            _owned_by_broker_user(secrets)
+        prod_broker.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)  # Mosquitto reloads passwd and acl on its next loop
+
+    def retained() -> set[str]:
+        reader = connect("homeassistant")  # replaces the previous HA session (one per user)
+        reader.subscribe("homeassistant/#")
+        time.sleep(1.0)
+        return {m.topic for m in reader.messages if m.retain and m.payload}
+
+    legacy = {t for u in DEMO_A.values() for t in discovery.legacy_config_topics("demo-a", u, HA)}
+    new = set(discovery.host_config_topics("demo-a", HA))
+    new |= {t for u in DEMO_A.values() for t in discovery.config_topics("demo-a", u, HA)}
+    reprovision("--legacy-discovery")
+    try:
+        old_agent = connect("homeassistant")  # seeds what an earlier agent left retained
+        for topic in legacy:
+            assert not old_agent.publish(topic, '{"unique_id":"x"}', retain=True).is_failure
+        mark = prod_broker.mark()
+        svc = agent_service(
+            tmp_path,
+            "demo-a",
+            prod_broker.url("demo-a"),
+            demo_node_uri("demo-a"),
+            KVMSUP_MQTT_CA=str(prod_broker.ca),
+        ).start()
+        try:
+            wait_until(lambda: "per-host layout (4 VMs moved)" in svc.output(), 20)
+        finally:
+            svc.stop()
+        assert "Traceback" not in svc.output()
+        assert not prod_broker.denied("demo-a", mark)
+        found = retained()
+        assert new <= found and not (legacy & found), sorted(legacy & found)
+    finally:
+        reprovision()
+    # Closed again: demo-a may no longer write a node id that is not its own.
+    after = connect("demo-a")
+    assert after.publish(sorted(legacy)[0], b"", retain=True).value == NOT_AUTHORIZED
