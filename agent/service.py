@@ -278,6 +278,11 @@ class AgentService:
 
     # -- MQTT side (one dispatcher; never calls libvirt) ------------------------------------
     def _enqueue(self, msg: Inbound) -> None:
+        if self.ha is not None and msg.topic == self.ha.status_topic:
+            # Handled here, on paho's thread (it only counts or sets a flag): a storm of these
+            # never fills the queue that commands wait in.
+            self.ha.on_status(msg.payload, msg.retain)
+            return
         try:
             self._inbound.put_nowait(msg)
         except queue.Full:
@@ -294,9 +299,6 @@ class AgentService:
     def _on_inbound(self, msg: Inbound) -> None:
         if msg is _MQTT_CONNECTED:
             self._request(HypervisorEvent("republish"))
-            return
-        if self.ha is not None and msg.topic == self.ha.status_topic:
-            self.ha.on_status(msg.payload, msg.retain)  # coalesced on the discovery thread
             return
         parsed = self.topics.parse(msg.topic)
         if parsed is None or parsed.host != self.host:
