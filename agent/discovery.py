@@ -142,8 +142,11 @@ def vm_removals(host: str, uuid: str, ha_prefix: str) -> list[tuple[str, bytes]]
 # 3. an empty retained payload on the old topic: nothing is loaded from it any more, so this only
 #    removes the retained config from the broker.
 # Other orders lose the entry: an empty old topic while the entity is loaded from it removes the
-# entity from the registry (and the device with its last entity), and a config on the new topic
-# while the old one still holds the unique_id is refused ("does not generate unique IDs").
+# entity from the registry (and the device with its last entity; recreated, it gets its registry
+# id back but not a user's entity_id or name), and a config on the new topic while the old one
+# still holds the unique_id is refused ("does not generate unique IDs") and forgotten, so the
+# emptied old topic then removes the entity for good. All three orders were run against a real
+# Home Assistant 2025.4 (tests/service/test_homeassistant_real.py runs the right one).
 MIGRATE_PAYLOAD = b'{"migrate_discovery":true}'
 
 

@@ -236,11 +236,9 @@ class HassDiscovery:
             self.loaded[hsh] = Loaded(topic, key, config)
 
     def _create(self, key: tuple[str, str], config: dict[str, Any]) -> RegistryEntry:
-        # A deleted entry comes back with its id, entity_id and name (entity_registry.py
-        # async_get_or_create): what the removal lost is the entity's continuity, not its ids.
-        if (old := self.deleted.pop(key, None)) is not None:
-            self.registry[key] = old
-            return old
+        # A deleted entry gives back its registry id only (entity_registry.py async_get_or_create
+        # in 2025.4, seen live: a user's entity_id and name are gone; 2026.x restores more).
+        restored = self.deleted.pop(key, None)
         taken = {e.entity_id for e in self.registry.values()}
         base = f"{key[0]}.{config['device']['name']}_{config['name']}".lower().replace(" ", "_")
         entity_id, n = base, 1
@@ -248,7 +246,7 @@ class HassDiscovery:
             n += 1
             entity_id = f"{base}_{n}"
         entry = RegistryEntry(
-            id=f"r{next(self._ids)}",
+            id=restored.id if restored else f"r{next(self._ids)}",
             entity_id=entity_id,
             unique_id=key[1],
             device_id="",

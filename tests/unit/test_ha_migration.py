@@ -106,8 +106,11 @@ def test_emptying_the_old_topic_first_removes_the_registry_entries() -> None:
             hass.receive(topic, payload)
         for topic, payload in new_configs(vm):
             hass.receive(topic, payload)
-    # Home Assistant removed every entity (and the devices with them) before recreating them.
+    # Home Assistant removed every entity (and the devices with them) before recreating them,
+    # and the user's rename did not come back.
     assert len(hass.removed) == len(VMS) * len(discovery.VM_OBJECTS)
+    power = f"kvmsup_h1_{UUID_A.replace('-', '')}_power"
+    assert hass.entities()[power].name is None and before[power][2] == "Web power"
     with pytest.raises(AssertionError):
         assert_kept(hass, before)
 
