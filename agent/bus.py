@@ -11,6 +11,8 @@ import random
 import socket
 import ssl
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,8 +91,14 @@ class Bus:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         client.suppress_exceptions = True
         self._client = client
+        # PUBACKs still awaited for `publish_paced` messages (see there).
+        self._paced: deque[mqtt.MQTTMessageInfo] = deque()
+        self._paced_lock = threading.Lock()
+        # mid -> reason code of PUBACKs that refused a message (MQTT v5), for `publish_confirmed`.
+        self._refused: dict[int, int] = {}
 
     @property
     def connected(self) -> bool:
@@ -131,7 +139,68 @@ class Bus:
         logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
         return False
 
+    def publish_paced(self, msg: Outbound, window: int, timeout: float = 10.0) -> bool:
+        """Like `publish`, for bulk senders (Home Assistant discovery): waits until fewer than
+        `window` earlier paced messages await their PUBACK. paho's queue limit counts every
+        unacknowledged QoS 1 message, connected or not, and refuses what comes beyond it, command
+        replies included: a few thousand configs sent at once would make replies fail. Paced,
+        the bulk holds at most `window` places and a reply queues behind at most that many.
+        Offline it does not wait (the message joins the bounded offline queue). False when paho
+        refused it or the backlog did not drain within `timeout` (the broker stopped acking)."""
+        with self._paced_lock:
+            deadline = time.monotonic() + timeout
+            while self.connected:
+                while self._paced and (
+                    self._paced[0].rc != mqtt.MQTT_ERR_SUCCESS or self._paced[0].is_published()
+                ):
+                    self._paced.popleft()
+                if len(self._paced) < window:
+                    break
+                if time.monotonic() > deadline:
+                    logger.warning("broker stopped acknowledging: %d paced messages", window)
+                    self._paced.clear()
+                    return False
+                time.sleep(0.002)
+            info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                if msg.qos > 0:
+                    self._paced.append(info)
+                return True
+            if info.rc == mqtt.MQTT_ERR_NO_CONN and msg.qos > 0:
+                return True  # queued in paho until the reconnect, like `publish`
+            logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
+            return False
+
+    def publish_confirmed(self, msg: Outbound, timeout: float = 5.0) -> bool | None:
+        """Publishes (QoS 1) and waits for the PUBACK: True accepted, False refused by the broker
+        (reason code >= 0x80, e.g. 0x87 when the ACL denies the topic), None without an answer
+        (offline, or none in time). Not from a paho callback."""
+        if not self.connected:
+            return None
+        info = self._client.publish(msg.topic, msg.payload, qos=1, retain=msg.retain)
+        try:
+            info.wait_for_publish(timeout=timeout)
+        except (RuntimeError, ValueError):
+            return None
+        if not info.is_published():
+            return None
+        return self._refused.pop(info.mid, None) is None
+
     # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_publish(
+        self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
+    ) -> None:
+        try:
+            # Runs before paho marks the message published, so a waiter always finds it here.
+            if reason.is_failure:
+                if len(self._refused) > 1000:  # nobody asked about those: forget them
+                    self._refused.clear()
+                self._refused[mid] = reason.value
+            else:
+                self._refused.pop(mid, None)  # a mid reused after an old refusal
+        except Exception:
+            logger.exception("MQTT on_publish handler failed")
+
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:

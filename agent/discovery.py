@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent.ha_entities import (
     AVAILABILITY_TEMPLATE,
@@ -38,9 +38,17 @@ def host_node_id(host: str) -> str:
     return f"kvmsup_{validate_host_id(host)}"
 
 
-def vm_node_id(host: str, uuid: str) -> str:
-    """Node id of a VM's discovery topics (and its unique_id stem): `kvmsup_<host>_<uuid-hex>`."""
+def vm_unique_stem(host: str, uuid: str) -> str:
+    """Stem of a VM's unique_ids: `kvmsup_<host>_<uuid-hex>`. It was also the VM's node id until
+    the node id became the host alone; unique_ids keep it, so Home Assistant keeps the entities,
+    their history and the automations that use them."""
     return f"kvmsup_{validate_host_id(host)}_{uuid_hex(uuid)}"
+
+
+def legacy_vm_node_id(host: str, uuid: str) -> str:
+    """The node id of the earlier layout, `kvmsup_<host>_<uuid-hex>`: only for the migration.
+    One topic level mixed host and VM there, which an ACL cannot pin to the host."""
+    return vm_unique_stem(host, uuid)
 
 
 # Device identifiers get distinct prefixes: node ids alone could collide between host
@@ -68,13 +76,35 @@ def ha_status_topic(ha_prefix: str) -> str:
     return f"{validate_prefix(ha_prefix)}/status"
 
 
+HaStatus = Literal["online", "offline", "junk"]
+_HA_STATUS_MAX = 64
+
+
+def ha_status(payload: bytes) -> HaStatus:
+    """What a message on `homeassistant/status` says; anything but the two words is junk (binary,
+    huge, another tool's format), to be counted and ignored, never parsed further."""
+    if len(payload) > _HA_STATUS_MAX:
+        return "junk"
+    word = payload.strip()
+    if word == b"online":
+        return "online"
+    if word == b"offline":
+        return "offline"
+    return "junk"
+
+
 def is_ha_online(payload: bytes) -> bool:
-    return payload.strip() == b"online"
+    return ha_status(payload) == "online"
 
 
 # -- topics ----------------------------------------------------------------------------------
-def _config_topic(ha_prefix: str, spec: EntitySpec, node_id: str) -> str:
-    return f"{validate_prefix(ha_prefix)}/{spec.component}/{node_id}/{spec.object_id}/config"
+# Every config of a host, its VMs' included, sits under the node id `kvmsup_<host>` (SPEC §6):
+# `<prefix>/<component>/kvmsup_<host>/<object>/config` for the host's own entities and
+# `<prefix>/<component>/kvmsup_<host>/<uuid-hex>_<object>/config` for a VM's. A broker ACL
+# matches whole levels only, so this layout is what lets it confine each agent to its own host.
+def _config_topic(ha_prefix: str, spec: EntitySpec, node_id: str, object_prefix: str = "") -> str:
+    prefix = validate_prefix(ha_prefix)
+    return f"{prefix}/{spec.component}/{node_id}/{object_prefix}{spec.object_id}/config"
 
 
 def host_config_topics(host: str, ha_prefix: str) -> list[str]:
@@ -83,12 +113,51 @@ def host_config_topics(host: str, ha_prefix: str) -> list[str]:
 
 def config_topics(host: str, uuid: str, ha_prefix: str) -> list[str]:
     """Every discovery config topic of one VM."""
-    return [_config_topic(ha_prefix, spec, vm_node_id(host, uuid)) for spec in VM_OBJECTS]
+    node, obj = host_node_id(host), f"{uuid_hex(uuid)}_"
+    return [_config_topic(ha_prefix, spec, node, obj) for spec in VM_OBJECTS]
+
+
+def legacy_config_topics(host: str, uuid: str, ha_prefix: str) -> list[str]:
+    """Where agents before the per-host layout put a VM's configs (cleared by the migration)."""
+    return [_config_topic(ha_prefix, spec, legacy_vm_node_id(host, uuid)) for spec in VM_OBJECTS]
 
 
 def vm_removals(host: str, uuid: str, ha_prefix: str) -> list[tuple[str, bytes]]:
-    """Empty retained payloads for every config topic of a VM: HA deletes its entities."""
-    return [(topic, b"") for topic in config_topics(host, uuid, ha_prefix)]
+    """Empty retained payloads for every config topic of a VM, in both layouts: HA deletes its
+    entities. The earlier layout too, for a VM undefined while an old agent was still in charge
+    or while the agent was down across the upgrade."""
+    topics = config_topics(host, uuid, ha_prefix) + legacy_config_topics(host, uuid, ha_prefix)
+    return [(topic, b"") for topic in topics]
+
+
+# Home Assistant's MQTT discovery binds an entity to the topic it was discovered on (the
+# discovery hash is component + node id + object id, not the unique_id), and for a topic change
+# offers one handshake that keeps the entity registry entry (homeassistant/components/mqtt:
+# discovery.py `_async_process_discovery_migration`, entity.py `MqttDiscoveryUpdateMixin.
+# _async_discovery_callback` and `_async_process_discovery_update_and_remove`):
+# 1. `{"migrate_discovery": true}` on the old topic: the entity is unloaded, registry entry kept
+#    (a disabled entity is untracked from the old topic);
+# 2. the config on the new topic: a new entity takes the kept registry entry, by unique_id, so
+#    entity_id, name, area, device and history stay;
+# 3. an empty retained payload on the old topic: nothing is loaded from it any more, so this only
+#    removes the retained config from the broker.
+# Other orders lose the entry: an empty old topic while the entity is loaded from it removes the
+# entity from the registry (and the device with its last entity; recreated, it gets its registry
+# id back but not a user's entity_id or name), and a config on the new topic while the old one
+# still holds the unique_id is refused ("does not generate unique IDs") and forgotten, so the
+# emptied old topic then removes the entity for good. All three orders were run against a real
+# Home Assistant 2025.4 (tests/service/test_homeassistant_real.py runs the right one).
+MIGRATE_PAYLOAD = b'{"migrate_discovery":true}'
+
+
+def migration_markers(host: str, uuid: str, ha_prefix: str) -> list[tuple[str, bytes]]:
+    """Step 1 of the handshake for one VM: the marker on each old-layout topic, not retained."""
+    return [(topic, MIGRATE_PAYLOAD) for topic in legacy_config_topics(host, uuid, ha_prefix)]
+
+
+def legacy_removals(host: str, uuid: str, ha_prefix: str) -> list[tuple[str, bytes]]:
+    """Step 3 for one VM: the old-layout retained configs deleted from the broker."""
+    return [(topic, b"") for topic in legacy_config_topics(host, uuid, ha_prefix)]
 
 
 # -- payloads --------------------------------------------------------------------------------
@@ -103,6 +172,8 @@ class _Context:
     """What every entity of one device shares."""
 
     node_id: str
+    unique_stem: str
+    object_prefix: str
     device: dict[str, Any]
     origin: dict[str, str]
     sources: Mapping[Source, str]
@@ -111,7 +182,7 @@ class _Context:
 
 
 def _payload(spec: EntitySpec, ctx: _Context) -> bytes:
-    config: dict[str, Any] = {"name": spec.name, "unique_id": f"{ctx.node_id}_{spec.object_id}"}
+    config: dict[str, Any] = {"name": spec.name, "unique_id": f"{ctx.unique_stem}_{spec.object_id}"}
     qos = 0
     if spec.state_source is not None:
         config["state_topic"] = ctx.sources[spec.state_source]
@@ -139,6 +210,10 @@ def _payload(spec: EntitySpec, ctx: _Context) -> bytes:
     config["device"] = ctx.device
     config["origin"] = ctx.origin
     return json.dumps(config, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _topic(ha_prefix: str, spec: EntitySpec, ctx: _Context) -> str:
+    return _config_topic(ha_prefix, spec, ctx.node_id, ctx.object_prefix)
 
 
 def host_device(host: str, status: HostStatus | None) -> dict[str, Any]:
@@ -189,10 +264,10 @@ def host_configs(
         "host_metrics": topics.host_metrics(host),
     }
     origin = _origin(origin_version, support_url)
-    ctx = _Context(
-        host_node_id(host), host_device(host, status), origin, sources, None, expire_after
-    )
-    return [(_config_topic(ha_prefix, s, ctx.node_id), _payload(s, ctx)) for s in HOST_OBJECTS]
+    node = host_node_id(host)
+    device = host_device(host, status)
+    ctx = _Context(node, node, "", device, origin, sources, None, expire_after)
+    return [(_topic(ha_prefix, s, ctx), _payload(s, ctx)) for s in HOST_OBJECTS]
 
 
 def vm_configs(
@@ -215,6 +290,13 @@ def vm_configs(
     origin = _origin(origin_version, support_url)
     command = topics.vm_set(host, vm.uuid)
     ctx = _Context(
-        vm_node_id(host, vm.uuid), vm_device(host, vm), origin, sources, command, expire_after
+        host_node_id(host),
+        vm_unique_stem(host, vm.uuid),
+        f"{uuid_hex(vm.uuid)}_",
+        vm_device(host, vm),
+        origin,
+        sources,
+        command,
+        expire_after,
     )
-    return [(_config_topic(ha_prefix, s, ctx.node_id), _payload(s, ctx)) for s in VM_OBJECTS]
+    return [(_topic(ha_prefix, s, ctx), _payload(s, ctx)) for s in VM_OBJECTS]

@@ -1,10 +1,18 @@
-"""Keeps Home Assistant's discovery configs on the broker in step with the agent's VMs (SPEC §6)."""
+"""Keeps Home Assistant's discovery configs on the broker in step with the agent's VMs (SPEC §6).
+
+Full republishes (on every MQTT connect and resync, and when Home Assistant announces `online`)
+run on a thread of their own, coalesced: a burst of requests becomes one round, at most one
+round runs at a time, and rounds are spaced, so a flood of `homeassistant/status` messages costs
+one republish every few seconds, not one per message. The first round of each start moves the
+configs from the earlier topic layout (see `discovery.MIGRATE_PAYLOAD` for the order and why).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 from agent import __version__, discovery
 from agent.ha_entities import Signature
@@ -13,7 +21,21 @@ from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes], None]
+# (topic, payload, retain) -> False when the message was not sent nor queued.
+Publish = Callable[[str, bytes, bool], bool]
+# (topic, payload), not retained -> the broker's verdict: True accepted, False refused, None no
+# answer. Tells whether the ACL still lets this agent write the earlier layout.
+Probe = Callable[[str, bytes], "bool | None"]
+
+COALESCE_S = 0.5  # requests within this window make one round
+MIN_GAP_S = 3.0  # between the end of a round and the start of the next
+# Between the migration's steps: Home Assistant unloads entities in tasks of its own, and a
+# config on the new topic that arrives before its entity is unloaded is refused. Longer with
+# more messages to work through; a config refused anyway is sent again after the last step.
+MIGRATION_PAUSE_S = 2.0
+MIGRATION_PAUSE_PER_MESSAGE_S = 0.001
+MIGRATION_PAUSE_MAX_S = 30.0
+JUNK_LOG_EVERY = 1000
 
 
 class HomeAssistantPublisher:
@@ -27,49 +49,204 @@ class HomeAssistantPublisher:
         interval_s: float,
         vm_metrics_every: int,
         publish: Publish,
+        connected: Callable[[], bool] = lambda: True,
+        probe: Probe | None = None,
+        *,
+        coalesce_s: float = COALESCE_S,
+        min_gap_s: float = MIN_GAP_S,
+        migration_pause_s: float = MIGRATION_PAUSE_S,
     ) -> None:
         self.host = host
         self.topics = topics
         self.ha_prefix = ha_prefix
         self.status_topic = discovery.ha_status_topic(ha_prefix)
         self._publish = publish
+        self._connected = connected
+        self._probe: Probe = probe or (lambda topic, payload: publish(topic, payload, False))
+        self._coalesce_s = coalesce_s
+        self._min_gap_s = min_gap_s
+        self._migration_pause_s = migration_pause_s
         self._vm_expiry = discovery.expire_after_for(interval_s, vm_metrics_every)
         self._host_expiry = discovery.expire_after_for(interval_s)
-        self._signatures: dict[str, Signature] = {}
+        # Guarded by _lock: what the configs show, and what was last sent of each VM.
         self._lock = threading.Lock()
+        self._status: HostStatus | None = None
+        self._vms: dict[str, VmState] = {}
+        self._signatures: dict[str, Signature] = {}
+        self._ready = False  # the first full inventory arrived
+        # One VM's messages at a time: a removal never lands between a republish's configs.
+        self._send_lock = threading.Lock()
+        self._wanted = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.migrated = False
+        self.rounds = 0
+        self.junk_status = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ha-discovery", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- requests (any thread; never block) -------------------------------------------------
+    def on_status(self, payload: bytes, retain: bool) -> None:
+        """A message on `homeassistant/status`. A live `online` asks for a republish; a retained
+        one is ignored (every connect republishes anyway); anything else is counted."""
+        said = discovery.ha_status(payload)
+        if said == "junk":
+            self.junk_status += 1
+            if self.junk_status % JUNK_LOG_EVERY == 1:
+                logger.warning(
+                    "ignored %d unexpected payload(s) on %s, latest %d bytes: %r",
+                    self.junk_status,
+                    self.status_topic,
+                    len(payload),
+                    payload[:64],
+                )
+        elif said == "online" and not retain:
+            self.request()
+
+    def request(self) -> None:
+        self._wanted.set()
 
     def publish_all(self, status: HostStatus | None, vms: list[VmState]) -> None:
-        """Every config: on each MQTT connect and when Home Assistant says `online`."""
-        for topic, payload in discovery.host_configs(
+        """The whole inventory (on each MQTT connect and resync): a full republish is queued."""
+        with self._lock:
+            self._status = status
+            self._vms = {vm.uuid: vm for vm in vms}
+            self._ready = True
+        self.request()
+
+    def vm_changed(self, vm: VmState) -> None:
+        """A new VM, or a rename / vCPU / memory change: its configs again; else nothing. Before
+        the first round (the migration) it is only recorded: that round sends every config."""
+        with self._lock:
+            self._vms[vm.uuid] = vm
+            unchanged = self._signatures.get(vm.uuid) == discovery.vm_signature(vm)
+        if not unchanged and self.migrated:
+            self._send_vm(vm.uuid)
+
+    def vm_removed(self, uuid: str) -> None:
+        with self._lock:
+            self._vms.pop(uuid, None)
+            self._signatures.pop(uuid, None)
+        with self._send_lock:
+            self._send(discovery.vm_removals(self.host, uuid, self.ha_prefix), retain=True)
+
+    # -- the round thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        next_at = 0.0
+        while not self._stop.is_set():
+            self._wanted.wait()
+            if self._stop.is_set():
+                return
+            self._stop.wait(max(self._coalesce_s, next_at - time.monotonic()))
+            self._wanted.clear()
+            try:
+                self._round()
+            except Exception:
+                logger.exception("Home Assistant discovery round failed")
+            next_at = time.monotonic() + self._min_gap_s
+
+    def _round(self) -> None:
+        with self._lock:
+            ready = self._ready
+            known = list(self._vms)
+        if not ready or not self._connected():
+            return  # the next connect / resync asks again
+        self.rounds += 1
+        if self.migrated:
+            if self._send_all(known):
+                logger.info("HA discovery sent for %s and %d VMs", self.host, len(known))
+            return
+        if self._migrate(known):
+            self.migrated = True
+            with self._lock:
+                grown = set(self._vms) - set(known)
+            if grown:  # defined during the migration: recorded, not sent yet
+                self.request()
+
+    def _migrate(self, known: list[str]) -> bool:
+        """Moves every config of this host's VMs from the earlier layout, keeping HA's registry
+        entries. Done once per start, for every VM known now: the agent cannot read which
+        old-layout configs exist (the ACL gives agents no read on discovery), and the steps cost
+        nothing in HA for a topic that never held one. A VM undefined while the agent was down
+        has its old configs cleared with its orphaned state (`vm_removals`)."""
+        host, prefix = self.host, self.ha_prefix
+        markers = [m for uuid in known for m in discovery.migration_markers(host, uuid, prefix)]
+        if not markers:
+            return self._send_all(known)
+        # The first marker asks the broker whether this agent may still write the old layout.
+        verdict = self._probe(*markers[0])
+        if verdict is None:
+            return False  # no answer: the next round tries again
+        if not verdict:
+            logger.info(
+                "the broker refuses the earlier discovery layout to %s (per-host ACL): nothing "
+                "moved. Configs an agent left there are cleared as broker/README.md describes",
+                host,
+            )
+            return self._send_all(known)
+        pause = min(
+            MIGRATION_PAUSE_MAX_S,
+            self._migration_pause_s + MIGRATION_PAUSE_PER_MESSAGE_S * len(markers),
+        )
+        if not self._send(markers[1:], retain=False):
+            return False
+        if self._stop.wait(pause) or not self._send_all(known) or self._stop.is_set():
+            return False  # stopping: the next start runs the whole handshake again
+        old = [r for uuid in known for r in discovery.legacy_removals(host, uuid, prefix)]
+        if not self._send(old, retain=True):
+            return False
+        # A config that reached HA before its old entity was unloaded was refused, and HA has
+        # forgotten it: the same configs again (an unchanged one is ignored by HA).
+        if self._stop.wait(pause) or not self._send_all(known):
+            return False
+        logger.info(
+            "Home Assistant discovery of host %s on the per-host layout (%d VMs moved)",
+            self.host,
+            len(known),
+        )
+        return True
+
+    # -- sending ----------------------------------------------------------------------------
+    def _send_all(self, uuids: Iterable[str]) -> bool:
+        with self._lock:
+            status = self._status
+        host = discovery.host_configs(
             self.host,
             status,
             self.topics,
             self.ha_prefix,
             __version__,
             expire_after=self._host_expiry,
-        ):
-            self._publish(topic, payload)
-        for vm in vms:
-            self._send_vm(vm)
-        logger.info("Home Assistant discovery sent for host %s and %d VMs", self.host, len(vms))
+        )
+        if not self._send(host, retain=True):
+            return False
+        return all(self._send_vm(uuid) for uuid in uuids if not self._stop.is_set())
 
-    def vm_changed(self, vm: VmState) -> None:
-        """A new VM, or a rename / vCPU / memory change: its configs again; else nothing."""
-        with self._lock:
-            unchanged = self._signatures.get(vm.uuid) == discovery.vm_signature(vm)
-        if not unchanged:
-            self._send_vm(vm)
+    def _send_vm(self, uuid: str) -> bool:
+        with self._send_lock:
+            with self._lock:
+                vm = self._vms.get(uuid)
+                if vm is None:
+                    return True  # removed meanwhile: its removal is already out
+                self._signatures[uuid] = discovery.vm_signature(vm)
+            configs = discovery.vm_configs(
+                self.host,
+                vm,
+                self.topics,
+                self.ha_prefix,
+                __version__,
+                expire_after=self._vm_expiry,
+            )
+            return self._send(configs, retain=True)
 
-    def vm_removed(self, uuid: str) -> None:
-        with self._lock:
-            self._signatures.pop(uuid, None)
-        for topic, payload in discovery.vm_removals(self.host, uuid, self.ha_prefix):
-            self._publish(topic, payload)
-
-    def _send_vm(self, vm: VmState) -> None:
-        with self._lock:
-            self._signatures[vm.uuid] = discovery.vm_signature(vm)
-        for topic, payload in discovery.vm_configs(
-            self.host, vm, self.topics, self.ha_prefix, __version__, expire_after=self._vm_expiry
-        ):
-            self._publish(topic, payload)
+    def _send(self, messages: Iterable[tuple[str, bytes]], *, retain: bool) -> bool:
+        return all(self._publish(topic, payload, retain) for topic, payload in messages)

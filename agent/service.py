@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from agent import discovery, domstate
-from agent.bus import Bus, Inbound
+from agent import domstate
+from agent.bus import Bus, Inbound, Outbound
 from agent.commands import CommandExecutor
 from agent.config import AgentSettings
+from agent.discovery import DISCOVERY_QOS
 from agent.errors import DomainNotFound
 from agent.homeassistant import HomeAssistantPublisher
 from agent.hypervisor import Hypervisor, HypervisorEvent
@@ -59,6 +60,9 @@ class AgentService:
         self.sampler = Sampler(self.host, settings.memory_stats_period)
         subs = [(t, t.endswith("/state")) for t in self.topics.agent_subscriptions(self.host)]
         self.ha: HomeAssistantPublisher | None = None
+        # Discovery may hold this many of paho's `offline_queue` places: the rest stays free
+        # for command replies, states and events while thousands of configs go out.
+        discovery_window = max(5, min(100, settings.offline_queue // 4))
         if settings.ha_discovery:
             self.ha = HomeAssistantPublisher(
                 self.host,
@@ -67,7 +71,13 @@ class AgentService:
                 settings.metrics_interval,
                 settings.vm_metrics_every,
                 # Late-bound: the publisher needs the bus, which needs HA's status topic.
-                lambda topic, payload: self.publisher.publish_discovery(topic, payload),
+                lambda topic, payload, retain: self.bus.publish_paced(
+                    Outbound(topic, payload, DISCOVERY_QOS, retain), discovery_window
+                ),
+                connected=lambda: self.bus.connected,
+                probe=lambda topic, payload: self.bus.publish_confirmed(
+                    Outbound(topic, payload, DISCOVERY_QOS, False)
+                ),
             )
             subs.append((self.ha.status_topic, False))
         self.bus = Bus(
@@ -121,6 +131,8 @@ class AgentService:
             self.settings.topic_prefix,
         )
         self.hypervisor.start()
+        if self.ha is not None:
+            self.ha.start()
         self.bus.start()
         for name, body in (
             ("hypervisor-events", self._hypervisor_events),
@@ -138,6 +150,8 @@ class AgentService:
     def stop(self) -> None:
         logger.info("agent %s stopping", self.host)
         self._stop.set()
+        if self.ha is not None:
+            self.ha.stop()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
         self.executor.shutdown()
         self.ticker.shutdown()
@@ -179,8 +193,6 @@ class AgentService:
             if self.inventory.synced:
                 for state in self.inventory.all():
                     self.publisher.publish_state(state)
-            self.publisher.send_discovery()
-        elif ev.kind == "discovery":
             self.publisher.send_discovery()
         elif ev.kind == "disconnected":
             self.inventory.synced = False
@@ -266,6 +278,11 @@ class AgentService:
 
     # -- MQTT side (one dispatcher; never calls libvirt) ------------------------------------
     def _enqueue(self, msg: Inbound) -> None:
+        if self.ha is not None and msg.topic == self.ha.status_topic:
+            # Handled here, on paho's thread (it only counts or sets a flag): a storm of these
+            # never fills the queue that commands wait in.
+            self.ha.on_status(msg.payload, msg.retain)
+            return
         try:
             self._inbound.put_nowait(msg)
         except queue.Full:
@@ -282,12 +299,6 @@ class AgentService:
     def _on_inbound(self, msg: Inbound) -> None:
         if msg is _MQTT_CONNECTED:
             self._request(HypervisorEvent("republish"))
-            return
-        if self.ha is not None and msg.topic == self.ha.status_topic:
-            if discovery.is_ha_online(msg.payload) and not msg.retain:
-                self._request(HypervisorEvent("discovery"))
-            elif discovery.is_ha_online(msg.payload):
-                logger.debug("Home Assistant online (retained): configs already sent on connect")
             return
         parsed = self.topics.parse(msg.topic)
         if parsed is None or parsed.host != self.host:

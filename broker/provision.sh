@@ -3,7 +3,7 @@
 #
 #   broker/provision.sh --out DIR [--prefix kvmsup] [--ha-prefix homeassistant] \
 #       --agent HOST_ID[:SECRET]... --gateway GATEWAY_ID[:SECRET]... \
-#       [--homeassistant USER[:SECRET]]
+#       [--homeassistant USER[:SECRET]] [--legacy-discovery]
 #
 # DIR/passwd and DIR/acl describe exactly the users listed: a user left out is removed from both.
 # A user given without a secret keeps the password it already has in DIR/passwd (so one secret
@@ -31,6 +31,7 @@ ha_prefix="homeassistant"
 agents=()
 gateways=()
 ha=""
+legacy_discovery=0
 
 while (($#)); do
     case "$1" in
@@ -40,12 +41,17 @@ while (($#)); do
         --agent) agents+=("${2:?--agent needs HOST_ID[:SECRET]}"); shift 2 ;;
         --gateway) gateways+=("${2:?--gateway needs GATEWAY_ID[:SECRET]}"); shift 2 ;;
         --homeassistant) ha="${2:?--homeassistant needs USER[:SECRET]}"; shift 2 ;;
+        --legacy-discovery) legacy_discovery=1; shift ;;
         -h | --help) usage ;;
         *) echo "provision.sh: unknown argument $1" >&2; usage ;;
     esac
 done
 
 [[ -n "$out" ]] || usage
+if ((legacy_discovery)); then
+    echo "provision.sh: --legacy-discovery: agents may write other hosts' old-layout" \
+        "Home Assistant configs until you provision again without it" >&2
+fi
 ((${#agents[@]} + ${#gateways[@]})) || [[ -n "$ha" ]] || die "no users given"
 command -v mosquitto_passwd >/dev/null || die "mosquitto_passwd not found (apt install mosquitto)"
 
@@ -132,19 +138,24 @@ topic read $root/$h/vm/+/set
 topic read $ha_prefix/status
 topic write $ha_prefix/+/kvmsup_$h/+/config
 EOF
-    # A VM's discovery node id is `kvmsup_<host>_<uuid-hex>`: an ACL level is matched whole or by
-    # `+`, never by prefix, so the node id level cannot be tied to the host. The tightest rule
-    # Mosquitto can express pins the component and object id of each entity the agent publishes
-    # (agent/discovery.py VM_OBJECTS; the provisioning test checks the list against it). What is
-    # left open: an agent can write any node's config for these 12 (component, object) pairs,
-    # other hosts' VMs included. See broker/README.md.
-    local pair
-    for pair in "${vm_discovery[@]}"; do
-        printf 'topic write %s/%s/+/%s/config\n' "$ha_prefix" "${pair%%/*}" "${pair#*/}"
-    done
+    # Every Home Assistant config of the host and its VMs sits under the node id `kvmsup_<host>`
+    # (SPEC §6), so the rule above pins discovery to the host like every other rule here.
+    if ((legacy_discovery)); then
+        # Migration window only: agents before the per-host layout wrote a VM's configs under
+        # `kvmsup_<host>_<uuid-hex>`, a level no ACL can tie to the host. These rules let an
+        # upgraded agent clear them; they also let it write any node's config for these 12
+        # (component, object) pairs, other hosts' included. Provision again without the flag
+        # once every agent has restarted on the new version. See broker/README.md.
+        local pair
+        for pair in "${vm_discovery[@]}"; do
+            printf 'topic write %s/%s/+/%s/config\n' "$ha_prefix" "${pair%%/*}" "${pair#*/}"
+        done
+    fi
     echo
 }
 
+# The entities of the earlier layout (agent/discovery.py VM_OBJECTS; the production test checks
+# the list against it), for --legacy-discovery only.
 vm_discovery=(
     switch/power sensor/state sensor/cpu sensor/memory_used sensor/memory_percent
     sensor/disk_read sensor/disk_write sensor/net_rx sensor/net_tx

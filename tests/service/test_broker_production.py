@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -34,7 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import discovery
-from tests.support.agentctl import DEMO_A
+from tests.support.agentctl import DEMO_A, DEMO_B
 from tests.support.broker import mosquitto_binary
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.ports import free_port, wait_port
@@ -55,6 +57,8 @@ ROOT_TOPIC = "kvmsup/v1"
 WEB = DEMO_A["web-01"]
 OFF = DEMO_A["shared-vm"]
 NOT_AUTHORIZED = 0x87
+HA = "homeassistant"
+_LEGACY_NODE = re.compile(r"'homeassistant/\w+/kvmsup_demo-a_[0-9a-f]{32}/\w+/config'")
 
 
 @dataclass
@@ -357,7 +361,12 @@ def agent_a(tmp_path: Path, prod_broker: ProdBroker) -> Iterator[Service]:
     out = svc.output()
     assert "Traceback" not in out, out[-4000:]
     assert SECRETS["demo-a"] not in out, "the agent logged its MQTT password"
-    assert not prod_broker.denied("demo-a", mark), prod_broker.denied("demo-a", mark)
+    # One refusal is expected: the agent's probe of the earlier discovery layout, which the
+    # per-host ACL closes (agent/homeassistant.py `_migrate`); it then writes nothing there.
+    denied = prod_broker.denied("demo-a", mark)
+    assert len(denied) <= 1 and all(_LEGACY_NODE.search(d) for d in denied), denied
+    if denied:
+        assert "nothing moved" in out
 
 
 def request(action: str, vm: str) -> tuple[str, bytes]:
@@ -384,15 +393,54 @@ def test_agent_over_tls_publishes_status_states_and_every_discovery_config(agent
     gw.wait_for(f"{ROOT_TOPIC}/demo-a/status", lambda s: s["online"] is True)
     for uid in DEMO_A.values():
         gw.wait_for(f"{ROOT_TOPIC}/demo-a/vm/{uid}/state", lambda s: s["uuid"] is not None)
-    # Every config topic the agent builds is one its ACL lets through (provision.sh's list of
-    # (component, object) pairs is checked against agent/discovery.py here).
+    # Every config topic the agent builds is one its ACL lets through: all under its node id.
     expected = set(discovery.host_config_topics("demo-a", "homeassistant"))
     for uid in DEMO_A.values():
         expected |= set(discovery.config_topics("demo-a", uid, "homeassistant"))
     wait_until(lambda: expected <= ha.topics(), 10)
-    # The agent's wider discovery rule still stops outside kvmsup's own object ids.
+    assert {t.split("/")[2] for t in expected} == {"kvmsup_demo-a"}
+    # Its probe of the earlier layout was refused (PUBACK 0x87): it knows, and moves on.
+    wait_until(lambda: "nothing moved" in agent_a.output(), 10)
+    # Nothing outside its node id: another integration's config, for one.
     stranger = connect("demo-b")
     assert stranger.publish("homeassistant/light/kitchen/light/config", "{}").value == 0x87
+
+
+def test_an_agent_cannot_write_any_config_of_another_host(prod_broker, connect):
+    """Issue 14: with demo-a's credentials, a retained config taking over demo-b's VM switch
+    (command_topic at another VM's `set`, payload_off DESTROY) is refused in every form."""
+    ha = connect("homeassistant")
+    ha.subscribe("homeassistant/#")
+    attacker = connect("demo-a")
+    victim_vm = DEMO_B["shared-vm"]
+    hexa = victim_vm.replace("-", "")
+    evil = json.dumps(
+        {
+            "name": "Power",
+            "unique_id": f"kvmsup_demo-b_{hexa}_power",
+            "command_topic": f"{ROOT_TOPIC}/demo-b/vm/{victim_vm}/set",
+            "payload_off": "destroy",
+            "device": {"identifiers": [f"kvmsup_vm_demo-b_{hexa}"]},
+        }
+    )
+    targets = discovery.host_config_topics("demo-b", "homeassistant")
+    targets += discovery.config_topics("demo-b", victim_vm, "homeassistant")
+    targets += discovery.legacy_config_topics("demo-b", victim_vm, "homeassistant")
+    targets += [
+        f"homeassistant/switch/kvmsup_demo-b_{hexa}/power/config",
+        f"homeassistant/switch/kvmsup_demo-b/{hexa}_power/config",
+        "homeassistant/switch/kvmsup_demo-b/power/config",
+        "homeassistant/device/kvmsup_demo-b/config",
+        "homeassistant/switch/kvmsup_demo-b/x/y/config",
+    ]
+    for topic in targets:
+        assert attacker.publish(topic, evil, retain=True).value == NOT_AUTHORIZED, topic
+        assert attacker.publish(topic, b"", retain=True).value == NOT_AUTHORIZED, topic
+    # Control: the same credentials still write their own host's configs.
+    own = discovery.config_topics("demo-a", DEMO_A["web-01"], "homeassistant")[0]
+    assert attacker.publish(own, "{}", retain=False).value == 0
+    ha.wait_for(own)
+    assert not [t for t in ha.topics() if "demo-b" in t], ha.topics()
 
 
 def test_anonymous_wrong_password_and_plain_tcp_are_refused(prod_broker, connect):
@@ -590,4 +638,72 @@ def test_provision_refuses_unsafe_usernames_and_keeps_passwords(tmp_path):
     assert set(lines) == {"demo-a", "gw1"}
     assert f"demo-a:{lines['demo-a']}" in first.splitlines()
     assert "pattern" not in acl and "user demo-a\n" in acl
+    # Discovery: one rule per agent, its own node id; no per-object wildcards any more.
+    agent_block = acl.split("user demo-a\n", 1)[1].split("\n\n", 1)[0]
+    discovery_rules = [r for r in agent_block.splitlines() if "homeassistant/" in r]
+    assert discovery_rules == [
+        "topic read homeassistant/status",
+        "topic write homeassistant/+/kvmsup_demo-a/+/config",
+    ]
+    # The migration window re-opens the earlier layout's 12 rules, and says so.
+    window = provision(tmp_path / "window", "--legacy-discovery")
+    assert window.returncode == 0 and "--legacy-discovery" in window.stderr
+    legacy = (tmp_path / "window" / "acl").read_text()
+    pairs = {
+        f"topic write homeassistant/{spec.component}/+/{spec.object_id}/config"
+        for spec in discovery.VM_OBJECTS
+    }
+    assert pairs <= set(legacy.splitlines())
     assert (out / "passwd").stat().st_mode & 0o077 == 0
+
+
+def test_upgrade_window_lets_an_agent_move_its_old_layout_then_closes(
+    prod_broker, connect, tmp_path
+):
+    """broker/README.md's upgrade: provision with --legacy-discovery, restart the agent (it moves
+    its VMs' configs off the old layout), provision without it. Live, with the production ACL."""
+    secrets = prod_broker.ca.parent
+
+    def reprovision(*extra: str) -> None:
+        done = provision(secrets, *extra)
+        assert done.returncode == 0, done.stderr
+        if os.geteuid() == 0:
+            _owned_by_broker_user(secrets)
+        prod_broker.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)  # Mosquitto reloads passwd and acl on its next loop
+
+    def retained() -> set[str]:
+        reader = connect("homeassistant")  # replaces the previous HA session (one per user)
+        reader.subscribe("homeassistant/#")
+        time.sleep(1.0)
+        return {m.topic for m in reader.messages if m.retain and m.payload}
+
+    legacy = {t for u in DEMO_A.values() for t in discovery.legacy_config_topics("demo-a", u, HA)}
+    new = set(discovery.host_config_topics("demo-a", HA))
+    new |= {t for u in DEMO_A.values() for t in discovery.config_topics("demo-a", u, HA)}
+    reprovision("--legacy-discovery")
+    try:
+        old_agent = connect("homeassistant")  # seeds what an earlier agent left retained
+        for topic in legacy:
+            assert not old_agent.publish(topic, '{"unique_id":"x"}', retain=True).is_failure
+        mark = prod_broker.mark()
+        svc = agent_service(
+            tmp_path,
+            "demo-a",
+            prod_broker.url("demo-a"),
+            demo_node_uri("demo-a"),
+            KVMSUP_MQTT_CA=str(prod_broker.ca),
+        ).start()
+        try:
+            wait_until(lambda: "per-host layout (4 VMs moved)" in svc.output(), 20)
+        finally:
+            svc.stop()
+        assert "Traceback" not in svc.output()
+        assert not prod_broker.denied("demo-a", mark)
+        found = retained()
+        assert new <= found and not (legacy & found), sorted(legacy & found)
+    finally:
+        reprovision()
+    # Closed again: demo-a may no longer write a node id that is not its own.
+    after = connect("demo-a")
+    assert after.publish(sorted(legacy)[0], b"", retain=True).value == NOT_AUTHORIZED

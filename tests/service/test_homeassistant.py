@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 
 import libvirt
 import pytest
 
 from agent import discovery
+from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.agentctl import DEMO_A, DEMO_B, AgentClient
-from tests.support.hass import REQUIRED, ha_number, render
+from tests.support.hass import REQUIRED, HassDiscovery, ha_number, render
 from tests.support.mqtt import Recorder
 from tests.support.procs import demo_node_uri
 
@@ -26,10 +28,12 @@ PER_HOST = len(discovery.HOST_OBJECTS)
 
 
 def configs(rec: Recorder) -> dict[str, dict]:
-    """The latest retained config per discovery topic (an empty payload deletes it)."""
+    """The latest retained config per discovery topic (an empty payload deletes it; a migration
+    marker, never retained, is not a config)."""
     latest: dict[str, bytes] = {}
     for m in rec.matching(lambda m: m.topic.startswith(f"{HA}/") and m.topic.endswith("/config")):
-        latest[m.topic] = m.payload
+        if m.payload != discovery.MIGRATE_PAYLOAD:
+            latest[m.topic] = m.payload
     return {t: json.loads(p) for t, p in latest.items() if p}
 
 
@@ -44,8 +48,13 @@ def wait_configs(rec: Recorder, count: int, timeout: float = 10) -> dict[str, di
 
 
 def per_vm(found: dict[str, dict], host: str, uuid: str) -> dict[str, dict]:
-    node = f"kvmsup_{host}_{uuid.replace('-', '')}"
-    return {t.split("/")[3]: c for t, c in found.items() if t.split("/")[2] == node}
+    """object id -> config of one VM: `<prefix>/<component>/kvmsup_<host>/<uuid-hex>_<object>`."""
+    node, stem = f"kvmsup_{host}", f"{uuid.replace('-', '')}_"
+    return {
+        t.split("/")[3].removeprefix(stem): c
+        for t, c in found.items()
+        if t.split("/")[2] == node and t.split("/")[3].startswith(stem)
+    }
 
 
 @pytest.fixture
@@ -124,6 +133,7 @@ def test_discovery_of_two_hosts_with_the_same_vm_name(ha, start_agent):
         == "running"
     )
     host_cfg = {t.split("/")[3]: c for t, c in found.items() if t.split("/")[2] == "kvmsup_demo-a"}
+    assert {"connectivity", "vms_running"} <= host_cfg.keys()
     batch = ha.on(TOPICS.host_metrics("demo-a"))[-1].payload
     assert ha_number(render(host_cfg["vms_running"]["value_template"], batch)) == 2
 
@@ -224,8 +234,7 @@ def test_undefine_removes_and_rename_updates_configs(ha, start_agent, testdriver
     try:
         dom = conn.defineXML(VM_XML.format(name="ha vm #1", uuid=uuid))
         start_agent("ha-host", uri)
-        node = f"kvmsup_ha-host_{uuid.replace('-', '')}"
-        mine = lambda: {t: c for t, c in configs(ha).items() if t.split("/")[2] == node}  # noqa: E731
+        mine = lambda: {t: c for t, c in configs(ha).items() if uuid.replace("-", "") in t}  # noqa: E731
         deadline = time.monotonic() + 10
         while len(mine()) < PER_VM and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -268,3 +277,145 @@ def test_undefine_removes_and_rename_updates_configs(ha, start_agent, testdriver
         ha.wait_for(lambda m: m.topic == state_topic and m.payload == b"")
     finally:
         conn.close()
+
+
+# -- the move from the earlier layout, in front of Home Assistant's bookkeeping ---------------
+def demo_vm(host: str, name: str, uuid: str) -> VmState:
+    return VmState(
+        host=host,
+        uuid=uuid,
+        name=name,
+        state="running",
+        reason="booted",
+        is_active=True,
+        vcpus=1,
+        memory_mb=512,
+        max_memory_mb=512,
+        autostart=False,
+        persistent=True,
+        seq=1,
+    )
+
+
+def seed_old_agent(broker_port: int, host: str, vms: dict[str, str]) -> None:
+    """What an agent before the per-host layout left on the broker: retained configs under
+    `kvmsup_<host>_<uuid-hex>/<object>`, the host's own under `kvmsup_<host>`."""
+    old = Recorder(broker_port)
+    for topic, payload in discovery.host_configs(host, None, TOPICS, HA, "0.9"):
+        old.publish(topic, payload, retain=True)
+    for name, uuid in vms.items():
+        new = discovery.vm_configs(host, demo_vm(host, name, uuid), TOPICS, HA, "0.9")
+        for topic, (_, payload) in zip(
+            discovery.legacy_config_topics(host, uuid, HA), new, strict=True
+        ):
+            old.publish(topic, payload, retain=True)
+    old.close()
+
+
+def retained_topics(broker_port: int, pattern: str) -> set[str]:
+    late = Recorder(broker_port)
+    late.subscribe(pattern, settle=0.5)
+    found = {m.topic for m in late.messages if m.retain and m.payload}
+    late.close()
+    return found
+
+
+def test_upgrading_from_the_old_layout_keeps_every_entity_once(broker, ha, start_agent):
+    """Issue 14: an agent upgraded in front of Home Assistant ends with the same entities, same
+    ids and names, each bound to its new topic once; nothing removed, nothing refused."""
+    gone = "a0000000-0000-4000-8000-0000000000ff"  # undefined while the agent was down
+    seed_old_agent(broker.port, "demo-a", DEMO_A | {"gone vm": gone})
+    orphan_state = demo_vm("demo-a", "gone vm", gone).model_dump_json().encode()
+    ha.publish(TOPICS.vm_state("demo-a", gone), orphan_state, retain=True)
+    wait_configs(ha, PER_HOST + (len(DEMO_A) + 1) * PER_VM)
+
+    hass = HassDiscovery(HA)
+    for m in ha.messages:  # Home Assistant as it was: the old agent's entities discovered
+        hass.receive(m.topic, m.payload)
+    assert not hass.refused and not hass.removed
+    web_power = f"kvmsup_demo-a_{DEMO_A['web-01'].replace('-', '')}_power"
+    hass.entities()[web_power].name = "Web server power"  # a user's rename
+    before = {
+        uid: (e.id, e.entity_id, e.name, e.device_id, e.disabled)
+        for uid, e in hass.entities().items()
+        if gone.replace("-", "") not in uid
+    }
+    seen = len(ha.messages)
+
+    agent = start_agent("demo-a", demo_node_uri("demo-a"))
+    deadline = time.monotonic() + 30
+    while "per-host layout (4 VMs moved)" not in agent.output():
+        assert time.monotonic() < deadline, agent.output()[-3000:]
+        time.sleep(0.1)
+    new_topics = set(discovery.host_config_topics("demo-a", HA))
+    for uuid in DEMO_A.values():
+        new_topics |= set(discovery.config_topics("demo-a", uuid, HA))
+    deadline = time.monotonic() + 10
+    while not new_topics <= retained_topics(broker.port, f"{HA}/#"):
+        assert time.monotonic() < deadline
+    time.sleep(0.5)
+
+    for m in ha.messages[seen:]:  # everything the upgrade sent, in broker order
+        hass.receive(m.topic, m.payload)
+    assert hass.refused == [], hass.refused
+    # Removed: the undefined VM's entities, and nothing else.
+    assert len(hass.removed) == PER_VM and all("gone_vm" in e for e in hass.removed)
+    after = {
+        uid: (e.id, e.entity_id, e.name, e.device_id, e.disabled)
+        for uid, e in hass.entities().items()
+    }
+    assert after == before
+    bound = hass.bound()
+    assert set(bound) == set(before)  # each entity loaded once, none left over
+    assert set(bound.values()) == new_topics
+    # The broker keeps the new layout only: no old config left to rediscover, no orphan.
+    assert retained_topics(broker.port, f"{HA}/#") == new_topics
+    assert not retained_topics(broker.port, TOPICS.vm_state("demo-a", gone))
+
+
+def test_a_flood_of_births_and_junk_never_starves_command_replies(broker, start_agent):
+    """Issue 8: a storm on homeassistant/status (births, binary junk, a large payload, a retained
+    one) while commands are sent: every command gets its final reply, the agent survives, and
+    the births cost a few republishes, not one each. With paho's outgoing queue at 60, two full
+    republishes (50 configs each) unpaced would fill it and have replies refused."""
+    agent = start_agent("demo-a", demo_node_uri("demo-a"), KVMSUP_OFFLINE_QUEUE="60")
+    watcher = Recorder(broker.port)  # sees configs and replies, not the storm itself
+    watcher.subscribe(f"{HA}/+/+/+/config", f"{HA}/+/+/config")
+    client = AgentClient(watcher, "demo-a")
+    try:
+        wait_configs(watcher, PER_HOST + len(DEMO_A) * PER_VM, timeout=20)
+        stop = threading.Event()
+        sent = [0]
+
+        def flood() -> None:
+            storm = Recorder(broker.port)
+            junk = [b"\xff\xfe\x00garbage", b"online" * 10_000, b'{"state": "online"}', b""]
+            while not stop.is_set():
+                storm.client.publish(f"{HA}/status", b"online", qos=0)
+                if sent[0] % 100 == 0:
+                    storm.client.publish(f"{HA}/status", junk[sent[0] // 100 % len(junk)], qos=0)
+                sent[0] += 1
+                if sent[0] % 20 == 0:
+                    time.sleep(0.002)  # a storm, not a benchmark of two shared cores
+            storm.publish(f"{HA}/status", b"\xc3\x28junk", retain=True)
+            storm.publish(f"{HA}/status", b"", retain=True)
+            storm.close()
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        try:
+            time.sleep(1.0)
+            finals = [client.call("start", DEMO_A["web-01"], timeout=30) for _ in range(20)]
+        finally:
+            stop.set()
+            flooder.join(10)
+        assert len(finals) == 20 and all(f["status"] != "accepted" for f in finals)
+        out = agent.output()
+        assert "queue full" not in out.lower(), out[-3000:]  # paho never turned one away
+        # Still answering after the storm; the storm cost rounds, not one per message.
+        assert client.call("start", DEMO_A["web-01"])["status"] != "accepted"
+        rounds = out.count("HA discovery sent for demo-a")
+        assert sent[0] > 1000 and rounds < max(10, sent[0] // 100), (sent[0], rounds)
+        assert out.count("unexpected payload") <= 5
+    finally:
+        watcher.close()

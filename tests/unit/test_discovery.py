@@ -24,7 +24,7 @@ from shared.messages import (
     VmState,
     dump,
 )
-from shared.topics import TopicError, Topics
+from shared.topics import TopicError, Topics, matches
 from tests.support.hass import (
     ACCEPTED,
     COMMON,
@@ -94,7 +94,8 @@ def configs(
 ) -> dict[str, dict[str, Any]]:
     """object id → decoded config of one VM."""
     out = discovery.vm_configs(host, vm or vm_state(), topics or Topics(), HA, "1.2.3", **kw)
-    return {topic.split("/")[-2]: json.loads(payload) for topic, payload in out}
+    # A VM's object id level is `<uuid-hex>_<object>`.
+    return {topic.split("/")[-2].split("_", 1)[1]: json.loads(payload) for topic, payload in out}
 
 
 def host_cfgs(
@@ -224,12 +225,44 @@ def test_unique_ids_are_unique_across_hosts_with_the_same_vm_name() -> None:
 
 
 def test_device_ids_of_a_host_and_a_vm_never_collide() -> None:
-    # Host ids may contain `_`: a host named like another host's VM node id.
+    # Host ids may contain `_`: a host named like another host's VM unique_id stem.
     tricky = f"h1_{UUID_A.replace('-', '')}"
-    assert discovery.host_node_id(tricky) == discovery.vm_node_id("h1", UUID_A)
+    assert discovery.host_node_id(tricky) == discovery.vm_unique_stem("h1", UUID_A)
     assert discovery.host_device_id(tricky) != discovery.vm_device_id("h1", UUID_A)
     host_topics = set(discovery.host_config_topics(tricky, HA))
     assert host_topics.isdisjoint(discovery.config_topics("h1", UUID_A, HA))
+    host_ids = {c["unique_id"] for c in host_cfgs(tricky).values()}
+    assert host_ids.isdisjoint(c["unique_id"] for c in configs("h1").values())
+
+
+@pytest.mark.parametrize("other", ["h2", "h1_x", "h1-2", "xh1", f"h1_{UUID_A.replace('-', '')}"])
+def test_one_acl_rule_per_host_covers_its_configs_and_no_other_hosts(other: str) -> None:
+    """provision.sh gives agent `h` `homeassistant/+/kvmsup_<h>/+/config` and nothing else."""
+    mine = f"{HA}/+/kvmsup_h1/+/config"
+    own = discovery.host_config_topics("h1", HA) + discovery.config_topics("h1", UUID_A, HA)
+    assert all(matches(mine, t) for t in own)
+    theirs = discovery.host_config_topics(other, HA)
+    for uuid in (UUID_A, UUID_B):
+        theirs += discovery.config_topics(other, uuid, HA)
+    assert not any(matches(mine, t) for t in theirs)
+    # The earlier layout put host and VM in one level: no whole-level rule could pin it.
+    assert not any(matches(mine, t) for t in discovery.legacy_config_topics("h1", UUID_A, HA))
+
+
+def test_the_layout_change_keeps_every_unique_id_and_device_identifier() -> None:
+    """Pinned literally: Home Assistant keys entities, history and automations on these."""
+    hexa = UUID_A.replace("-", "")
+    found = configs("h1")
+    assert found["power"]["unique_id"] == f"kvmsup_h1_{hexa}_power"
+    assert found["force_off"]["unique_id"] == f"kvmsup_h1_{hexa}_force_off"
+    assert found["power"]["device"]["identifiers"] == [f"kvmsup_vm_h1_{hexa}"]
+    assert found["power"]["device"]["via_device"] == "kvmsup_host_h1"
+    assert host_cfgs("h1")["connectivity"]["unique_id"] == "kvmsup_h1_connectivity"
+    assert host_cfgs("h1")["connectivity"]["device"]["identifiers"] == ["kvmsup_host_h1"]
+    for spec, topic in zip(
+        discovery.VM_OBJECTS, discovery.config_topics("h1", UUID_A, HA), strict=True
+    ):
+        assert topic == f"{HA}/{spec.component}/kvmsup_h1/{hexa}_{spec.object_id}/config"
 
 
 @pytest.mark.parametrize("name", NASTY_NAMES)
@@ -249,10 +282,13 @@ def test_topics_and_ids_use_only_safe_characters(name: str) -> None:
 
 
 def test_object_ids_follow_spec() -> None:
-    assert discovery.vm_node_id("h1", UUID_A) == "kvmsup_h1_" + UUID_A.replace("-", "")
+    hexa = UUID_A.replace("-", "")
+    assert discovery.vm_unique_stem("h1", UUID_A) == "kvmsup_h1_" + hexa
     assert discovery.host_node_id("h1") == "kvmsup_h1"
     topics = discovery.config_topics("h1", UUID_A, HA)
-    assert f"{HA}/switch/kvmsup_h1_{UUID_A.replace('-', '')}/power/config" in topics
+    assert f"{HA}/switch/kvmsup_h1/{hexa}_power/config" in topics
+    legacy = discovery.legacy_config_topics("h1", UUID_A, HA)
+    assert f"{HA}/switch/kvmsup_h1_{hexa}/power/config" in legacy
     assert f"{HA}/binary_sensor/kvmsup_h1/connectivity/config" in discovery.host_config_topics(
         "h1", HA
     )
@@ -300,11 +336,13 @@ def test_every_named_topic_is_one_the_agent_uses(prefix: str) -> None:
                 )
 
 
-def test_removals_cover_every_config_topic() -> None:
+def test_removals_cover_every_config_topic_of_both_layouts() -> None:
     removals = discovery.vm_removals("h1", UUID_A, HA)
     published = [t for t, _ in discovery.vm_configs("h1", vm_state(), Topics(), HA, "1")]
-    assert sorted(t for t, _ in removals) == sorted(published)
+    legacy = discovery.legacy_config_topics("h1", UUID_A, HA)
+    assert sorted(t for t, _ in removals) == sorted(published + legacy)
     assert len(published) == len(set(published)) == len(discovery.VM_OBJECTS)
+    assert set(published).isdisjoint(legacy)
     assert all(payload == b"" for _, payload in removals)
 
 
@@ -319,6 +357,10 @@ def test_signature_changes_with_what_the_configs_show() -> None:
 def test_ha_status_helpers() -> None:
     assert discovery.ha_status_topic(HA) == "homeassistant/status"
     assert discovery.is_ha_online(b"online") and not discovery.is_ha_online(b"offline")
+    assert discovery.ha_status(b" online\n") == "online"
+    assert discovery.ha_status(b"offline") == "offline"
+    for junk in (b"\xff\xfe\x00online", b"online" + b" " * 100_000, b"{}", b"", b"ONLINE"):
+        assert discovery.ha_status(junk) == "junk"
 
 
 # -- value templates over real payloads ------------------------------------------------------
