@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway.config import Settings
 
@@ -26,6 +27,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     prometheus.init_app(app)
     openapi.init_app(app)
     realtime.init_app(app, gateway)
+    if settings.trusted_proxies:
+        # Outermost, so the Socket.IO session guard and the auth throttle both see the client's
+        # address from X-Forwarded-For instead of the proxy's.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
     gateway.start()
     atexit.register(gateway.stop)
     return app

@@ -10,6 +10,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from gateway.auth import TokenError, read_tokens
 from gateway.config import Settings
 
 logger = logging.getLogger("gateway")
@@ -35,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         for err in exc.errors():
             logger.error("bad setting %s: %s", ".".join(map(str, err["loc"])), err["msg"])
+        return 2
+    try:
+        # Checked here, before gunicorn forks its worker, so a bad list is one clear line and
+        # exit 2 rather than a worker's traceback. The message never quotes an entry's fields.
+        read_tokens(settings)
+    except (TokenError, OSError) as exc:
+        logger.error("bad setting KVMSUP_API_TOKENS(_FILE): %s", exc)
         return 2
     if settings.flask_debug:
         logging.getLogger().setLevel(logging.DEBUG)

@@ -74,6 +74,14 @@ def parse_tokens(text: str) -> list[tuple[Principal, str]]:
     return entries
 
 
+def read_tokens(settings: Settings) -> list[tuple[Principal, str]]:
+    """The entries of KVMSUP_API_TOKENS and KVMSUP_API_TOKENS_FILE; TokenError when malformed."""
+    text = settings.api_tokens or ""
+    if settings.api_tokens_file:
+        text += "\n" + settings.api_tokens_file.read_text()
+    return parse_tokens(text)
+
+
 class Authenticator:
     """Maps a presented secret to a Principal; `None` when auth is off (KVMSUP_AUTH=none).
 
@@ -94,10 +102,7 @@ class Authenticator:
         if settings.auth == "none":
             logger.warning("KVMSUP_AUTH=none: the API is open to anyone who can reach it")
             return cls(None, throttle)
-        text = settings.api_tokens or ""
-        if settings.api_tokens_file:
-            text += "\n" + settings.api_tokens_file.read_text()
-        entries = parse_tokens(text)
+        entries = read_tokens(settings)
         if not entries:
             logger.warning("no API tokens configured: every request will be refused (401)")
         return cls(entries, throttle)

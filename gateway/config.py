@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_sockets_per_client: int = Field(16, ge=1)
     auth_fail_burst: int = Field(10, ge=1, le=10000)
     auth_fail_per_minute: float = Field(6.0, gt=0, le=60000)
+    # Reverse proxies in front of the gateway whose X-Forwarded-For is believed (0: none, the
+    # TCP peer is the client). Only set it when every request comes through those proxies.
+    trusted_proxies: int = Field(0, ge=0, le=5)
     # Input bounds (SPEC §7): what the gateway reads from clients and from the broker.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_message_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)

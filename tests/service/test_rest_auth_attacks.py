@@ -131,11 +131,12 @@ def test_token_entries_in_the_wrong_order_do_not_echo_the_secret(
         gw.service.start()
         try:
             assert gw.service.proc is not None
-            gw.service.proc.wait(timeout=30)  # refuses to start
+            code = gw.service.proc.wait(timeout=30)  # refuses to start
         finally:
             gw.stop()
         out = log.read_text()
-        assert "token entry 1" in out, out[-2000:]
+        assert code == 2, out[-2000:]
+        assert "token entry 1" in out and "Traceback" not in out, out[-2000:]
         assert secret not in out and "short" not in out.replace("shorter", "")
 
 
@@ -143,3 +144,27 @@ def test_token_entries_in_the_wrong_order_do_not_echo_the_secret(
 def broker_url_for_startup() -> str:
     """The gateway refuses its tokens before it ever reaches a broker."""
     return "mqtt://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("trusted", [0, 1])
+def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    demo_agents: dict[str, Service], start_gateway: Callable[..., GatewayProc], trusted: int
+) -> None:
+    """Behind one trusted proxy, guesses from one forwarded client throttle that client only;
+    with none trusted, a client cannot dodge the throttle by inventing X-Forwarded-For."""
+    gw = start_gateway(
+        KVMSUP_AUTH_FAIL_BURST=str(BURST),
+        KVMSUP_AUTH_FAIL_PER_MINUTE="1",
+        KVMSUP_TRUSTED_PROXIES=str(trusted),
+    )
+    wait_ready(gw)
+    bad = {"Authorization": "Bearer not-a-token-at-all"}
+    for n in range(BURST + 2):
+        status, _, _ = get_from(gw, "127.0.0.1", "/vms", {**bad, "X-Forwarded-For": f"127.9.0.{n}"})
+        assert status in (401, 429)
+    good = {"Authorization": f"Bearer {gw.tokens.viewer}", "X-Forwarded-For": "127.8.0.1"}
+    status, headers, _ = get_from(gw, "127.0.0.1", "/vms", good)
+    if trusted:
+        assert status == 200  # every guess came from another forwarded client
+    else:
+        assert status == 429 and "retry-after" in headers  # all of it was 127.0.0.1
