@@ -22,9 +22,10 @@ ERRORS = {
     401: "No or unknown token",
     403: "The token's role is too low",
     404: "Unknown VM, host or job",
-    429: "Too many failed authentications from this address (`Retry-After` says when to retry)",
     409: "Ambiguous VM name (`candidates`) or a job already running on the VM (`job`)",
-    503: "Host offline or broker unreachable; never queued",
+    413: "The request body is too large (KVMSUP_MAX_BODY_BYTES)",
+    429: "Too many failed authentications from this address (`Retry-After` says when to retry)",
+    503: "Host offline, broker unreachable or the job store unwritable; never queued",
     504: "The agent did not accept the command in time",
 }
 _RETRY_AFTER = {"schema": {"type": "integer"}, "description": "Seconds before trying again"}
@@ -66,7 +67,7 @@ _HOST_LINKS = {
 }
 _JOB_LINK = {"job": _link("job", job_id="$response.body#/id")}
 
-_CMD_ERRORS = (400, 404, 409, 503, 504)
+_CMD_ERRORS = (400, 404, 409, 413, 503, 504)
 _VM_ERRORS = (404, 409)
 
 # Keyed by Flask endpoint; a test checks it matches `app.url_map` both ways.

@@ -118,6 +118,9 @@ _JOB = _obj(
         "finished_at": _opt(_S),
         "success": _B,
         "message": _S,
+        # The gateway's own guess (a timeout, the host offline) that the agent's real outcome
+        # replaced later; null when the job ended as first said.
+        "revised": _opt({"type": "object"}),
     },
     required=["id", "host", "vm", "name", "action", "by", "status", "finished"],
 )
@@ -171,6 +174,11 @@ SCHEMAS: dict[str, Any] = {
             "hosts_offline": _I,
             "gateway_id": _S,
             "timestamp": _S,
+            "messages_dropped": {
+                "type": "object",
+                "additionalProperties": _I,
+                "description": "MQTT messages (or parts) dropped since start, by reason",
+            },
             "hosts": {
                 "type": "array",
                 "items": _obj({"host": _S, "online": _B, "libvirt_connected": _B}),
@@ -258,6 +266,7 @@ SCHEMAS: dict[str, Any] = {
             "error": _opt(_obj({"code": _S, "message": _S}, additionalProperties=True)),
             "updated_at": _S,
             "finished_at": _opt(_S),
+            "revised": _opt({"type": "object"}),
         }
     ),
     "AuditList": _list("audit", ref("AuditEntry")),
