@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 
 from agent.callpool import CallPool
 from agent.errors import AgentError, CallTimeout, OutcomeUnknown
@@ -57,6 +58,17 @@ class _Progress:
     before: VmStateName | None = None
     acted: bool = False
     after: VmStateName | None = None
+
+
+def _late_call_ended(request_id: str, future: Future[None]) -> None:
+    """A call a command stopped waiting for has returned (after a thaw, say): whatever it
+    was, the ticket's guard kept its action from being sent."""
+    exc = future.exception()
+    logger.info(
+        "command %s: the libvirt call held past its deadline returned (%s); no action sent",
+        request_id,
+        f"{type(exc).__name__}: {exc}" if exc else "ok",
+    )
 
 
 class CommandExecutor:
@@ -289,7 +301,8 @@ class CommandExecutor:
         except FutureTimeout:
             pass
         if ticket.expire(since):
-            future.cancel()
+            if not future.cancel():  # running: say when libvirt lets go of it
+                future.add_done_callback(partial(_late_call_ended, ticket.id))
             raise NotBegun("libvirt did not answer before the command's deadline: nothing was sent")
         action, began = ticket.begun[since]
         try:

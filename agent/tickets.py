@@ -13,11 +13,14 @@ connection or cached handle the call would have gone through.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
 
 from agent.errors import AgentError
+
+logger = logging.getLogger(__name__)
 
 
 class NotBegun(AgentError):
@@ -61,10 +64,10 @@ class Ticket:
         entering when the deadline (`by`, default `begin_by`) passed or the reply is out."""
         limit = self.begin_by if by is None else by
         with self._lock:
-            if self._final:
-                raise NotBegun(f"command {self.id} already has its final reply: {action} not sent")
-            if time.monotonic() > limit:
-                raise NotBegun(f"the deadline of command {self.id} passed: {action} not sent")
+            if self._final or time.monotonic() > limit:
+                why = "its final reply is out" if self._final else "its deadline passed"
+                logger.warning("command %s: %s not sent: %s", self.id, action, why)
+                raise NotBegun(f"command {self.id}: {action} not sent: {why}")
             self._running += 1
             self.begun.append((action, time.monotonic()))
             index = len(self.returned)
