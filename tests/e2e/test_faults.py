@@ -118,7 +118,7 @@ def test_libvirtd_frozen_then_thawed(
         # will not be (not a guess of the gateway's, not "it may still happen").
         assert job["status"] == "timed_out", job
         assert job["error"]["code"] == "timeout", job
-        # Keepalive (5 s x 3) gives the connection up: the host says so.
+        # The liveness probe (no answer within 15 s) gives the connection up: the host says so.
         lost = wait_status(stack, t_freeze, connected=False, timeout=30)
         REPORT["freeze_to_libvirt_disconnected_s"] = round(lost - t_freeze, 1)
         ticks = len([m for m in stack.recorder.on(topic) if m.at > t_freeze])
