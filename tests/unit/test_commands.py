@@ -333,10 +333,10 @@ def test_an_action_begun_before_the_deadline_is_reported_as_done_not_timed_out(
     prepare(lv, vm, before)
     gate = Gate("begun")
     lv.hv.hold = gate
-    lv.submit(action, vm, begin_within=0.2, timeout_s=5)
+    lv.submit(action, vm, begin_within=1.0, timeout_s=5)
     assert gate.reached.wait(10)
-    deadline_over = threading.Event()
-    threading.Timer(0.4, deadline_over.set).start()
+    deadline_over = threading.Event()  # the clock, not a synchronisation: past not_after
+    threading.Timer(1.2, deadline_over.set).start()
     assert deadline_over.wait(5)
     assert not lv.has_final(), lv.replies  # no premature timed_out
     gate.release.set()
@@ -351,7 +351,7 @@ def test_an_action_libvirt_never_answers_is_reported_as_outcome_unknown(
     lv = live(call_timeout=0.5)
     gate = Gate("begun")
     lv.hv.hold = gate
-    lv.submit("suspend", WEB, begin_within=0.2)
+    lv.submit("suspend", WEB, begin_within=1.0)
     reply = lv.final(timeout=10)
     assert reply.status == "timed_out" and reply.error is not None
     assert reply.error.code == "outcome_unknown"
