@@ -60,14 +60,15 @@ class _Progress:
     after: VmStateName | None = None
 
 
-def _late_call_ended(request_id: str, future: Future[None]) -> None:
-    """A call a command stopped waiting for has returned (after a thaw, say): whatever it
-    was, the ticket's guard kept its action from being sent."""
+def _late_call_ended(request_id: str, sent: str, future: Future[None]) -> None:
+    """A call a command stopped waiting for has returned (after a thaw, say): logged with
+    what it means, since the command's final reply is already out."""
     exc = future.exception()
     logger.info(
-        "command %s: the libvirt call held past its deadline returned (%s); no action sent",
+        "command %s: the libvirt call held past its deadline returned (%s); %s",
         request_id,
         f"{type(exc).__name__}: {exc}" if exc else "ok",
+        sent,
     )
 
 
@@ -302,7 +303,7 @@ class CommandExecutor:
             pass
         if ticket.expire(since):
             if not future.cancel():  # running: say when libvirt lets go of it
-                future.add_done_callback(partial(_late_call_ended, ticket.id))
+                future.add_done_callback(partial(_late_call_ended, ticket.id, "no action sent"))
             raise NotBegun("libvirt did not answer before the command's deadline: nothing was sent")
         action, began = ticket.begun[since]
         try:
@@ -313,6 +314,8 @@ class CommandExecutor:
         ticket.close()
         if ticket.returned[since]:
             return  # the action returned; only the read after it is late
+        sent = f"{action} was sent before the deadline (reported outcome_unknown)"
+        future.add_done_callback(partial(_late_call_ended, ticket.id, sent))
         raise OutcomeUnknown(
             f"libvirt was asked to {action} and has not answered within "
             f"{self._call_timeout:.0f}s: it may still take effect"
