@@ -18,12 +18,18 @@ class CallPool:
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="libvirt-call")
 
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """For a caller that decides itself what a late answer means (a command's deadline)."""
+        return self._pool.submit(fn)
+
     def run(self, fn: Callable[[], T], timeout: float) -> T:
         future: Future[T] = self._pool.submit(fn)
         try:
             return future.result(timeout=timeout)
         except FutureTimeout as exc:
+            # Still queued behind busy workers: it never runs. Already running: it is abandoned.
+            future.cancel()
             raise CallTimeout(f"libvirt did not answer within {timeout:.0f}s") from exc
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, wait: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -7,19 +7,24 @@ reply: `succeeded` (with `changed:false` when the VM already was as asked), `fai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 
 from agent.callpool import CallPool
-from agent.errors import AgentError, CallTimeout
+from agent.errors import AgentError, CallTimeout, OutcomeUnknown
 from agent.hypervisor import Hypervisor
+from agent.hypervisor.operations import Guard
 from agent.inventory import Inventory
 from agent.requests import Rejection
+from agent.tickets import NotBegun, Ticket
 from agent.transitions import ALLOWED_FROM, TARGET
 from shared.messages import (
     CommandReply,
@@ -27,17 +32,44 @@ from shared.messages import (
     ErrorInfo,
     ReplyStatus,
     VmStateName,
+    utc_now,
 )
 
 logger = logging.getLogger(__name__)
 
 Reply = Callable[[CommandReply], None]
 
+# A shutdown's escalation to destroy may begin up to this long after its wait for the guest
+# ended (`timeout_s` after the shutdown was sent), and never later: the margin covers the
+# scheduling of the waiting thread, not a slow libvirtd.
+ESCALATE_GRACE_S = 5.0
+
 
 @dataclass
 class _Entry:
     reply: CommandReply
     send: Reply | None
+
+
+@dataclass
+class _Progress:
+    """What a call worker found and did for one command (read by the job thread)."""
+
+    before: VmStateName | None = None
+    acted: bool = False
+    after: VmStateName | None = None
+
+
+def _late_call_ended(request_id: str, sent: str, future: Future[None]) -> None:
+    """A call a command stopped waiting for has returned (after a thaw, say): logged with
+    what it means, since the command's final reply is already out."""
+    exc = future.exception()
+    logger.info(
+        "command %s: the libvirt call held past its deadline returned (%s); %s",
+        request_id,
+        f"{type(exc).__name__}: {exc}" if exc else "ok",
+        sent,
+    )
 
 
 class CommandExecutor:
@@ -53,6 +85,7 @@ class CommandExecutor:
         workers: int = 4,
         call_timeout: float = 30.0,
         history: int = 2048,
+        escalate_grace: float = ESCALATE_GRACE_S,
     ) -> None:
         self.host = host
         self._hv = hypervisor
@@ -60,22 +93,25 @@ class CommandExecutor:
         self._on_outcome = on_outcome
         self._on_change = on_change
         self._calls = CallPool(workers)
-        self._jobs = ThreadPoolExecutor(max_workers=workers * 2, thread_name_prefix="command")
         self._max_pending = workers * 8
+        # One thread per admitted command: a job never waits in a queue while its deadline runs.
+        self._jobs = ThreadPoolExecutor(max_workers=self._max_pending, thread_name_prefix="command")
         self._pending = 0
         # A shutdown may wait minutes for its guest: it waits on a pool of its own, one per VM,
         # so quick commands (destroy above all) are never queued behind it.
         self._waits = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shutdown")
         self._shutting_down: set[str] = set()
         self._call_timeout = call_timeout
+        self._escalate_grace = escalate_grace
         self._seen: OrderedDict[str, _Entry] = OrderedDict()
         self._history = history
         self._lock = threading.Lock()
 
-    def shutdown(self) -> None:
-        self._jobs.shutdown(wait=False, cancel_futures=True)
-        self._waits.shutdown(wait=False, cancel_futures=True)
-        self._calls.shutdown()
+    def shutdown(self, wait: bool = False) -> None:
+        """`wait`: until every job and libvirt call already running has returned (tests)."""
+        self._jobs.shutdown(wait=wait, cancel_futures=True)
+        self._waits.shutdown(wait=wait, cancel_futures=True)
+        self._calls.shutdown(wait=wait)
 
     # -- intake -----------------------------------------------------------------------------
     def reject(
@@ -128,11 +164,18 @@ class CommandExecutor:
             name=vm.name,
             state=vm.state,
         )
+        ticket = Ticket(request.id, self._begin_by(request))
         self._remember(request.id, accepted, send)
         if send is not None:
             send(accepted)
         pool = self._waits if request.action == "shutdown" else self._jobs
-        pool.submit(self._run_job, request, send)
+        pool.submit(self._run_job, request, send, ticket)
+
+    def _begin_by(self, request: CommandRequest) -> float:
+        """The monotonic instant after which the command's action may no longer begin: its
+        `not_after`, and never more than `call_timeout` after it was accepted."""
+        left = (request.not_after - utc_now()).total_seconds()
+        return time.monotonic() + max(0.0, min(left, self._call_timeout))
 
     def _refusal(self, uuid: str, action: str, unknown_vm: bool) -> tuple[str, str] | None:
         """Why a request cannot be taken now (code, message), or None; takes a job slot."""
@@ -161,10 +204,11 @@ class CommandExecutor:
                 self._seen.popitem(last=False)
 
     # -- execution (command worker threads) ------------------------------------------------
-    def _run_job(self, request: CommandRequest, send: Reply | None) -> None:
+    def _run_job(self, request: CommandRequest, send: Reply | None, ticket: Ticket) -> None:
         try:
-            reply = self._execute(request)
+            reply = self._execute(request, ticket)
         except Exception as exc:
+            ticket.close()
             logger.exception("command %s crashed", request.id)
             reply = self._final(
                 request, "failed", error=ErrorInfo(code="internal", message=str(exc))
@@ -212,47 +256,79 @@ class CommandExecutor:
             error=error,
         )
 
-    def _fresh(self, uuid: str) -> VmStateName:
+    def _fresh(self, uuid: str, timeout: float | None = None) -> VmStateName:
         """Reads the VM's state from libvirt now, one RPC: the reply carries the true state.
         Publishing it is the event worker's job (lifecycle events, and the tick for misses)."""
-        state, _reason = self._calls.run(lambda: self._hv.domain_state(uuid), self._call_timeout)
+        limit = self._call_timeout if timeout is None else max(0.1, timeout)
+        state, _reason = self._calls.run(lambda: self._hv.domain_state(uuid), limit)
         return self._inventory.state_name(uuid, state)
 
-    def _attempt(
-        self, request: CommandRequest, abandoned: threading.Event
-    ) -> tuple[VmStateName, VmStateName | None]:
-        """On one call worker (no thread hop between the steps): the state before, then, when
-        the action applies, the action and the state after (None when nothing was done).
+    def _guard(self, ticket: Ticket, action: str, uuid: str, by: float | None = None) -> Guard:
+        """The check made on the calling thread just before the action's RPC (see tickets)."""
 
-        The read comes first on purpose: a frozen libvirtd hangs it, not the action, and a
-        read that returns after the job gave up (`abandoned`) sends nothing, so a command
-        reported `timed_out` is never carried out later behind the user's back."""
+        @contextlib.contextmanager
+        def guard() -> Iterator[None]:
+            with ticket.acting(action, by):
+                if action == "shutdown":  # shown `shutting_down` from the moment it is asked
+                    self._inventory.mark_shutdown(uuid, True)
+                yield
+
+        return guard
+
+    def _attempt(self, request: CommandRequest, ticket: Ticket, progress: _Progress) -> None:
+        """On one call worker (no thread hop between the steps): the state before, then, when
+        the action applies, the action (through the ticket's guard) and the state after."""
         uuid, action = request.vm, request.action
 
         def read() -> VmStateName:
             return self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
 
-        before = read()
+        before = progress.before = read()
         if before in TARGET.get(action, ()) or before not in ALLOWED_FROM[action]:
-            return before, None
-        if action == "shutdown":  # waits for the guest: done by the job, not a call worker
-            return before, None
-        if abandoned.is_set():
-            raise CallTimeout("libvirt answered after the deadline: the action was not sent")
-        self._hv.perform(uuid, action)
-        return before, read()
+            return
+        self._hv.perform(uuid, action, guard=self._guard(ticket, action, uuid))
+        progress.acted = True
+        if action != "shutdown":  # the guest's own pace: the shutdown job waits for it
+            progress.after = read()
 
-    def _execute(self, request: CommandRequest) -> CommandReply:
-        action = request.action
+    def _await(self, future: Future[None], ticket: Ticket, deadline: float, since: int) -> None:
+        """Waits for a call worker's job that may begin an action (the ticket's action number
+        `since`). At `deadline`, with no action begun, the ticket turns final and NotBegun
+        says so: the action can no longer begin. An action that began has until
+        `call_timeout` after it began to answer; after that OutcomeUnknown (ticket final)."""
         try:
-            abandoned = threading.Event()
-            try:
-                before, after = self._calls.run(
-                    lambda: self._attempt(request, abandoned), self._call_timeout
-                )
-            except CallTimeout:
-                abandoned.set()
-                raise
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
+            return
+        except FutureTimeout:
+            pass
+        if ticket.expire(since):
+            if not future.cancel():  # running: say when libvirt lets go of it
+                future.add_done_callback(partial(_late_call_ended, ticket.id, "no action sent"))
+            raise NotBegun("libvirt did not answer before the command's deadline: nothing was sent")
+        action, began = ticket.begun[since]
+        try:
+            future.result(timeout=max(0.0, began + self._call_timeout - time.monotonic()))
+            return
+        except FutureTimeout:
+            pass
+        ticket.close()
+        if ticket.returned[since]:
+            return  # the action returned; only the read after it is late
+        sent = f"{action} was sent before the deadline (reported outcome_unknown)"
+        future.add_done_callback(partial(_late_call_ended, ticket.id, sent))
+        raise OutcomeUnknown(
+            f"libvirt was asked to {action} and has not answered within "
+            f"{self._call_timeout:.0f}s: it may still take effect"
+        )
+
+    def _execute(self, request: CommandRequest, ticket: Ticket) -> CommandReply:
+        action = request.action
+        progress = _Progress()
+        try:
+            future = self._calls.submit(lambda: self._attempt(request, ticket, progress))
+            self._await(future, ticket, ticket.begin_by, 0)
+            before = progress.before
+            assert before is not None
             if before in TARGET.get(action, ()):
                 return self._final(request, "succeeded", state=before, changed=False)
             if before not in ALLOWED_FROM[action]:
@@ -265,51 +341,71 @@ class CommandExecutor:
                     ),
                 )
             if action == "shutdown":
-                return self._shutdown(request)
-            return self._final(request, "succeeded", state=after, changed=True)
-        except CallTimeout as exc:
+                return self._shutdown(request, ticket)
+            return self._final(request, "succeeded", state=progress.after, changed=True)
+        except (NotBegun, OutcomeUnknown, CallTimeout) as exc:
             return self._final(
                 request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
             )
         except AgentError as exc:
             return self._final(request, "failed", error=ErrorInfo(code=exc.code, message=str(exc)))
+        finally:
+            ticket.close()
+            if action == "shutdown" and ticket.anything_begun:
+                self._inventory.mark_shutdown(request.vm, False)
+                self._on_change(request.vm)
 
-    def _shutdown(self, request: CommandRequest) -> CommandReply:
+    def _shutdown(self, request: CommandRequest, ticket: Ticket) -> CommandReply:
         """`virDomainShutdown` only asks the guest (PITFALLS 6): the VM shows `shutting_down`
-        until it stops or the timeout; then `force_after` escalates to destroy."""
+        until it stops or `timeout_s` after the request was sent; then `force_after` escalates
+        to destroy, which may begin up to `escalate_grace` after that and never later."""
         uuid = request.vm
         timeout = request.params.timeout_s
-        stopped = escalated = False
-        self._inventory.mark_shutdown(uuid, True)
-        try:
-            self._calls.run(lambda: self._hv.perform(uuid, "shutdown"), self._call_timeout)
-            self._on_change(uuid)
-            stopped = self._wait_state(uuid, ("stopped", "crashed"), timeout)
-            if not stopped and request.params.force_after:
-                logger.warning("shutdown of %s took over %.0fs: destroying it", uuid, timeout)
-                self._calls.run(lambda: self._hv.perform(uuid, "destroy"), self._call_timeout)
+        _, asked_at = ticket.begun[0]
+        stop_by = asked_at + timeout
+        self._on_change(uuid)
+        stopped = self._wait_state(uuid, ("stopped", "crashed"), stop_by)
+        escalated: bool | None = False
+        error: ErrorInfo | None = None
+        if not stopped and request.params.force_after:
+            logger.warning("shutdown of %s took over %.0fs: destroying it", uuid, timeout)
+            since = len(ticket.begun)
+            guard = self._guard(ticket, "destroy", uuid, stop_by + self._escalate_grace)
+            future = self._calls.submit(lambda: self._hv.perform(uuid, "destroy", guard=guard))
+            try:
+                self._await(future, ticket, stop_by + self._escalate_grace, since)
                 escalated = True
-        finally:
-            self._inventory.mark_shutdown(uuid, False)
-            self._on_change(uuid)
-        state = self._fresh(uuid)
-        if stopped or escalated:
+            except NotBegun:
+                error = ErrorInfo(
+                    code="shutdown_timeout",
+                    message=f"the guest did not stop within {timeout:.0f}s and libvirt did not "
+                    "answer in time to force it off: it was not forced off",
+                )
+            except OutcomeUnknown as exc:
+                escalated = True
+                error = ErrorInfo(code=exc.code, message=str(exc))
+        try:
+            # A short read: a libvirtd that stopped answering must not hold the reply long.
+            state: VmStateName | None = self._fresh(uuid, self._escalate_grace)
+        except AgentError:
+            state = None  # the reply then carries the recorded state
+        if error is None and (stopped or escalated):
             return self._final(request, "succeeded", state=state, changed=True, escalated=escalated)
         return self._final(
             request,
             "timed_out",
             state=state,
-            escalated=False,
-            error=ErrorInfo(
+            escalated=escalated,
+            error=error
+            or ErrorInfo(
                 code="shutdown_timeout", message=f"the guest did not stop within {timeout:.0f}s"
             ),
         )
 
-    def _wait_state(self, uuid: str, states: tuple[VmStateName, ...], timeout: float) -> bool:
+    def _wait_state(self, uuid: str, states: tuple[VmStateName, ...], until: float) -> bool:
         """Lifecycle events update the inventory; a poll each second covers a missed event."""
-        deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
+            left = until - time.monotonic()
             if left <= 0:
                 return False
             if self._inventory.wait_for(
@@ -317,7 +413,7 @@ class CommandExecutor:
             ):
                 return True
             try:
-                fresh = self._fresh(uuid)
+                fresh = self._fresh(uuid, until - time.monotonic())
             except AgentError:
                 continue
             if fresh in states:

@@ -29,3 +29,10 @@ class CallTimeout(AgentError):
     """A libvirt call did not return before its deadline (a stuck QEMU monitor, say)."""
 
     code = "timeout"
+
+
+class OutcomeUnknown(AgentError):
+    """A libvirt action began before its command's deadline and has not answered: libvirt may
+    still carry it out (a call sent to a frozen libvirtd cannot be recalled)."""
+
+    code = "outcome_unknown"

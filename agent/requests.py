@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -14,6 +14,9 @@ MAX_COMMAND_BYTES = 64 * 1024
 
 # Plain `set` payloads (SPEC §3): Home Assistant's switch sends ON/OFF.
 SET_ACTIONS = {"ON": "start", "OFF": "shutdown", **{a.upper(): a for a in ACTIONS}}
+# A plain `set` carries no deadline of its own: its action may begin up to this long after it
+# arrived, like a gateway's request with a generous `not_after`.
+SET_BEGIN_WITHIN = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def decode_command(
             request.action,
             request.vm,
         )
-    if request.not_after is not None and request.not_after < now:
+    if request.not_after < now:
         return Rejection(
             "expired",
             f"request expired at {request.not_after.isoformat()}",
@@ -106,6 +109,7 @@ def decode_set(
         params=CommandParams(),
         by="mqtt-set",
         ts=now,
+        not_after=now + SET_BEGIN_WITHIN,
     )
 
 

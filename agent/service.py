@@ -12,13 +12,15 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from agent import domstate
 from agent.bus import Bus, Inbound, Outbound
+from agent.callpool import CallPool
 from agent.commands import CommandExecutor
 from agent.config import AgentSettings
 from agent.discovery import DISCOVERY_QOS
-from agent.errors import DomainNotFound
+from agent.errors import AgentError, DomainNotFound
 from agent.homeassistant import HomeAssistantPublisher
 from agent.hypervisor import Hypervisor, HypervisorEvent
 from agent.intake import Intake
@@ -30,6 +32,12 @@ from shared.messages import HostStatus, MetricsBatch, utc_now
 from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
+
+# The event worker's own libvirt reads give up after this: a `disconnected` queued behind a
+# read hung on a frozen libvirtd would otherwise reach the status topic only after the thaw.
+EVENT_CALL_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
 
 _MQTT_CONNECTED = Inbound("", b"", False)  # marker queued by the bus after every CONNACK
 
@@ -53,6 +61,7 @@ class AgentService:
         self.topics = Topics(settings.topic_prefix)
         self.started_at = utc_now()
         self._stop = threading.Event()
+        self._event_calls = CallPool(2)
         self._hv_events: queue.Queue[HypervisorEvent] = queue.Queue(maxsize=10_000)
         self._inbound: queue.Queue[Inbound] = queue.Queue(maxsize=10_000)
         self.hypervisor = Hypervisor(settings.libvirt_uri, self._hv_events)
@@ -154,6 +163,7 @@ class AgentService:
             self.ha.stop()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
         self.executor.shutdown()
+        self._event_calls.shutdown()
         self.ticker.shutdown()
         self.hypervisor.stop()
 
@@ -211,6 +221,9 @@ class AgentService:
         elif ev.kind == "lifecycle" and ev.uuid:
             self._on_lifecycle(ev)
 
+    def _bounded(self, fn: Callable[[], T]) -> T:
+        return self._event_calls.run(fn, EVENT_CALL_TIMEOUT_S)
+
     def _on_lifecycle(self, ev: HypervisorEvent) -> None:
         assert ev.uuid is not None
         name = domstate.event_name(ev.event) if ev.event >= 0 else "changed"
@@ -218,11 +231,15 @@ class AgentService:
         if ev.event == domstate.EVENT_UNDEFINED and not renaming:
             self._undefined(ev.uuid, ev.name)
             return
+        uuid = ev.uuid
         try:
-            info = self.hypervisor.domain_info(ev.uuid)
+            info = self._bounded(lambda: self.hypervisor.domain_info(uuid))
         except DomainNotFound:
             if not renaming:  # the DEFINED(renamed) event that follows brings the new name
                 self._undefined(ev.uuid, ev.name)  # a transient domain that stopped is gone
+            return
+        except AgentError as exc:
+            logger.warning("VM %s not re-read (%s): the next tick tries again", uuid, exc)
             return
         state = self.inventory.update(info, force=ev.event >= 0)
         if state is None:
@@ -237,7 +254,14 @@ class AgentService:
             state=state.state,
         )
         if ev.event == 2 and self.settings.memory_stats_period > 0:  # started
-            self.hypervisor.set_memory_stats_period(ev.uuid, self.settings.memory_stats_period)
+            self._stats_period(uuid)
+
+    def _stats_period(self, uuid: str) -> None:
+        period = self.settings.memory_stats_period
+        try:
+            self._bounded(lambda: self.hypervisor.set_memory_stats_period(uuid, period))
+        except AgentError as exc:
+            logger.warning("memory stats period of %s not set: %s", uuid, exc)
 
     def _undefined(self, uuid: str, name: str | None) -> None:
         old = self.inventory.remove(uuid)
@@ -249,8 +273,14 @@ class AgentService:
 
     def _resync(self) -> None:
         """After every (re)connection: node facts, every VM republished, vanished ones cleared."""
-        self.publisher.node = self.hypervisor.node_facts()
-        infos = self.hypervisor.list_domains()
+        try:
+            self.publisher.node = self._bounded(self.hypervisor.node_facts)
+            infos = self._bounded(self.hypervisor.list_domains)
+        except AgentError as exc:
+            # Unsynced, commands are refused; a fresh connection brings a fresh resync.
+            logger.warning("resync after connect failed (%s): reconnecting", exc)
+            self.hypervisor.drop()
+            return
         states, gone = self.inventory.replace_all(infos)
         self.sampler.reset()
         for state in states:
@@ -271,9 +301,7 @@ class AgentService:
         if self.settings.memory_stats_period > 0:
             for state in states:
                 if state.is_active:
-                    self.hypervisor.set_memory_stats_period(
-                        state.uuid, self.settings.memory_stats_period
-                    )
+                    self._stats_period(state.uuid)
         logger.info("resynced %d VMs (%d vanished)", len(states), len(gone))
 
     # -- MQTT side (one dispatcher; never calls libvirt) ------------------------------------

@@ -228,7 +228,8 @@ class CommandRequest(Message):
     action: Action
     vm: str
     params: CommandParams = Field(default_factory=CommandParams)
-    not_after: UtcDateTime | None = None
+    # The latest moment the agent may begin the command's libvirt action (required, SPEC §3).
+    not_after: UtcDateTime
     by: str = "unknown"
 
 

@@ -54,8 +54,8 @@ class Connection:
         self._inflight: dict[int, int] = {}
         self._retired: dict[int, tuple[libvirt.virConnect, list[int]]] = {}
         self._stats = BulkSampler()
-        # virDomain handles of the current connection: a command then costs one RPC, not two.
-        self._domains: dict[str, Any] = {}
+        # virDomain handles, each with its connection: a command then costs one RPC, not two.
+        self._domains: dict[str, tuple[libvirt.virConnect, Any]] = {}
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -73,6 +73,11 @@ class Connection:
             conn, self._conn = self._conn, None
         if conn is not None:
             self._retire(conn)
+
+    def drop(self) -> None:
+        """Gives the current connection up as lost: the supervisor reconnects (tests use it to
+        put a reconnect exactly where they want it)."""
+        self._dead.set()
 
     @property
     def connected(self) -> bool:

@@ -5,8 +5,10 @@ Each runs through `Connection._call`; domains are reached through the connection
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import libvirt
@@ -19,10 +21,24 @@ from agent.hypervisor.records import DomainInfo, NodeFacts, domain_info, version
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# The points of a command's path where a test may hold a call (see `Hypervisor.hold`).
+Hold = Callable[[str, str], None]
+Guard = Callable[[], AbstractContextManager[None]]
 
 
 class Hypervisor(Connection):
     """The libvirt adapter the service and the command executor use."""
+
+    # A test's gate, called as hold(stage, uuid) on the thread about to make the call, so a
+    # test can hold a call exactly across a command's deadline or a reconnect: "lookup" (a
+    # domain handle was fetched, not yet cached), "read" (before a state read), "act" (an
+    # action is about to begin) and "begun" (it began: its guard let it through). None in
+    # production.
+    hold: Hold | None = None
+
+    def _pause(self, stage: str, uuid: str) -> None:
+        if self.hold is not None:
+            self.hold(stage, uuid)
 
     def node_facts(self) -> NodeFacts:
         def read(conn: libvirt.virConnect) -> NodeFacts:
@@ -66,10 +82,15 @@ class Hypervisor(Connection):
         return self._call(read)
 
     def _lookup(self, conn: libvirt.virConnect, uuid: str) -> Any:
-        dom = self._domains.get(uuid)
-        if dom is None:
-            dom = conn.lookupByUUIDString(uuid)
-            self._domains[uuid] = dom
+        """The VM's handle on `conn`. A handle is cached with its connection and used on that
+        connection only: a lookup that returns after a reconnect must not send the next call
+        (an action, say) over the old connection, which a thawed libvirtd would still serve."""
+        cached = self._domains.get(uuid)
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+        dom = conn.lookupByUUIDString(uuid)
+        self._pause("lookup", uuid)
+        self._domains[uuid] = (conn, dom)
         return dom
 
     def _on_domain(self, uuid: str, fn: Callable[[Any], T]) -> T:
@@ -85,11 +106,18 @@ class Hypervisor(Connection):
 
     def domain_state(self, uuid: str) -> tuple[int, int]:
         """State and reason only: one RPC, for the command path."""
-        state, reason = self._on_domain(uuid, lambda d: d.state())
+
+        def read(dom: Any) -> Any:
+            self._pause("read", uuid)
+            return dom.state()
+
+        state, reason = self._on_domain(uuid, read)
         return int(state), int(reason)
 
-    def perform(self, uuid: str, action: str) -> None:
-        """Runs one lifecycle action; returns when libvirt has accepted it."""
+    def perform(self, uuid: str, action: str, guard: Guard | None = None) -> None:
+        """Runs one lifecycle action; returns when libvirt has accepted it. `guard()` is
+        entered on this thread immediately before the action's RPC, after the handle lookup,
+        on whichever connection the call runs: it may refuse the action (a command's deadline)."""
         calls: dict[str, Callable[[Any], Any]] = {
             "start": lambda d: d.create(),
             "shutdown": lambda d: d.shutdown(),
@@ -99,7 +127,15 @@ class Hypervisor(Connection):
             "suspend": lambda d: d.suspend(),
             "resume": lambda d: d.resume(),
         }
-        self._on_domain(uuid, calls[action])
+        call = calls[action]
+
+        def act(dom: Any) -> Any:
+            self._pause("act", uuid)
+            with guard() if guard is not None else contextlib.nullcontext():
+                self._pause("begun", uuid)
+                return call(dom)
+
+        self._on_domain(uuid, act)
 
     def set_memory_stats_period(self, uuid: str, period_s: int) -> bool:
         def apply(conn: libvirt.virConnect) -> bool:

@@ -31,6 +31,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed e2e test shows the agent's and the gateway's logs: a flaky failure on a CI
+    runner is otherwise gone with its temporary directory."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, Stack):
+            for svc in (value.agent, value.gateway.service):
+                report.sections.append((f"{svc.name} log ({svc.log})", svc.tail()))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT:
         line = ", ".join(f"{k}={v}" for k, v in REPORT.items())

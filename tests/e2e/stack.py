@@ -101,14 +101,21 @@ class Stack:
         return found
 
     def metrics(
-        self, uuid: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+        self,
+        uuid: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 10.0,
+        since: float = 0.0,
     ) -> dict[str, Any]:
-        """The first VM metrics (from the agent's per-tick batch) matching `predicate`."""
+        """The first VM metrics (from the agent's per-tick batch) matching `predicate` received
+        at or after `since` (monotonic): without it, a batch from before a fault may match."""
         topic = self.client.topics.host_metrics(self.host)
 
         def match(m: Received) -> bool:
-            return m.topic == topic and any(
-                v["uuid"] == uuid and predicate(v) for v in m.json()["vms"]
+            return (
+                m.topic == topic
+                and m.at >= since
+                and any(v["uuid"] == uuid and predicate(v) for v in m.json()["vms"])
             )
 
         batch = self.recorder.wait_for(match, timeout)[0].json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -96,6 +97,20 @@ def test_expired_request_is_refused(agent_a):
     assert reply["status"] == "rejected" and reply["error"]["code"] == "expired"
     assert agent_a.replies(reply["id"])[0]["status"] == "rejected"  # never accepted
     time.sleep(0.3)
+    assert agent_a.states(WEB)[-1]["state"] == "running"
+
+
+def test_request_without_not_after_is_refused(agent_a):
+    # No deadline means no moment after which the agent promises not to act: refused.
+    body = {"v": 1, "id": "no-deadline-1", "action": "destroy", "vm": WEB, "by": "tester"}
+    request_id = agent_a.request(
+        "destroy", WEB, raw=json.dumps(body).encode(), request_id="no-deadline-1"
+    )
+    reply = agent_a.wait_final(request_id)
+    assert reply["status"] == "rejected" and reply["error"]["code"] == "bad_request"
+    assert "not_after" in reply["error"]["message"]
+    assert agent_a.replies(request_id)[0]["status"] == "rejected"  # never accepted
+    assert agent_a.call("start", OFF)["status"] == "succeeded"  # still serving
     assert agent_a.states(WEB)[-1]["state"] == "running"
 
 

@@ -78,6 +78,10 @@ group = "root"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
+# No private mount namespace per QEMU: inside a chroot or a container (many CI runners)
+# libvirt cannot build QEMU's own /dev there, and every guest then fails at start with
+# "Failed to open /dev/null for OFD lock probing". QEMU sees the daemon's /dev instead.
+namespaces = []
 """
 
 

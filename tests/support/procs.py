@@ -59,6 +59,13 @@ class Service:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def tail(self, limit: int = 30000) -> str:
+        """The end of the log, as a failed test prints it (the whole log when it is short)."""
+        out = self.output()
+        if len(out) <= limit:
+            return out
+        return f"[... {len(out) - limit} characters cut ...]\n{out[-limit:]}"
+
     def wait_log(self, needle: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,18 +1,22 @@
-"""The command executor's decisions against a stand-in hypervisor (no libvirt, no broker)."""
+"""The command executor: its decisions against a stand-in, its deadlines against test:///."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
-import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 
 from agent import domstate
 from agent.commands import CommandExecutor
 from agent.errors import HypervisorError
-from agent.hypervisor import DomainInfo
+from agent.hypervisor import DomainInfo, Hypervisor, HypervisorEvent
+from agent.hypervisor.operations import Guard
 from agent.inventory import Inventory
-from shared.messages import CommandReply, CommandRequest
+from shared.messages import CommandReply, CommandRequest, utc_now
 
 pytestmark = pytest.mark.unit
 
@@ -39,14 +43,15 @@ class StandIn:
         self.reads += 1
         return self.state, 0
 
-    def perform(self, uuid: str, action: str) -> None:
+    def perform(self, uuid: str, action: str, guard: Guard | None = None) -> None:
         allowed = {"start": {domstate.SHUTOFF}, "suspend": {domstate.RUNNING}}
         if action in allowed and self.state not in allowed[action]:
             err = HypervisorError(f"cannot {action}: state {self.state}")
             err.code = "invalid_state"
             raise err
-        self.performed.append(action)
-        self.state = NEXT.get(action, self.state)
+        with guard() if guard is not None else contextlib.nullcontext():
+            self.performed.append(action)
+            self.state = NEXT.get(action, self.state)
 
 
 def run(
@@ -71,9 +76,18 @@ def run(
         lambda _u: None,
         call_timeout=call_timeout,  # type: ignore[arg-type]
     )
-    executor.submit(CommandRequest(id="c1", action=action, vm=UUID), send)  # type: ignore[arg-type]
+    request = CommandRequest(
+        id="c1",
+        action=action,  # type: ignore[arg-type]
+        vm=UUID,
+        not_after=utc_now() + timedelta(seconds=call_timeout),
+    )
+    executor.submit(request, send)
     assert done.wait(5)
-    executor.shutdown()
+    if hv.__class__ is StandIn:
+        executor.shutdown(wait=True)
+    else:
+        executor.shutdown()
     return replies[-1], hv
 
 
@@ -106,16 +120,353 @@ class Frozen(StandIn):
     def __init__(self, state: int) -> None:
         super().__init__(state)
         self.thaw = threading.Event()
+        self.answered = threading.Event()
 
     def domain_state(self, uuid: str) -> tuple[int, int]:
         self.thaw.wait(10)
-        return super().domain_state(uuid)
+        try:
+            return super().domain_state(uuid)
+        finally:
+            self.answered.set()
 
 
 def test_a_command_reported_timed_out_is_never_carried_out_later() -> None:
     hv = Frozen(domstate.RUNNING)
     reply, _ = run(domstate.RUNNING, domstate.RUNNING, "suspend", hv=hv, call_timeout=0.2)
-    assert reply.status == "timed_out"
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "timeout"
     hv.thaw.set()  # libvirtd answers again: the read returns to a job that gave up
-    time.sleep(0.3)
+    assert hv.answered.wait(10)
     assert hv.performed == [] and hv.state == domstate.RUNNING
+
+
+# -- one deadline, every path: libvirt's test:/// driver, calls held across the deadline ----
+# The adapter's `hold` hook is called on the thread about to make a call; a Gate blocks the
+# chosen calls until the test releases them, so a call is held exactly across a deadline or
+# a reconnect, never timed with sleeps.
+
+DEMO = "demo-a"
+WEB = "a0000000-0000-4000-8000-000000000001"  # running in the demo node
+OFF = "a0000000-0000-4000-8000-000000000003"  # stopped in the demo node
+
+
+class Gate:
+    """Holds the calls at `stage` after the first `skip` of them, until `release` is set."""
+
+    def __init__(self, stage: str, skip: int = 0) -> None:
+        self.stage = stage
+        self.skip = skip
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.passed: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, stage: str, _uuid: str) -> None:
+        with self._lock:
+            self.passed.append(stage)
+            if stage != self.stage:
+                return
+            if self.skip > 0:
+                self.skip -= 1
+                return
+        self.reached.set()
+        assert self.release.wait(30), "the test never released the gate"
+
+    def count(self, stage: str) -> int:
+        with self._lock:
+            return self.passed.count(stage)
+
+
+class Live:
+    """A real Hypervisor on an in-process test:/// node, an inventory and an executor."""
+
+    def __init__(self, call_timeout: float = 30.0, workers: int = 4) -> None:
+        from tests.support.procs import demo_node_uri
+
+        self.events: queue.Queue[HypervisorEvent] = queue.Queue()
+        self.hv = Hypervisor(demo_node_uri(DEMO), self.events)
+        self.hv.start()
+        self.connects = 0
+        self.wait_connected(1)
+        self.inventory = Inventory("h")
+        self.inventory.replace_all(self.hv.list_domains())
+        self.replies: list[CommandReply] = []
+        self._cond = threading.Condition()
+        self.executor = CommandExecutor(
+            "h",
+            self.hv,
+            self.inventory,
+            lambda *_: None,
+            lambda _u: None,
+            workers=workers,
+            call_timeout=call_timeout,
+            escalate_grace=0.3,
+        )
+
+    def wait_connected(self, count: int) -> None:
+        while self.connects < count:
+            ev = self.events.get(timeout=15)
+            if ev.kind == "connected":
+                self.connects += 1
+
+    def send(self, reply: CommandReply) -> None:
+        with self._cond:
+            self.replies.append(reply)
+            self._cond.notify_all()
+
+    def submit(
+        self, action: str, vm: str, begin_within: float, request_id: str = "c1", **params: object
+    ) -> None:
+        request = CommandRequest.model_validate(
+            {
+                "id": request_id,
+                "action": action,
+                "vm": vm,
+                "params": params,
+                "not_after": utc_now() + timedelta(seconds=begin_within),
+            }
+        )
+        self.executor.submit(request, self.send)
+
+    def final(self, request_id: str = "c1", timeout: float = 15) -> CommandReply:
+        with self._cond:
+            assert self._cond.wait_for(
+                lambda: any(r.id == request_id and r.is_final for r in self.replies), timeout
+            ), f"no final reply for {request_id}: {self.replies}"
+            return next(r for r in self.replies if r.id == request_id and r.is_final)
+
+    def has_final(self, request_id: str = "c1") -> bool:
+        with self._cond:
+            return any(r.id == request_id and r.is_final for r in self.replies)
+
+    def truth(self, uuid: str) -> str:
+        """The VM's state on the current connection, by a fresh listing (no cached handle)."""
+        info = next(i for i in self.hv.list_domains() if i.uuid == uuid)
+        return domstate.state_name(info.state)
+
+    def close(self) -> None:
+        self.hv.hold = None
+        self.executor.shutdown(wait=True)
+        self.hv.stop()
+
+
+@pytest.fixture
+def live() -> Iterator[Callable[..., Live]]:
+    made: list[Live] = []
+
+    def make(**kw: float) -> Live:
+        made.append(Live(**kw))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+# Each action from a state it applies to: (action, vm, state before, state after the action).
+ACTIONS = [
+    ("suspend", WEB, "running", "paused"),
+    ("destroy", WEB, "running", "stopped"),
+    ("reboot", WEB, "running", "running"),
+    ("reset", WEB, "running", "running"),
+    ("start", OFF, "stopped", "running"),
+    ("resume", WEB, "paused", "running"),
+    ("shutdown", WEB, "running", "stopped"),
+]
+
+
+def prepare(lv: Live, vm: str, before: str) -> None:
+    if before == "paused":
+        lv.hv.perform(vm, "suspend")
+    assert lv.truth(vm) == before
+
+
+@pytest.mark.parametrize(("action", "vm", "before", "_after"), ACTIONS, ids=[a[0] for a in ACTIONS])
+def test_an_action_held_at_its_start_past_the_deadline_is_never_sent(
+    live: Callable[..., Live], action: str, vm: str, before: str, _after: str
+) -> None:
+    # The state read returned in time; the action's call is held on the worker that is about
+    # to send it until the deadline passed and the agent answered timed_out. Released, it
+    # must not reach libvirt: checking "abandoned" before the call left a gap here.
+    lv = live()
+    prepare(lv, vm, before)
+    gate = Gate("act")
+    lv.hv.hold = gate
+    lv.submit(action, vm, begin_within=0.3)
+    assert gate.reached.wait(10)
+    reply = lv.final()
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "timeout", reply
+    gate.release.set()
+    lv.executor.shutdown(wait=True)  # every call that was running has returned
+    assert gate.count("begun") == 0
+    assert lv.truth(vm) == before
+
+
+@pytest.mark.parametrize(("action", "vm", "before", "_after"), ACTIONS, ids=[a[0] for a in ACTIONS])
+def test_a_read_held_past_the_deadline_answers_at_not_after_and_sends_nothing(
+    live: Callable[..., Live], action: str, vm: str, before: str, _after: str
+) -> None:
+    # A frozen libvirtd holds the first read: the reply comes at `not_after` (0.3 s), long
+    # before the 30 s call deadline, and the thawed read leads to no action.
+    lv = live()
+    prepare(lv, vm, before)
+    gate = Gate("read")
+    lv.hv.hold = gate
+    lv.submit(action, vm, begin_within=0.3)
+    reply = lv.final(timeout=10)
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "timeout"
+    gate.release.set()
+    lv.executor.shutdown(wait=True)
+    assert gate.count("begun") == 0  # it may reach the guard, never past it
+    assert lv.truth(vm) == before
+
+
+@pytest.mark.parametrize(("action", "vm", "before", "after"), ACTIONS, ids=[a[0] for a in ACTIONS])
+def test_an_action_begun_before_the_deadline_is_reported_as_done_not_timed_out(
+    live: Callable[..., Live], action: str, vm: str, before: str, after: str
+) -> None:
+    # The action's RPC was sent (its guard let it through) and libvirt answers only after
+    # the deadline: the command happened, so the reply waits for it and says so.
+    lv = live()
+    prepare(lv, vm, before)
+    gate = Gate("begun")
+    lv.hv.hold = gate
+    lv.submit(action, vm, begin_within=1.0, timeout_s=5)
+    assert gate.reached.wait(10)
+    deadline_over = threading.Event()  # the clock, not a synchronisation: past not_after
+    threading.Timer(1.2, deadline_over.set).start()
+    assert deadline_over.wait(5)
+    assert not lv.has_final(), lv.replies  # no premature timed_out
+    gate.release.set()
+    reply = lv.final()
+    assert (reply.status, reply.changed) == ("succeeded", True), reply
+    assert lv.truth(vm) == after
+
+
+def test_an_action_libvirt_never_answers_is_reported_as_outcome_unknown(
+    live: Callable[..., Live],
+) -> None:
+    lv = live(call_timeout=0.5)
+    gate = Gate("begun")
+    lv.hv.hold = gate
+    lv.submit("suspend", WEB, begin_within=1.0)
+    reply = lv.final(timeout=10)
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "outcome_unknown"
+    assert "may still take effect" in reply.error.message
+    gate.release.set()  # and so it does: the operator was told it might
+    lv.executor.shutdown(wait=True)
+    assert lv.truth(WEB) == "paused"
+
+
+def test_a_shutdown_escalation_held_past_its_deadline_is_never_sent(
+    live: Callable[..., Live],
+) -> None:
+    # The guest "ignores" the shutdown (its state reads are held, so the wait sees no stop);
+    # the escalation's destroy is then held at its start past `timeout_s` + the grace.
+    lv = live()
+    gate = Gate("act", skip=1)  # the graceful shutdown passes, the destroy is held
+    reads = Gate("read", skip=1)  # the read before passes, the wait's polls are held
+
+    def hold(stage: str, uuid: str) -> None:
+        reads(stage, uuid)
+        gate(stage, uuid)
+
+    lv.hv.hold = hold
+    lv.submit("shutdown", WEB, begin_within=5, timeout_s=0.2, force_after=True)
+    assert gate.reached.wait(10)
+    reply = lv.final()
+    assert reply.status == "timed_out" and reply.escalated is False, reply
+    assert reply.error is not None and reply.error.code == "shutdown_timeout"
+    assert "not forced off" in reply.error.message
+    reads.release.set()
+    gate.release.set()
+    lv.executor.shutdown(wait=True)
+    assert gate.count("begun") == 1  # the graceful shutdown only, never the destroy
+
+
+def test_a_shutdown_escalation_that_begins_in_time_is_reported(
+    live: Callable[..., Live],
+) -> None:
+    lv = live()
+    reads = Gate("read", skip=1)
+    lv.hv.hold = reads
+    lv.submit("shutdown", WEB, begin_within=5, timeout_s=0.2, force_after=True)
+    reply = lv.final()
+    reads.release.set()
+    # The test driver stops the guest at once, so the destroy may find it off; the point is
+    # that the escalation began within its window instead of being refused.
+    assert reads.count("begun") == 2, reads.passed
+    assert reply.error is None or "not forced off" not in reply.error.message, reply
+
+
+def test_a_read_held_across_a_reconnect_sends_nothing_on_the_new_connection(
+    live: Callable[..., Live],
+) -> None:
+    # The read is held on the old connection; the deadline passes; the connection is given up
+    # and re-opened. Released, the job must not retry the action on the new connection.
+    lv = live()
+    gate = Gate("read")
+    lv.hv.hold = gate
+    lv.submit("suspend", WEB, begin_within=0.3)
+    assert gate.reached.wait(10)
+    assert lv.final().status == "timed_out"
+    lv.hv.drop()
+    lv.wait_connected(2)
+    gate.release.set()
+    lv.executor.shutdown(wait=True)
+    assert gate.count("begun") == 0
+    assert lv.truth(WEB) == "running"
+
+
+def test_a_handle_fetched_before_a_reconnect_is_not_used_on_the_new_connection(
+    live: Callable[..., Live],
+) -> None:
+    # The domain lookup returns after the connection was replaced: its handle belongs to the
+    # old connection, which a thawed libvirtd would still serve. The action must go over the
+    # current connection, and the reply must tell the state libvirt has there.
+    lv = live()
+    gate = Gate("lookup")
+    lv.hv.hold = gate
+    lv.submit("suspend", WEB, begin_within=20)
+    assert gate.reached.wait(10)
+    lv.hv.drop()
+    lv.wait_connected(2)
+    gate.release.set()
+    reply = lv.final()
+    assert (reply.status, reply.state) == ("succeeded", "paused"), reply
+    assert lv.truth(WEB) == "paused"
+
+
+def test_a_call_queued_behind_busy_workers_never_runs_after_the_deadline(
+    live: Callable[..., Live],
+) -> None:
+    # One call worker, held by a first command; the second command's call waits in the
+    # queue past its deadline and is answered timed_out. Released, the queue must not run it.
+    lv = live(workers=1)
+    gate = Gate("read")
+    lv.hv.hold = gate
+    lv.submit("reboot", WEB, begin_within=20, request_id="first")
+    assert gate.reached.wait(10)
+    lv.submit("suspend", WEB, begin_within=0.3, request_id="second")
+    reply = lv.final("second")
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "timeout"
+    gate.release.set()
+    assert lv.final("first").status == "succeeded"
+    lv.executor.shutdown(wait=True)
+    assert gate.count("read") == 2  # the reboot's read before and after; none for "second"
+    assert lv.truth(WEB) == "running"
+
+
+def test_a_command_answered_once_is_never_begun_again(live: Callable[..., Live]) -> None:
+    lv = live()
+    lv.submit("suspend", WEB, begin_within=5)
+    assert lv.final().status == "succeeded"
+    lv.hv.perform(WEB, "resume")
+    lv.submit("suspend", WEB, begin_within=5)  # a redelivery of the same id
+    lv.executor.shutdown(wait=True)
+    assert [r.status for r in lv.replies] == ["accepted", "succeeded", "succeeded"]
+    assert lv.truth(WEB) == "running"

@@ -291,11 +291,17 @@ def test_models_are_frozen() -> None:
 
 
 def test_command_defaults() -> None:
-    req = CommandRequest.model_validate_json('{"id":"r1","action":"shutdown","vm":"u"}')
+    req = CommandRequest.model_validate_json(
+        '{"id":"r1","action":"shutdown","vm":"u","not_after":"2026-01-02T10:00:00Z"}'
+    )
     assert req.params.timeout_s == 60.0
     assert req.params.force_after is False
-    assert req.not_after is None
     assert req.by == "unknown"
+
+
+def test_a_command_without_not_after_is_invalid() -> None:
+    with pytest.raises(ValidationError, match="not_after"):
+        CommandRequest.model_validate_json('{"id":"r1","action":"shutdown","vm":"u"}')
 
 
 def test_reply_finality() -> None:
@@ -304,7 +310,7 @@ def test_reply_finality() -> None:
         assert CommandReply(id="r", host="h", status=status).is_final
 
 
-GOOD_CMD = {"v": 1, "id": "r1", "action": "start", "vm": U}
+GOOD_CMD = {"v": 1, "id": "r1", "action": "start", "vm": U, "not_after": "2026-01-02T10:00:00Z"}
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,10 @@ def body(**kw: Any) -> bytes:
         "action": "shutdown",
         "vm": U,
         "by": "alice",
+        "not_after": (NOW + timedelta(seconds=5)).isoformat(),
     }
     data.update(kw)
-    return json.dumps(data).encode()
+    return json.dumps({k: v for k, v in data.items() if v is not None}).encode()
 
 
 def rejected(result: CommandRequest | Rejection) -> Rejection:
@@ -154,6 +155,14 @@ def test_not_after_in_the_future_or_now_is_accepted() -> None:
         )
 
 
+def test_a_request_without_not_after_is_refused_as_bad_request() -> None:
+    # No deadline, no way to promise when the action stops being possible: refused, with the
+    # id kept so the sender hears about it.
+    r = rejected(decode_command(body(not_after=None), b"req-1", NOW))
+    assert (r.code, r.id) == ("bad_request", "req-1")
+    assert "not_after" in r.message
+
+
 def test_naive_not_after_is_utc() -> None:
     naive_past = (NOW - timedelta(seconds=5)).replace(tzinfo=None).isoformat()
     assert rejected(decode_command(body(not_after=naive_past), None, NOW)).code == "expired"
@@ -184,6 +193,8 @@ def test_set_words(word: bytes, action: str) -> None:
     assert (req.action, req.vm, req.id, req.by) == (action, U, "set-1", "mqtt-set")
     assert req.ts == NOW
     assert req.params.timeout_s == 60.0
+    # A `set` has no deadline of its own: its action may begin within 30 s, never later.
+    assert req.not_after == NOW + timedelta(seconds=30)
 
 
 @pytest.mark.parametrize(
