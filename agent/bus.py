@@ -1,7 +1,8 @@
 """The agent's paho-mqtt adapter: MQTT v5 session, will, `online` on every connect, publishing.
 
 The only agent module that imports paho. Callbacks run on paho's network thread: they convert
-the message once into an `Inbound` and hand it to the service's queue (PITFALLS 8-12).
+the message once into an `Inbound` and hand it to the service's queue, since a callback that
+blocks stops every delivery and keepalive of the connection.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class Bus:
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        # Bounded offline queue (PITFALLS 11) and per-client jittered backoff (PITFALLS 12).
+        # Bounded offline queue (paho's default keeps QoS 1 messages without limit and sends them
+        # all late) and per-client jittered backoff (paho's own backoff has no jitter).
         client.max_queued_messages_set(settings.offline_queue)
         client.reconnect_delay_set(
             min_delay=1 + int(random.random() * 2), max_delay=8 + int(random.random() * 4)

@@ -1,4 +1,5 @@
-"""Bounded worker threads for libvirt calls, each call with a deadline (PITFALLS 4)."""
+"""Bounded worker threads for libvirt calls, each with a deadline (a stuck QEMU monitor can hang
+one libvirt call for minutes)."""
 
 from __future__ import annotations
 

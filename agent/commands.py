@@ -356,9 +356,10 @@ class CommandExecutor:
                 self._on_change(request.vm)
 
     def _shutdown(self, request: CommandRequest, ticket: Ticket) -> CommandReply:
-        """`virDomainShutdown` only asks the guest (PITFALLS 6): the VM shows `shutting_down`
-        until it stops or `timeout_s` after the request was sent; then `force_after` escalates
-        to destroy, which may begin up to `escalate_grace` after that and never later."""
+        """`virDomainShutdown` only asks the guest: it returns once the request is sent, and the
+        STOPPED event says it is done. The VM shows `shutting_down` until it stops or
+        `timeout_s` after the request was sent; then `force_after` escalates to destroy, which
+        may begin up to `escalate_grace` after that and never later."""
         uuid = request.vm
         timeout = request.params.timeout_s
         _, asked_at = ticket.begun[0]

@@ -48,7 +48,8 @@ class MemoryView:
 
 
 def balloon_is_fresh(stats: BalloonStats, now_s: float, period_s: int) -> bool:
-    """Guest figures count when the guest reported within three periods (PITFALLS 7)."""
+    """Guest figures count when the guest reported within three periods; an older
+    `balloon.last-update` means the guest stopped reporting."""
     if stats.usable_kib is None or stats.current_kib is None:
         return False
     if stats.last_update_s is None or stats.last_update_s <= 0:

@@ -2,7 +2,7 @@
 
 Owns the retain policy of each (through `shared.topics.POLICY`), the Home Assistant hook on every
 VM state change, the node facts the status announces, and the clearing of orphaned retained
-states (SPEC §3, PITFALLS 16).
+states (SPEC §3; an empty retained payload is how MQTT deletes a retained message).
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ class Publisher:
         self.clear_orphans()
 
     def clear_orphans(self) -> None:
-        """Retained states on the broker for VMs libvirt no longer has (SPEC §3, PITFALLS 16)."""
+        """Retained states on the broker for VMs libvirt no longer has (SPEC §3), cleared with empty
+        retained payloads."""
         if not self.inventory.synced:
             return
         known = self.inventory.uuids()

@@ -1,7 +1,8 @@
 """The metrics tick: one bulk sample under a deadline, missed events reconciled, metrics published.
 
 A hung libvirtd must not stall the tick: sampling runs in its own worker, and a tick whose
-sample does not come back in time reports every VM stale instead of waiting (PITFALLS 4).
+sample does not come back in time reports every VM stale instead of waiting: one hung VM must
+never stall every VM's figures.
 """
 
 from __future__ import annotations

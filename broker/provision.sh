@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes the production broker's password file and least-privilege ACL (SPEC §7, PITFALLS 20).
+# Writes the production broker's password file and least-privilege ACL (SPEC §7).
 #
 #   broker/provision.sh --out DIR [--prefix kvmsup] [--ha-prefix homeassistant] \
 #       --agent HOST_ID[:SECRET]... --gateway GATEWAY_ID[:SECRET]... \
@@ -73,7 +73,7 @@ add_user() { # role, NAME[:SECRET]
     name="${spec%%:*}"
     [[ "$spec" == *:* ]] && secret="${spec#*:}"
     [[ -n "$name" ]] || die "empty $role username"
-    # `/ + #` would turn ACL rules into wildcards or other users' subtrees (PITFALLS 20); `:` ends
+    # `/ + #` would turn ACL rules into wildcards or other users' subtrees; `:` ends
     # the name in the password file; whitespace ends it in the ACL.
     [[ "$name" != *[/+#:[:space:]]* ]] || die "$role username '$name' contains / + # : or space"
     [[ "$name" != "gateway" ]] || die "'gateway' is reserved for the gateways' own topics"
@@ -81,7 +81,7 @@ add_user() { # role, NAME[:SECRET]
         die "$role id '$name' must match $id_re"
     fi
     if [[ -n "${role_of[$name]:-}" ]]; then
-        # A gateway or HA user named like a host would also get that host's rules (PITFALLS 20).
+        # A gateway or HA user named like a host would also get that host's rules (pattern rules apply to every user).
         die "username '$name' given twice (as ${role_of[$name]} and as $role)"
     fi
     role_of[$name]="$role"
@@ -120,7 +120,7 @@ for name in "${order[@]}"; do
 done
 
 # -- ACL: one explicit `user` block per user; no `pattern` rules, which would apply to every
-# user, gateways and Home Assistant included (PITFALLS 20). Read = deliver to a subscriber:
+# user, gateways and Home Assistant included. Read = deliver to a subscriber:
 # Mosquitto 2.0 grants every SUBSCRIBE and filters each message against `read` on delivery.
 agent_rules() {
     local h="$1"

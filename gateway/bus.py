@@ -104,7 +104,8 @@ class Bus:
             client_id=f"kvmsup-gateway-{self.gateway_id}",
             protocol=mqtt.MQTTv5,
         )
-        client.suppress_exceptions = True  # PITFALLS 9: a callback bug must not kill the loop
+        # An exception escaping a callback would end paho's network thread for good.
+        client.suppress_exceptions = True
         if self.url.username:
             client.username_pw_set(self.url.username, self.url.password)
         if self.url.tls:
@@ -117,7 +118,7 @@ class Bus:
         will = GatewayStatus(gateway=self.gateway_id, online=False, version=gateway_version())
         client.will_set(self._status_topic, dump(will), qos=1, retain=True)
         client.max_queued_messages_set(100)
-        # Jitter so a fleet of gateways does not reconnect in one burst (PITFALLS 12).
+        # Jitter so a fleet of gateways does not reconnect in one burst: paho's backoff has none.
         client.reconnect_delay_set(min_delay=1, max_delay=4 + random.randint(0, 4))
         client.on_socket_open = _no_delay
         client.on_connect = _guarded(self._on_connect)

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         return max(1, self.threads - max(2, self.threads // 8))
 
     def cors_list(self) -> list[str]:
-        """Exact origins only (PITFALLS 25); empty means same origin."""
+        """Exact origins only, never `*` (tokens ride on these requests); empty: same origin."""
         if not self.cors_origins:
             return []
         return [o.strip() for o in self.cors_origins.split(",") if o.strip() and o.strip() != "*"]

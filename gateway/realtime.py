@@ -36,7 +36,8 @@ def metrics_room(host: str, uuid: str) -> str:
 
 class Bridge:
     """Turns cache and job changes into Socket.IO emits, on one thread fed by a queue, so no
-    emit ever happens inside a paho callback or the ingest thread (PITFALLS 24)."""
+    emit ever happens inside a paho callback or the ingest thread (an emit can block on a slow
+    client, and a blocked paho thread stops every MQTT delivery)."""
 
     def __init__(self, socketio: SocketIO, gateway: Gateway) -> None:
         self.socketio = socketio
@@ -144,7 +145,8 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     origins = settings.cors_list()
     socketio = SocketIO(
         app,
-        async_mode="threading",  # PITFALLS 22: never let it pick eventlet
+        # Auto-detection would pick eventlet, which loses emits made from real threads.
+        async_mode="threading",
         cors_allowed_origins=origins or None,
         logger=False,
         engineio_logger=False,

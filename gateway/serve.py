@@ -14,7 +14,7 @@ from gateway.config import Settings
 class GatewayServer(BaseApplication):  # type: ignore[misc]
     """`gunicorn -w 1 --threads N` in-process. Several workers would each hold their own
     Socket.IO sessions, and without sticky routing a client's polling/upgrade requests land
-    on a worker that does not know its session (PITFALLS 23): scale with more instances."""
+    on a worker that does not know its session: scale with more instances."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

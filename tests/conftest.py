@@ -50,7 +50,7 @@ def start_agent(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Servic
     for svc in started:
         svc.stop()
     for svc in started:
-        # A thread that died or a callback that swallowed an exception fails the test (PITFALLS 26).
+        # A thread that died or a callback that swallowed an exception fails the test.
         out = svc.output()
         assert "Traceback" not in out, f"{svc.name} logged an exception:\n{out[-4000:]}"
 

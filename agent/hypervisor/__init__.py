@@ -1,7 +1,8 @@
 """The libvirt adapter: event-loop thread, connection supervisor, lookups, actions, bulk stats.
 
 The only package that imports `libvirt`. It hands out plain values and `RawSample`s, never
-`virDomain` objects; libvirt callbacks only enqueue `HypervisorEvent`s (PITFALLS 1-4).
+`virDomain` objects; libvirt callbacks only enqueue `HypervisorEvent`s (a blocked event loop
+stops libvirt's own housekeeping and the connection drops).
 """
 
 from agent.hypervisor.connection import PROBE_DEADLINE_S, PROBE_EVERY_S, Connection

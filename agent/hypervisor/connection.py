@@ -1,8 +1,9 @@
 """The supervised libvirt connection: reconnect with backoff, liveness probe, callbacks, `_call`.
 
-Callbacks run on libvirt's event thread and only enqueue `HypervisorEvent`s (PITFALLS 2); every
-call goes through `_call`, which translates libvirt's errors and keeps a lost connection open
-until its last call has returned. `Hypervisor` (operations.py) builds the agent's calls on it.
+Callbacks run on libvirt's event thread and only enqueue `HypervisorEvent`s (a blocked event
+loop starves the connection); every call goes through `_call`, which translates libvirt's
+errors and keeps a lost connection open until its last call has returned. `Hypervisor`
+(operations.py) builds the agent's calls on it.
 """
 
 from __future__ import annotations
@@ -146,11 +147,11 @@ class Connection:
             conn.registerCloseCallback(self._on_close, None)
         except libvirt.libvirtError as exc:
             logger.debug("close callback not supported: %s", exc)
-        # No libvirt keepalive (PITFALLS 3 asks for 5, 3): when it closes a connection to a
-        # frozen libvirtd while another thread waits in a call on it, libvirt 9.0's client
-        # crashes that thread (SIGSEGV in its IO loop) once the daemon answers again. The
-        # probe in _supervise detects the freeze instead, and a lost connection is closed only
-        # after its last call returned (_retire), so the process survives the thaw.
+        # No libvirt keepalive (`setKeepAlive(5, 3)` is the usual advice): when it closes a
+        # connection to a frozen libvirtd while another thread waits in a call on it, libvirt
+        # 9.0's client crashes that thread (SIGSEGV in its IO loop) once the daemon answers
+        # again. The probe in _supervise detects the freeze instead, and a lost connection is
+        # closed only after its last call returned (_retire), so the process survives the thaw.
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(-1, 0)
         self._callback_ids = [
@@ -194,7 +195,7 @@ class Connection:
             logger.exception("close callback failed")
 
     def _emit(self, ev: HypervisorEvent) -> None:
-        """Never blocks libvirt's event loop (PITFALLS 2): a full queue drops the event with an
+        """Never blocks libvirt's event loop: a full queue drops the event with an
         error line; the next tick's reconciliation republishes whatever it changed."""
         try:
             self._events.put_nowait(ev)

@@ -1,6 +1,6 @@
 """libvirt's default event loop: registered once per process and run in its own daemon thread.
 
-PITFALLS 1: the loop must be registered and running before `libvirt.open()`, or events arrive
+The loop must be registered and running before `libvirt.open()`, or events arrive
 only as a side effect of other calls and keepalive cannot work.
 """
 

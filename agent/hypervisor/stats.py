@@ -26,7 +26,8 @@ STATS_GROUPS = (
     | libvirt.VIR_DOMAIN_STATS_INTERFACE
     | libvirt.VIR_DOMAIN_STATS_BLOCK
 )
-# A domain whose job lock is held is returned without the job-bound groups (PITFALLS 4).
+# A domain whose job lock is held is returned without the job-bound groups (NOWAIT): the tick
+# never waits on a busy VM.
 STATS_FLAGS = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
 
 

@@ -602,7 +602,7 @@ def test_provision_refuses_unsafe_usernames_and_keeps_passwords(tmp_path):
         ["--agent", "demo/a:x"],
         ["--gateway", "gw+:x"],
         ["--homeassistant", "ha#:x"],
-        ["--homeassistant", "demo-a:x"],  # a HA user named like a host (PITFALLS 20)
+        ["--homeassistant", "demo-a:x"],  # a HA user named like a host would get its rules
         ["--agent", "Upper:x"],
     ):
         done = subprocess.run(

@@ -1,4 +1,4 @@
-"""The broker killed -9 and restarted under a running gateway and agents (PITFALLS 27)."""
+"""The broker killed -9 and restarted under a running gateway and agents."""
 
 from __future__ import annotations
 
