@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 MASK = "***"
+# Shorter secrets are kept out of the URI shown but not masked in free text: masking a one- or
+# two-letter password everywhere garbles every message (`c***nnot connect`) and hides nothing.
+MIN_SCRUB_LEN = 4
 # Query parameters whose value is a secret. Not `keyfile` or `pkipath`: those name where a key
 # lives, which an operator needs to see, and masking a short path everywhere garbles messages.
 _SECRET_PARAM = re.compile(r"pass|secret|token|cred", re.IGNORECASE)
@@ -38,15 +41,21 @@ class RedactedUri:
 def _split_userinfo(rest: str) -> tuple[str, str]:
     """`user:pass@` and what follows, from the text after `scheme://`.
 
-    By the URI rules the authority ends at the first `/`, `?` or `#`. A password with one of
-    those characters left unencoded ends it early (`u:pa/ss@host`): its first part then reads
-    as a `host:port` whose port is no number, and the credentials run to the last `@` instead.
+    By the URI rules the authority ends at the first `/`, `?` or `#`, and the user information
+    at the `@` before the host. A password may hold those characters unencoded (`u:p@ss/w0rd@h`),
+    which makes the split ambiguous, so the rule chosen is the one that never shows a piece of
+    a password: everything up to the last `@` before the query is user information. A password
+    with an unencoded `?` ends that part early (`u:pa?ss@host`): its first part then reads as a
+    `host:port` whose port is no number, and the credentials run to the last `@` instead.
     """
+    if rest.startswith("/"):
+        return "", rest  # no authority, so no user information (`test:///node@1.xml`)
+    head, qmark, query = rest.partition("?")
+    if "@" in head:
+        userinfo, _, after = head.rpartition("@")
+        return userinfo, after + qmark + query
     end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
     authority = rest[:end]
-    if "@" in authority:
-        userinfo, _, host = authority.rpartition("@")
-        return userinfo, host + rest[end:]
     _, colon, port = authority.rpartition(":")
     mangled = colon and not authority.startswith("[") and not port.isdigit()
     if mangled and "@" in rest[end:]:
@@ -83,7 +92,7 @@ def redact_uri(uri: str) -> RedactedUri:
         public += "?" + _query(query, secrets)
     # Percent-decoded forms too: libvirt decodes the URI before it uses (and quotes) its parts.
     secrets += [unquote(s) for s in secrets if "%" in s]
-    unique = sorted({s for s in secrets if s}, key=len, reverse=True)
+    unique = sorted({s for s in secrets if len(s) >= MIN_SCRUB_LEN}, key=len, reverse=True)
     return RedactedUri(uri, public, tuple(unique))
 
 
@@ -95,7 +104,7 @@ class ScrubFilter(logging.Filter):
         self.redacted = redacted
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.redacted.secrets:
+        if not self.redacted.secrets and self.redacted.raw == self.redacted.public:
             return True
         message = record.getMessage()
         record.msg, record.args = self.redacted.scrub(message), None

@@ -119,6 +119,9 @@ def test_out_of_range_values_refused(
         ("qemu+ssh://u:hun#ter2@kvm1/system", "qemu+ssh://kvm1/system"),
         ("qemu+ssh://u:hun?ter2@kvm1/system?no_tty=1", "qemu+ssh://kvm1/system?no_tty=1"),
         ("test:///node@1.xml", "test:///node@1.xml"),
+        # Both `@` and `/` unencoded: the credentials run to the last `@` before the query.
+        ("qemu+ssh://u:hun@ter2/w0rd@kvm1/system", "qemu+ssh://kvm1/system"),
+        ("qemu+ssh://u:hun/ter2@x@kvm1/system?no_tty=1", "qemu+ssh://kvm1/system?no_tty=1"),
         ("qemu+tls://kvm1.lan/system", "qemu+tls://kvm1.lan/system"),
     ],
 )
@@ -143,6 +146,33 @@ def test_libvirt_errors_quoting_the_uri_are_scrubbed() -> None:
         "no driver for qemu+tcp://10.0.0.5/system"
     )
     assert redact_uri("qemu:///system").scrub("any text") == "any text"
+
+
+def test_a_password_with_at_and_slash_never_reaches_text() -> None:
+    redacted = redact_uri("qemu+ssh://user:p@ss/w0rd@host/system")
+    assert redacted.public == "qemu+ssh://host/system"
+    message = "cannot connect to qemu+ssh://user:p@ss/w0rd@host/system: p@ss/w0rd refused"
+    scrubbed = redacted.scrub(message)
+    assert "w0rd" not in scrubbed and "p@ss" not in scrubbed, scrubbed
+
+
+def test_a_short_password_is_redacted_from_the_uri_but_does_not_garble_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redacted = redact_uri("qemu+ssh://root:c@kvm1/system")
+    assert redacted.public == "qemu+ssh://kvm1/system"
+    assert redacted.scrub("cannot connect to qemu+ssh://root:c@kvm1/system") == (
+        "cannot connect to qemu+ssh://kvm1/system"
+    )
+    log = logging.getLogger("test.scrub.short")
+    scrub = ScrubFilter(redacted)
+    caplog.handler.addFilter(scrub)
+    try:
+        log.warning("cannot connect to %s", "qemu+ssh://root:c@kvm1/system")
+    finally:
+        caplog.handler.removeFilter(scrub)
+    assert "cannot connect to qemu+ssh://kvm1/system" in caplog.text
+    assert "root:c@" not in caplog.text
 
 
 def test_log_records_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
