@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from agent import __version__, discovery
 from agent.ha_entities import Signature
@@ -36,6 +37,8 @@ MIGRATION_PAUSE_S = 2.0
 MIGRATION_PAUSE_PER_MESSAGE_S = 0.001
 MIGRATION_PAUSE_MAX_S = 30.0
 JUNK_LOG_EVERY = 1000
+# What a VM's queued entry asks for: its configs, its removal, or its removal then its configs.
+_Pending = Literal["changed", "removed", "replaced"]
 
 
 class HomeAssistantPublisher:
@@ -74,9 +77,14 @@ class HomeAssistantPublisher:
         self._vms: dict[str, VmState] = {}
         self._signatures: dict[str, Signature] = {}
         self._ready = False  # the first full inventory arrived
-        # One VM's messages at a time: a removal never lands between a republish's configs.
-        self._send_lock = threading.Lock()
+        # VM changes and removals for the discovery thread, one entry per VM (the latest wins;
+        # a removal followed by a redefinition sends both). Every message is sent from that
+        # thread, so a removal never lands between a republish's configs, and the libvirt event
+        # thread never waits for a slow broker.
+        self._pending: dict[str, _Pending] = {}
+        self._wake = threading.Event()
         self._wanted = threading.Event()
+        self._wanted_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.migrated = False
@@ -90,7 +98,7 @@ class HomeAssistantPublisher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wanted.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -113,7 +121,11 @@ class HomeAssistantPublisher:
             self.request()
 
     def request(self) -> None:
-        self._wanted.set()
+        with self._lock:
+            if not self._wanted.is_set():
+                self._wanted_at = time.monotonic()
+                self._wanted.set()
+        self._wake.set()
 
     def publish_all(self, status: HostStatus | None, vms: list[VmState]) -> None:
         """The whole inventory (on each MQTT connect and resync): a full republish is queued."""
@@ -125,34 +137,60 @@ class HomeAssistantPublisher:
 
     def vm_changed(self, vm: VmState) -> None:
         """A new VM, or a rename / vCPU / memory change: its configs again; else nothing. Before
-        the first round (the migration) it is only recorded: that round sends every config."""
+        the first round (the migration) it is only recorded: that round sends every config.
+        Queued for the discovery thread: returns at once."""
         with self._lock:
             self._vms[vm.uuid] = vm
-            unchanged = self._signatures.get(vm.uuid) == discovery.vm_signature(vm)
-        if not unchanged and self.migrated:
-            self._send_vm(vm.uuid)
+            before = self._pending.get(vm.uuid)
+            self._pending[vm.uuid] = "replaced" if before in ("removed", "replaced") else "changed"
+        self._wake.set()
 
     def vm_removed(self, uuid: str) -> None:
         with self._lock:
             self._vms.pop(uuid, None)
             self._signatures.pop(uuid, None)
-        with self._send_lock:
-            self._send(discovery.vm_removals(self.host, uuid, self.ha_prefix), retain=True)
+            self._pending[uuid] = "removed"
+        self._wake.set()
 
-    # -- the round thread -------------------------------------------------------------------
+    # -- the discovery thread ---------------------------------------------------------------
     def _run(self) -> None:
         next_at = 0.0
         while not self._stop.is_set():
-            self._wanted.wait()
-            if self._stop.is_set():
-                return
-            self._stop.wait(max(self._coalesce_s, next_at - time.monotonic()))
-            self._wanted.clear()
+            self._drain()
+            timeout: float | None = None
+            if self._wanted.is_set():
+                with self._lock:
+                    due = max(self._wanted_at + self._coalesce_s, next_at)
+                timeout = due - time.monotonic()
+                if timeout <= 0:
+                    self._wanted.clear()
+                    try:
+                        self._round()
+                    except Exception:
+                        logger.exception("Home Assistant discovery round failed")
+                    next_at = time.monotonic() + self._min_gap_s
+                    continue
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _drain(self) -> None:
+        """Sends what the queued VM changes and removals call for."""
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._pending:
+                    return
+                uuid, what = self._pending.popitem()
+                vm = self._vms.get(uuid)
+                changed = vm is not None and self._signatures.get(uuid) != discovery.vm_signature(
+                    vm
+                )
             try:
-                self._round()
+                if what in ("removed", "replaced"):
+                    self._send(discovery.vm_removals(self.host, uuid, self.ha_prefix), retain=True)
+                if what in ("changed", "replaced") and changed and self.migrated:
+                    self._send_vm(uuid)
             except Exception:
-                logger.exception("Home Assistant discovery round failed")
-            next_at = time.monotonic() + self._min_gap_s
+                logger.exception("Home Assistant discovery of VM %s failed", uuid)
 
     def _round(self) -> None:
         with self._lock:
@@ -232,21 +270,20 @@ class HomeAssistantPublisher:
         return all(self._send_vm(uuid) for uuid in uuids if not self._stop.is_set())
 
     def _send_vm(self, uuid: str) -> bool:
-        with self._send_lock:
-            with self._lock:
-                vm = self._vms.get(uuid)
-                if vm is None:
-                    return True  # removed meanwhile: its removal is already out
-                self._signatures[uuid] = discovery.vm_signature(vm)
-            configs = discovery.vm_configs(
-                self.host,
-                vm,
-                self.topics,
-                self.ha_prefix,
-                __version__,
-                expire_after=self._vm_expiry,
-            )
-            return self._send(configs, retain=True)
+        with self._lock:
+            vm = self._vms.get(uuid)
+            if vm is None:
+                return True  # removed meanwhile: its removal is queued
+            self._signatures[uuid] = discovery.vm_signature(vm)
+        configs = discovery.vm_configs(
+            self.host,
+            vm,
+            self.topics,
+            self.ha_prefix,
+            __version__,
+            expire_after=self._vm_expiry,
+        )
+        return self._send(configs, retain=True)
 
     def _send(self, messages: Iterable[tuple[str, bytes]], *, retain: bool) -> bool:
         return all(self._publish(topic, payload, retain) for topic, payload in messages)

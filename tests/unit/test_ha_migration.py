@@ -316,3 +316,57 @@ def test_when_the_acl_refuses_the_old_layout_nothing_more_is_sent_there() -> Non
     assert not [m for m in broker.sent if m[0] in legacy]
     expected = {t for vm in VMS for t in discovery.config_topics("h1", vm.uuid, HA)}
     assert expected <= set(broker.retained)
+
+
+class StalledBroker(Broker):
+    """A broker that stops acknowledging: every publish blocks until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.blocked = threading.Event()
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> bool:
+        if not self.release.is_set():
+            self.blocked.set()
+            self.release.wait()
+        return super().publish(topic, payload, retain)
+
+
+def test_vm_events_never_wait_for_a_stalled_broker() -> None:
+    broker = StalledBroker()
+    pub = publisher(broker)
+    try:
+        broker.release.set()
+        pub.publish_all(None, VMS)
+        wait_for(lambda: pub.migrated)
+        broker.release.clear()
+        pub.request()  # a republish that the broker now stalls
+        wait_for(broker.blocked.is_set)
+        renamed = [vm_state(UUID_A, f"web{i}") for i in range(50)]
+
+        def libvirt_events() -> None:  # what the libvirt event thread calls
+            for vm in renamed:
+                pub.vm_changed(vm)
+            pub.vm_removed(UUID_B)
+            pub.vm_changed(vm_state(UUID_GONE, "new"))
+
+        worker = threading.Thread(target=libvirt_events)
+        worker.start()
+        worker.join(timeout=10)
+        stalled = worker.is_alive()
+        broker.release.set()
+        worker.join()
+        assert not stalled, "the libvirt event thread waited for the broker"
+        new_topics = set(discovery.config_topics("h1", UUID_GONE, HA))
+        wait_for(lambda: new_topics <= set(broker.retained))
+        wait_for(lambda: not [t for t in broker.retained if UUID_B.replace("-", "") in t])
+    finally:
+        broker.release.set()
+        pub.stop()
+    # Coalesced per VM: the 50 renames became at most two sends of UUID_A's configs (the
+    # stalled round's and the latest), and the last name is what the broker keeps.
+    power = discovery.config_topics("h1", UUID_A, HA)[0]
+    sends = [m for m in broker.sent if m[0] == power]
+    assert len(sends) <= 3, len(sends)
+    assert b"web49" in broker.retained[power]
