@@ -37,6 +37,10 @@ MIGRATION_PAUSE_S = 2.0
 MIGRATION_PAUSE_PER_MESSAGE_S = 0.001
 MIGRATION_PAUSE_MAX_S = 30.0
 JUNK_LOG_EVERY = 1000
+# After a failed migration (no answer from the broker, a dropped connection): try again after
+# this long, doubling up to the maximum, besides on every connect and `online`.
+RETRY_S = 5.0
+RETRY_MAX_S = 300.0
 # What a VM's queued entry asks for: its configs, its removal, or its removal then its configs.
 _Pending = Literal["changed", "removed", "replaced"]
 
@@ -58,6 +62,7 @@ class HomeAssistantPublisher:
         coalesce_s: float = COALESCE_S,
         min_gap_s: float = MIN_GAP_S,
         migration_pause_s: float = MIGRATION_PAUSE_S,
+        retry_s: float = RETRY_S,
     ) -> None:
         self.host = host
         self.topics = topics
@@ -77,6 +82,13 @@ class HomeAssistantPublisher:
         self._vms: dict[str, VmState] = {}
         self._signatures: dict[str, Signature] = {}
         self._ready = False  # the first full inventory arrived
+        # The VMs of that first inventory: only they may have configs in the earlier layout
+        # (the agent that wrote them ran before this one). Any other VM is sent without waiting
+        # for the migration.
+        self._legacy: set[str] | None = None
+        self._retry_s = retry_s
+        self._backoff = retry_s
+        self._retry_at: float | None = None
         # VM changes and removals for the discovery thread, one entry per VM (the latest wins;
         # a removal followed by a redefinition sends both). Every message is sent from that
         # thread, so a removal never lands between a republish's configs, and the libvirt event
@@ -133,6 +145,8 @@ class HomeAssistantPublisher:
             self._status = status
             self._vms = {vm.uuid: vm for vm in vms}
             self._ready = True
+            if self._legacy is None:
+                self._legacy = set(self._vms)
         self.request()
 
     def vm_changed(self, vm: VmState) -> None:
@@ -158,6 +172,12 @@ class HomeAssistantPublisher:
         while not self._stop.is_set():
             self._drain()
             timeout: float | None = None
+            if self._retry_at is not None:
+                if time.monotonic() >= self._retry_at:
+                    self._retry_at = None
+                    self.request()
+                else:
+                    timeout = self._retry_at - time.monotonic()
             if self._wanted.is_set():
                 with self._lock:
                     due = max(self._wanted_at + self._coalesce_s, next_at)
@@ -165,9 +185,19 @@ class HomeAssistantPublisher:
                 if timeout <= 0:
                     self._wanted.clear()
                     try:
-                        self._round()
+                        done = self._round()
                     except Exception:
                         logger.exception("Home Assistant discovery round failed")
+                        done = False
+                    if done or self.migrated:
+                        self._backoff = self._retry_s
+                    else:
+                        logger.warning(
+                            "Home Assistant discovery migration not done: again in %.0f s",
+                            self._backoff,
+                        )
+                        self._retry_at = time.monotonic() + self._backoff
+                        self._backoff = min(RETRY_MAX_S, self._backoff * 2)
                     next_at = time.monotonic() + self._min_gap_s
                     continue
             self._wake.wait(timeout)
@@ -184,42 +214,52 @@ class HomeAssistantPublisher:
                 changed = vm is not None and self._signatures.get(uuid) != discovery.vm_signature(
                     vm
                 )
+                # A VM the earlier layout never held needs no migration to wait for.
+                sendable = self.migrated or (self._legacy is not None and uuid not in self._legacy)
             try:
                 if what in ("removed", "replaced"):
                     self._send(discovery.vm_removals(self.host, uuid, self.ha_prefix), retain=True)
-                if what in ("changed", "replaced") and changed and self.migrated:
+                if what in ("changed", "replaced") and changed and sendable:
                     self._send_vm(uuid)
             except Exception:
                 logger.exception("Home Assistant discovery of VM %s failed", uuid)
 
-    def _round(self) -> None:
+    def _round(self) -> bool:
+        """False when the migration is still to be done (the caller schedules a retry)."""
         with self._lock:
             ready = self._ready
             known = list(self._vms)
+            legacy = set(self._legacy or ())
         if not ready or not self._connected():
-            return  # the next connect / resync asks again
+            return True  # the next connect / resync asks again
         self.rounds += 1
         if self.migrated:
             if self._send_all(known):
                 logger.info("HA discovery sent for %s and %d VMs", self.host, len(known))
-            return
-        if self._migrate(known):
-            self.migrated = True
-            with self._lock:
-                grown = set(self._vms) - set(known)
-            if grown:  # defined during the migration: recorded, not sent yet
-                self.request()
+            return True
+        if not self._migrate(known, [uuid for uuid in known if uuid in legacy]):
+            return False
+        self.migrated = True
+        with self._lock:
+            grown = set(self._vms) - set(known)
+        if grown:  # changed during the migration: perhaps recorded, not sent
+            self.request()
+        return True
 
-    def _migrate(self, known: list[str]) -> bool:
+    def _migrate(self, known: list[str], legacy: list[str]) -> bool:
         """Moves every config of this host's VMs from the earlier layout, keeping HA's registry
         entries. Done once per start, for every VM known now: the agent cannot read which
         old-layout configs exist (the ACL gives agents no read on discovery), and the steps cost
         nothing in HA for a topic that never held one. A VM undefined while the agent was down
-        has its old configs cleared with its orphaned state (`vm_removals`)."""
+        has its old configs cleared with its orphaned state (`vm_removals`). `legacy`: the VMs
+        of `known` that may have old-layout configs."""
         host, prefix = self.host, self.ha_prefix
-        markers = [m for uuid in known for m in discovery.migration_markers(host, uuid, prefix)]
+        markers = [m for uuid in legacy for m in discovery.migration_markers(host, uuid, prefix)]
         if not markers:
             return self._send_all(known)
+        # The host's configs never moved: they need not wait for the broker's answer.
+        if not self._send_host():
+            return False
         # The first marker asks the broker whether this agent may still write the old layout.
         verdict = self._probe(*markers[0])
         if verdict is None:
@@ -239,7 +279,7 @@ class HomeAssistantPublisher:
             return False
         if self._stop.wait(pause) or not self._send_all(known) or self._stop.is_set():
             return False  # stopping: the next start runs the whole handshake again
-        old = [r for uuid in known for r in discovery.legacy_removals(host, uuid, prefix)]
+        old = [r for uuid in legacy for r in discovery.legacy_removals(host, uuid, prefix)]
         if not self._send(old, retain=True):
             return False
         # A config that reached HA before its old entity was unloaded was refused, and HA has
@@ -249,12 +289,17 @@ class HomeAssistantPublisher:
         logger.info(
             "Home Assistant discovery of host %s on the per-host layout (%d VMs moved)",
             self.host,
-            len(known),
+            len(legacy),
         )
         return True
 
     # -- sending ----------------------------------------------------------------------------
     def _send_all(self, uuids: Iterable[str]) -> bool:
+        if not self._send_host():
+            return False
+        return all(self._send_vm(uuid) for uuid in uuids if not self._stop.is_set())
+
+    def _send_host(self) -> bool:
         with self._lock:
             status = self._status
         host = discovery.host_configs(
@@ -265,9 +310,7 @@ class HomeAssistantPublisher:
             __version__,
             expire_after=self._host_expiry,
         )
-        if not self._send(host, retain=True):
-            return False
-        return all(self._send_vm(uuid) for uuid in uuids if not self._stop.is_set())
+        return self._send(host, retain=True)
 
     def _send_vm(self, uuid: str) -> bool:
         with self._lock:

@@ -195,9 +195,11 @@ def test_agent_start_moves_an_old_layout_without_losing_an_entity() -> None:
     for vm in VMS:
         expected |= set(discovery.config_topics("h1", vm.uuid, HA))
     assert set(broker.retained) == expected
-    # The markers went out unretained, each before the first new config.
+    # The markers went out unretained, each before the first new config (the host's configs,
+    # which never moved, may go first).
     markers = [i for i, m in enumerate(broker.sent) if m[1] == discovery.MIGRATE_PAYLOAD]
-    first_new = min(i for i, m in enumerate(broker.sent) if m[0] in expected)
+    moved = expected - set(discovery.host_config_topics("h1", HA))
+    first_new = min(i for i, m in enumerate(broker.sent) if m[0] in moved)
     assert len(markers) == 2 * len(discovery.VM_OBJECTS) and max(markers) < first_new
     assert not any(retain for _, payload, retain in broker.sent if payload == b"{}")
 
@@ -370,3 +372,42 @@ def test_vm_events_never_wait_for_a_stalled_broker() -> None:
     sends = [m for m in broker.sent if m[0] == power]
     assert len(sends) <= 3, len(sends)
     assert b"web49" in broker.retained[power]
+
+
+def test_a_migration_without_an_answer_is_retried_without_a_new_request() -> None:
+    hass, before = upgraded_from_old_layout(*VMS)
+    broker = Broker(hass)
+    answers: list[bool | None] = [None, None]  # the broker is slow twice, then answers
+
+    def probe(topic: str, payload: bytes) -> bool | None:
+        if answers:
+            return answers.pop(0)
+        return broker.publish(topic, payload, False)
+
+    pub = publisher(broker, probe=probe, retry_s=0.05)
+    try:
+        pub.publish_all(None, VMS)
+        wait_for(lambda: pub.migrated)  # no connect, no `online`: the retries alone
+    finally:
+        pub.stop()
+    assert_kept(hass, before)
+    assert pub.rounds == 3
+
+
+def test_a_vm_defined_after_start_is_discovered_while_the_migration_waits() -> None:
+    broker = Broker()
+    pub = publisher(broker, probe=lambda topic, payload: None, retry_s=0.05)
+    try:
+        pub.publish_all(None, VMS)
+        wait_for(lambda: pub.rounds >= 2)  # the migration failed, and failed again
+        pub.vm_changed(vm_state(UUID_GONE, "new"))
+        new_topics = set(discovery.config_topics("h1", UUID_GONE, HA))
+        wait_for(lambda: new_topics <= set(broker.retained))
+        assert not pub.migrated
+        assert set(discovery.host_config_topics("h1", HA)) <= set(broker.retained)
+    finally:
+        pub.stop()
+    # The VMs that may still have old-layout configs are not sent on the new layout yet: HA
+    # would refuse those configs while the old entities are loaded.
+    assert not set(discovery.config_topics("h1", UUID_A, HA)) & set(broker.retained)
+    assert broker.hass.refused == [] and broker.hass.removed == []
