@@ -69,6 +69,7 @@ class Bus:
         self._on_message_cb = on_message
         self._on_connected_cb = on_connected
         self._connected = threading.Event()
+        self._generation = 0  # connections made so far: a change tells a reconnect happened
         self._refusals = RefusalLog()
         endpoint = settings.mqtt
         self.endpoint = endpoint
@@ -105,6 +106,12 @@ class Bus:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def generation(self) -> int:
+        """Counts successful connections: two equal readings with `connected` true in between
+        mean everything published meanwhile went out on one connection, in order."""
+        return self._generation
 
     def start(self) -> None:
         self._client.connect_async(
@@ -218,6 +225,7 @@ class Bus:
                 # arrives live, so it is refused every time, not only after a reconnect.
                 options = SubscribeOptions(qos=1, noLocal=no_local, retainAsPublished=True)
                 client.subscribe(topic, options=options)
+            self._generation += 1
             self._connected.set()
             self._on_connected_cb()
         except Exception:

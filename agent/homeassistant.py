@@ -58,6 +58,7 @@ class HomeAssistantPublisher:
         publish: Publish,
         connected: Callable[[], bool] = lambda: True,
         probe: Probe | None = None,
+        generation: Callable[[], int] = lambda: 0,
         *,
         coalesce_s: float = COALESCE_S,
         min_gap_s: float = MIN_GAP_S,
@@ -70,6 +71,7 @@ class HomeAssistantPublisher:
         self.status_topic = discovery.ha_status_topic(ha_prefix)
         self._publish = publish
         self._connected = connected
+        self._generation = generation
         self._probe: Probe = probe or (lambda topic, payload: publish(topic, payload, False))
         self._coalesce_s = coalesce_s
         self._min_gap_s = min_gap_s
@@ -257,6 +259,20 @@ class HomeAssistantPublisher:
         markers = [m for uuid in legacy for m in discovery.migration_markers(host, uuid, prefix)]
         if not markers:
             return self._send_all(known)
+        # Every step runs on one connection. Messages published while the connection is down
+        # wait in paho's queue and go out back-to-back at the reconnect, without the pause HA
+        # needs between the markers and the new configs: a change of connection aborts the
+        # attempt, and the retry runs the whole handshake again.
+        generation = self._generation()
+
+        def same_connection() -> bool:
+            if self._stop.is_set():
+                return False  # stopping: the next start runs the whole handshake again
+            if self._connected() and self._generation() == generation:
+                return True
+            logger.warning("MQTT connection lost during the discovery migration of %s", host)
+            return False
+
         # The host's configs never moved: they need not wait for the broker's answer.
         if not self._send_host():
             return False
@@ -275,15 +291,21 @@ class HomeAssistantPublisher:
             MIGRATION_PAUSE_MAX_S,
             self._migration_pause_s + MIGRATION_PAUSE_PER_MESSAGE_S * len(markers),
         )
-        if not self._send(markers[1:], retain=False):
+        # Each marker confirmed (PUBACK): none may wait in the offline queue, and the pause
+        # counts from when the broker had them all.
+        for topic, payload in markers[1:]:
+            if self._probe(topic, payload) is not True or not same_connection():
+                return False
+        if self._stop.wait(pause) or not same_connection():
             return False
-        if self._stop.wait(pause) or not self._send_all(known) or self._stop.is_set():
-            return False  # stopping: the next start runs the whole handshake again
+        if not self._send_all(known) or not same_connection():
+            return False
         old = [r for uuid in legacy for r in discovery.legacy_removals(host, uuid, prefix)]
         if not self._send(old, retain=True):
             return False
         # A config that reached HA before its old entity was unloaded was refused, and HA has
-        # forgotten it: the same configs again (an unchanged one is ignored by HA).
+        # forgotten it: the same configs again (an unchanged one is ignored by HA). After a
+        # reconnect here the next round (asked for by the connect) sends them.
         if self._stop.wait(pause) or not self._send_all(known):
             return False
         logger.info(

@@ -84,6 +84,7 @@ class AgentService:
                     Outbound(topic, payload, DISCOVERY_QOS, retain), discovery_window
                 ),
                 connected=lambda: self.bus.connected,
+                generation=lambda: self.bus.generation,
                 probe=lambda topic, payload: self.bus.publish_confirmed(
                     Outbound(topic, payload, DISCOVERY_QOS, False)
                 ),

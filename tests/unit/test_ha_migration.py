@@ -411,3 +411,88 @@ def test_a_vm_defined_after_start_is_discovered_while_the_migration_waits() -> N
     # would refuse those configs while the old entities are loaded.
     assert not set(discovery.config_topics("h1", UUID_A, HA)) & set(broker.retained)
     assert broker.hass.refused == [] and broker.hass.removed == []
+
+
+class DroppingBroker(Broker):
+    """The connection drops after `drop_after` markers and comes back `down_s` later: what is
+    published meanwhile waits in the client's queue and reaches the broker back-to-back at the
+    reconnect (as paho does); a confirmed publish gets no answer while down."""
+
+    def __init__(self, drop_after: int, down_s: float) -> None:
+        super().__init__()
+        self.drop_after, self.down_s = drop_after, down_s
+        self.markers = 0
+        self.up = True
+        self.generation = 1
+        self.queued: list[tuple[str, bytes, bool]] = []
+        self.delivered: list[tuple[float, str, bytes]] = []
+        self.on_reconnect: Callable[[], None] = lambda: None
+
+    def _deliver(self, topic: str, payload: bytes, retain: bool) -> None:
+        self.delivered.append((time.monotonic(), topic, payload))
+        super().publish(topic, payload, retain)
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> bool:
+        with self.lock:
+            if payload == discovery.MIGRATE_PAYLOAD:
+                self.markers += 1
+                if self.markers == self.drop_after:
+                    self.up = False
+                    threading.Timer(self.down_s, self.reconnect).start()
+            if not self.up:
+                self.queued.append((topic, payload, retain))
+                return True
+        self._deliver(topic, payload, retain)
+        return True
+
+    def confirmed(self, topic: str, payload: bytes) -> bool | None:
+        if not self.up:
+            return None
+        self.publish(topic, payload, False)
+        return True if self.up else None
+
+    def reconnect(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.up = True
+            queued, self.queued = self.queued, []
+        for message in queued:
+            self._deliver(*message)
+        self.on_reconnect()
+
+
+def test_a_broker_drop_mid_migration_restarts_it_with_the_pause_kept() -> None:
+    pause = 0.3
+    broker = DroppingBroker(drop_after=5, down_s=0.5)
+    pub = HomeAssistantPublisher(
+        "h1",
+        Topics(),
+        HA,
+        2.0,
+        5,
+        broker.publish,
+        connected=lambda: broker.up,
+        probe=broker.confirmed,
+        generation=lambda: broker.generation,
+        coalesce_s=0.0,
+        min_gap_s=0.0,
+        migration_pause_s=pause,
+        retry_s=0.05,
+    )
+    broker.on_reconnect = lambda: pub.publish_all(None, VMS)  # every connect, as the agent does
+    pub.start()
+    try:
+        pub.publish_all(None, VMS)
+        wait_for(lambda: pub.migrated and broker.generation == 2)
+    finally:
+        pub.stop()
+    # Every new-layout VM config reached the broker at least the pause after the last marker
+    # before it: HA had unloaded the old entity, so it took the config.
+    moved = {t for vm in VMS for t in discovery.config_topics("h1", vm.uuid, HA)}
+    last_marker: float | None = None
+    for at, topic, payload in broker.delivered:
+        if payload == discovery.MIGRATE_PAYLOAD:
+            last_marker = at
+        elif topic in moved:
+            assert last_marker is not None and at - last_marker >= pause * 0.9, topic
+    assert set(moved) <= set(broker.retained)
