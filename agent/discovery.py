@@ -122,11 +122,16 @@ def legacy_config_topics(host: str, uuid: str, ha_prefix: str) -> list[str]:
     return [_config_topic(ha_prefix, spec, legacy_vm_node_id(host, uuid)) for spec in VM_OBJECTS]
 
 
-def vm_removals(host: str, uuid: str, ha_prefix: str) -> list[tuple[str, bytes]]:
-    """Empty retained payloads for every config topic of a VM, in both layouts: HA deletes its
-    entities. The earlier layout too, for a VM undefined while an old agent was still in charge
-    or while the agent was down across the upgrade."""
-    topics = config_topics(host, uuid, ha_prefix) + legacy_config_topics(host, uuid, ha_prefix)
+def vm_removals(
+    host: str, uuid: str, ha_prefix: str, *, legacy: bool = True
+) -> list[tuple[str, bytes]]:
+    """Empty retained payloads for every config topic of a VM: HA deletes its entities. With
+    `legacy`, the earlier layout's too, for a VM undefined while an old agent was still in charge
+    or while the agent was down across the upgrade (only while the broker may still let the
+    agent write there: once the upgrade window closes, each would be refused)."""
+    topics = config_topics(host, uuid, ha_prefix)
+    if legacy:
+        topics += legacy_config_topics(host, uuid, ha_prefix)
     return [(topic, b"") for topic in topics]
 
 

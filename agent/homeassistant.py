@@ -102,6 +102,9 @@ class HomeAssistantPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.migrated = False
+        # The broker's answer to the migration's probe: may this agent still write the earlier
+        # layout (None: not asked yet, or no answer).
+        self.legacy_writable: bool | None = None
         self.rounds = 0
         self.junk_status = 0
 
@@ -220,7 +223,10 @@ class HomeAssistantPublisher:
                 sendable = self.migrated or (self._legacy is not None and uuid not in self._legacy)
             try:
                 if what in ("removed", "replaced"):
-                    self._send(discovery.vm_removals(self.host, uuid, self.ha_prefix), retain=True)
+                    # The earlier layout only while the migration may still be to do there.
+                    legacy = not self.migrated and self.legacy_writable is not False
+                    removals = discovery.vm_removals(self.host, uuid, self.ha_prefix, legacy=legacy)
+                    self._send(removals, retain=True)
                 if what in ("changed", "replaced") and changed and sendable:
                     self._send_vm(uuid)
             except Exception:
@@ -280,6 +286,7 @@ class HomeAssistantPublisher:
         verdict = self._probe(*markers[0])
         if verdict is None:
             return False  # no answer: the next round tries again
+        self.legacy_writable = verdict
         if not verdict:
             logger.info(
                 "the broker refuses the earlier discovery layout to %s (per-host ACL): nothing "

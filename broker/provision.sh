@@ -80,6 +80,12 @@ add_user() { # role, NAME[:SECRET]
     if [[ "$role" != homeassistant && ! "$name" =~ $id_re ]]; then
         die "$role id '$name' must match $id_re"
     fi
+    # Agents before the per-host discovery layout put a VM's configs under the node id
+    # `kvmsup_<host>_<uuid hex>`: a host id ending in `_` and 32 hex digits would own, as its
+    # own node id, another host's old one, and could take over that host's VM entities.
+    if [[ "$role" == agent && "$name" =~ _[0-9a-f]{32}$ ]]; then
+        die "agent id '$name' ends in _ and 32 hex digits, like an earlier layout's discovery node id kvmsup_<host>_<vm uuid>: choose another host id"
+    fi
     if [[ -n "${role_of[$name]:-}" ]]; then
         # A gateway or HA user named like a host would also get that host's rules (pattern rules apply to every user).
         die "username '$name' given twice (as ${role_of[$name]} and as $role)"

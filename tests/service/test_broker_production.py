@@ -604,6 +604,9 @@ def test_provision_refuses_unsafe_usernames_and_keeps_passwords(tmp_path):
         ["--homeassistant", "ha#:x"],
         ["--homeassistant", "demo-a:x"],  # a HA user named like a host would get its rules
         ["--agent", "Upper:x"],
+        # Its node id would be host demo-a's old-layout node id for one of its VMs.
+        ["--agent", f"demo-a_{'0123456789abcdef' * 2}:x"],
+        ["--agent", f"x_{'f' * 32}:x"],
     ):
         done = subprocess.run(
             ["bash", str(PROVISION), "--out", str(tmp_path / "bad"), "--agent", "demo-a:x", *bad],

@@ -344,6 +344,9 @@ def test_removals_cover_every_config_topic_of_both_layouts() -> None:
     assert len(published) == len(set(published)) == len(discovery.VM_OBJECTS)
     assert set(published).isdisjoint(legacy)
     assert all(payload == b"" for _, payload in removals)
+    # After the upgrade window the earlier layout is left alone (the broker would refuse it).
+    current = discovery.vm_removals("h1", UUID_A, HA, legacy=False)
+    assert sorted(t for t, _ in current) == sorted(published)
 
 
 def test_signature_changes_with_what_the_configs_show() -> None:

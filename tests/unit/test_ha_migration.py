@@ -496,3 +496,28 @@ def test_a_broker_drop_mid_migration_restarts_it_with_the_pause_kept() -> None:
         elif topic in moved:
             assert last_marker is not None and at - last_marker >= pause * 0.9, topic
     assert set(moved) <= set(broker.retained)
+
+
+@pytest.mark.parametrize("acl_allows_old_layout", [True, False])
+def test_an_undefine_after_the_migration_leaves_the_old_layout_alone(
+    acl_allows_old_layout: bool,
+) -> None:
+    broker = Broker()
+
+    def probe(topic: str, payload: bytes) -> bool:
+        return broker.publish(topic, payload, False) and acl_allows_old_layout
+
+    pub = publisher(broker, probe=probe)
+    try:
+        pub.publish_all(None, VMS)
+        wait_for(lambda: pub.migrated)
+        broker.sent.clear()
+        pub.vm_removed(UUID_A)
+        wait_for(lambda: len(broker.sent) >= len(discovery.VM_OBJECTS))
+        time.sleep(0.2)
+    finally:
+        pub.stop()
+    # Once the window closes, every write to the earlier layout is refused (and logged by the
+    # broker): an undefine sends only its own layout's removals.
+    assert sorted(t for t, _, _ in broker.sent) == sorted(discovery.config_topics("h1", UUID_A, HA))
+    assert pub.legacy_writable is acl_allows_old_layout
