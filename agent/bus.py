@@ -154,7 +154,9 @@ class Bus:
         unacknowledged QoS 1 message, connected or not, and refuses what comes beyond it, command
         replies included: a few thousand configs sent at once would make replies fail. Paced,
         the bulk holds at most `window` places and a reply queues behind at most that many.
-        Offline it does not wait (the message joins the bounded offline queue). False when paho
+        Offline it does not wait (the message joins the bounded offline queue, and goes out at the
+        reconnect right behind the others: a sender whose steps need time between them compares
+        `generation` before and after each). False when paho
         refused it or the backlog did not drain within `timeout` (the broker stopped acking)."""
         with self._paced_lock:
             deadline = time.monotonic() + timeout

@@ -4,7 +4,9 @@ Full republishes (on every MQTT connect and resync, and when Home Assistant anno
 run on a thread of their own, coalesced: a burst of requests becomes one round, at most one
 round runs at a time, and rounds are spaced, so a flood of `homeassistant/status` messages costs
 one republish every few seconds, not one per message. The first round of each start moves the
-configs from the earlier topic layout (see `discovery.MIGRATE_PAYLOAD` for the order and why).
+configs from the earlier topic layout (see `discovery.MIGRATE_PAYLOAD` for the order and why),
+and is retried with backoff until it succeeds. A single VM's changes and removals go through
+the same thread, queued: the libvirt event thread that reports them never waits for the broker.
 """
 
 from __future__ import annotations
