@@ -11,6 +11,8 @@ import libvirt
 import pytest
 
 from agent import discovery
+from agent.bus import Bus, Outbound
+from agent.config import AgentSettings
 from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.agentctl import DEMO_A, DEMO_B, AgentClient
@@ -419,3 +421,32 @@ def test_a_flood_of_births_and_junk_never_starves_command_replies(broker, start_
         assert out.count("unexpected payload") <= 5
     finally:
         watcher.close()
+
+
+def test_the_bus_tells_a_reconnect_apart_and_confirms_nothing_offline(broker, tmp_path):
+    """What the migration relies on to keep its pauses (agent/homeassistant.py): a broker
+    restart changes `generation`, and a confirmed publish gets no answer while it is down."""
+    settings = AgentSettings(mqtt_url=broker.url, host_id="gen-test")
+    will = Outbound("kvmsup/v1/gen-test/status", b"{}", 1, True)
+    bus = Bus(settings, "gen-test", will, lambda: will, [], lambda _m: None, lambda: None)
+    bus.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not bus.connected:
+            assert time.monotonic() < deadline, "never connected"
+            time.sleep(0.05)
+        first = bus.generation
+        marker = Outbound("homeassistant/switch/kvmsup_gen-test/x/config", b"{}", 1, False)
+        assert bus.publish_confirmed(marker) is True
+        broker.kill()
+        while bus.connected:
+            assert time.monotonic() < deadline + 30, "the drop went unnoticed"
+            time.sleep(0.05)
+        assert bus.publish_confirmed(marker) is None
+        broker.start()
+        while not bus.connected:
+            assert time.monotonic() < deadline + 60, "never reconnected"
+            time.sleep(0.05)
+        assert bus.generation == first + 1
+    finally:
+        bus.stop()
