@@ -65,6 +65,8 @@ lint: venv
 bench: install
 	$(PY) benchmarks/agent_tick.py
 	$(PY) benchmarks/gateway_read.py
+	$(PY) benchmarks/gateway_ingest.py
+	$(PY) benchmarks/sio_fanout.py
 
 # The whole stack for SOAK_MINUTES under churn; RSS, threads and fds per process each minute.
 SOAK_MINUTES ?= 10
