@@ -117,6 +117,23 @@ class CommandExecutor:
     def reject(
         self, rejection: Rejection, send: Reply | None, request: CommandRequest | None = None
     ) -> None:
+        if rejection.id is not None:
+            with self._lock:
+                entry = self._seen.get(rejection.id)
+            if entry is not None:
+                # An id already answered (accepted, running or done): a late redelivery that
+                # now reads as expired, a retained copy, a malformed message carrying its
+                # CorrelationData. Refusing it would be a second, contradicting reply.
+                logger.warning(
+                    "command %s refused (%s: %s) but already known: re-sending its %s reply",
+                    rejection.id,
+                    rejection.code,
+                    rejection.message,
+                    entry.reply.status,
+                )
+                if send is not None:
+                    send(entry.reply)
+                return
         reply = CommandReply(
             id=rejection.id,
             host=self.host,

@@ -470,3 +470,22 @@ def test_a_command_answered_once_is_never_begun_again(live: Callable[..., Live])
     lv.executor.shutdown(wait=True)
     assert [r.status for r in lv.replies] == ["accepted", "succeeded", "succeeded"]
     assert lv.truth(WEB) == "running"
+
+
+@pytest.mark.parametrize("code", ["expired", "retained", "bad_request"])
+def test_a_refusal_under_a_known_id_never_contradicts_its_reply(
+    live: Callable[..., Live], code: str
+) -> None:
+    # A late redelivery of an accepted id reads as `expired`; a retained copy or a malformed
+    # message may carry the same CorrelationData. The id keeps its one outcome.
+    from agent.requests import Rejection
+
+    lv = live()
+    lv.submit("suspend", WEB, begin_within=5)
+    assert lv.final().status == "succeeded"
+    lv.executor.reject(Rejection(code, "refused", "c1", "suspend", WEB), lv.send)
+    lv.executor.shutdown(wait=True)
+    assert [r.status for r in lv.replies] == ["accepted", "succeeded", "succeeded"]
+    # An id the agent does not know is refused as before.
+    lv.executor.reject(Rejection(code, "refused", "other"), lv.send)
+    assert lv.replies[-1].status == "rejected" and lv.replies[-1].id == "other"
