@@ -43,12 +43,15 @@ Reply = Callable[[CommandReply], None]
 # ended (`timeout_s` after the shutdown was sent), and never later: the margin covers the
 # scheduling of the waiting thread, not a slow libvirtd.
 ESCALATE_GRACE_S = 5.0
+# An id is remembered until this long after its `not_after`: a copy arriving later is refused
+# as `expired` by the decoder anyway, so forgetting the id then can never run it twice.
+REMEMBER_AFTER_S = 300.0
 
 
 @dataclass
 class _Entry:
     reply: CommandReply
-    send: Reply | None
+    keep_until: float  # monotonic; kept at least this long, and while not final
 
 
 @dataclass
@@ -86,6 +89,7 @@ class CommandExecutor:
         call_timeout: float = 30.0,
         history: int = 2048,
         escalate_grace: float = ESCALATE_GRACE_S,
+        remember_after: float = REMEMBER_AFTER_S,
     ) -> None:
         self.host = host
         self._hv = hypervisor
@@ -105,6 +109,7 @@ class CommandExecutor:
         self._escalate_grace = escalate_grace
         self._seen: OrderedDict[str, _Entry] = OrderedDict()
         self._history = history
+        self._remember_after = remember_after
         self._lock = threading.Lock()
 
     def shutdown(self, wait: bool = False) -> None:
@@ -145,8 +150,10 @@ class CommandExecutor:
         logger.warning(
             "command %s rejected: %s (%s)", rejection.id, rejection.code, rejection.message
         )
-        if rejection.id is not None and rejection.code not in ("bad_request", "too_large"):
-            self._remember(rejection.id, reply, send)
+        if request is not None and send is not None:
+            # Only a decoded request's id, which a copy could repeat (a QoS 1 redelivery):
+            # the copy then gets this reply instead of running. A `set` has no reply to repeat.
+            self._remember(request, reply)
         if send is not None:
             send(reply)
         self._on_outcome(request, reply)
@@ -164,7 +171,15 @@ class CommandExecutor:
                 send(entry.reply)
             return
         vm = self._inventory.get(request.vm)
-        refusal = self._refusal(request.vm, request.action, vm is None)
+        if send is not None and not self._room():
+            # Every remembered id may still be redelivered and must not run twice: forgetting
+            # one to make room could, so the new request waits for ids to age out instead.
+            refusal: tuple[str, str] | None = (
+                "busy",
+                "too many recent command ids to keep track of; retry later",
+            )
+        else:
+            refusal = self._refusal(request.vm, request.action, vm is None)
         if refusal is not None:
             code, message = refusal
             self.reject(
@@ -182,8 +197,8 @@ class CommandExecutor:
             state=vm.state,
         )
         ticket = Ticket(request.id, self._begin_by(request))
-        self._remember(request.id, accepted, send)
         if send is not None:
+            self._remember(request, accepted)
             send(accepted)
         pool = self._waits if request.action == "shutdown" else self._jobs
         pool.submit(self._run_job, request, send, ticket)
@@ -213,12 +228,29 @@ class CommandExecutor:
             self._pending += 1
         return None
 
-    def _remember(self, request_id: str, reply: CommandReply, send: Reply | None) -> None:
+    def _room(self) -> bool:
         with self._lock:
-            self._seen[request_id] = _Entry(reply, send)
-            self._seen.move_to_end(request_id)
-            while len(self._seen) > self._history:
-                self._seen.popitem(last=False)
+            return self._room_locked()
+
+    def _room_locked(self) -> bool:
+        """Whether one more id can be remembered, after forgetting those that aged out."""
+        if len(self._seen) < self._history:
+            return True
+        now = time.monotonic()
+        for key in [k for k, e in self._seen.items() if e.reply.is_final and e.keep_until < now]:
+            del self._seen[key]
+        return len(self._seen) < self._history
+
+    def _remember(self, request: CommandRequest, reply: CommandReply) -> None:
+        """Caches the id's latest reply; a new id only while there is room (see `_room`)."""
+        left = (request.not_after - utc_now()).total_seconds()
+        keep_until = time.monotonic() + max(0.0, left) + self._remember_after
+        with self._lock:
+            entry = self._seen.get(request.id)
+            if entry is not None:
+                entry.reply = reply
+            elif self._room_locked():
+                self._seen[request.id] = _Entry(reply, keep_until)
 
     # -- execution (command worker threads) ------------------------------------------------
     def _run_job(self, request: CommandRequest, send: Reply | None, ticket: Ticket) -> None:
@@ -236,7 +268,8 @@ class CommandExecutor:
                     self._shutting_down.discard(request.vm)
                 else:
                     self._pending -= 1
-        self._remember(request.id, reply, send)
+        if send is not None:
+            self._remember(request, reply)
         logger.info(
             "command %s %s %s by %s: %s",
             request.id,

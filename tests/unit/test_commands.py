@@ -180,7 +180,13 @@ class Gate:
 class Live:
     """A real Hypervisor on an in-process test:/// node, an inventory and an executor."""
 
-    def __init__(self, call_timeout: float = 30.0, workers: int = 4) -> None:
+    def __init__(
+        self,
+        call_timeout: float = 30.0,
+        workers: int = 4,
+        history: int = 2048,
+        remember_after: float = 300.0,
+    ) -> None:
         from tests.support.procs import demo_node_uri
 
         self.events: queue.Queue[HypervisorEvent] = queue.Queue()
@@ -201,6 +207,8 @@ class Live:
             workers=workers,
             call_timeout=call_timeout,
             escalate_grace=0.3,
+            history=history,
+            remember_after=remember_after,
         )
 
     def wait_connected(self, count: int) -> None:
@@ -489,3 +497,45 @@ def test_a_refusal_under_a_known_id_never_contradicts_its_reply(
     # An id the agent does not know is refused as before.
     lv.executor.reject(Rejection(code, "refused", "other"), lv.send)
     assert lv.replies[-1].status == "rejected" and lv.replies[-1].id == "other"
+
+
+def test_a_full_id_cache_answers_busy_instead_of_forgetting_a_live_id(
+    live: Callable[..., Live],
+) -> None:
+    # Every remembered id may still be redelivered before its not_after: the agent refuses
+    # new ids rather than forget one, so a later copy of the first never runs again.
+    lv = live(history=3)
+    for n in range(3):
+        lv.submit("reboot", WEB, begin_within=60, request_id=f"r{n}")
+        assert lv.final(f"r{n}").status == "succeeded"
+    lv.submit("suspend", WEB, begin_within=60, request_id="extra")
+    extra = lv.final("extra")
+    assert extra.status == "rejected" and extra.error is not None
+    assert extra.error.code == "busy"
+    lv.submit("reboot", WEB, begin_within=60, request_id="r0")  # a late copy of the first
+    lv.executor.shutdown(wait=True)
+    assert [r.status for r in lv.replies if r.id == "r0"] == ["accepted", "succeeded", "succeeded"]
+    assert lv.truth(WEB) == "running"
+
+
+def test_ids_past_their_not_after_make_room(live: Callable[..., Live]) -> None:
+    lv = live(history=2, remember_after=0.0)
+    for n in range(2):
+        lv.submit("reboot", WEB, begin_within=0.5, request_id=f"r{n}")
+        assert lv.final(f"r{n}").status == "succeeded"
+    aged = threading.Event()  # the clock, not a synchronisation: past both not_after
+    threading.Timer(0.8, aged.set).start()
+    assert aged.wait(5)
+    lv.submit("suspend", WEB, begin_within=5, request_id="later")
+    assert lv.final("later").status == "succeeded"
+
+
+def test_a_set_request_takes_no_place_in_the_id_cache(live: Callable[..., Live]) -> None:
+    lv = live(history=1)
+    for n in range(5):  # plain `set` messages: no reply to repeat, nothing remembered
+        request = CommandRequest(
+            id=f"set-{n}", action="reboot", vm=WEB, not_after=utc_now() + timedelta(seconds=30)
+        )
+        lv.executor.submit(request, None)
+    lv.submit("reset", WEB, begin_within=5)
+    assert lv.final().status != "rejected", lv.replies
