@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from agent.callpool import CallPool
-from agent.errors import AgentError, CallTimeout, OutcomeUnknown
+from agent.errors import AgentError, CallTimeout, HypervisorUnavailable, OutcomeUnknown
 from agent.hypervisor import Hypervisor
 from agent.hypervisor.operations import Guard
 from agent.inventory import Inventory
@@ -61,6 +61,19 @@ class _Progress:
     before: VmStateName | None = None
     acted: bool = False
     after: VmStateName | None = None
+
+
+def _cut_off(ticket: Ticket, exc: AgentError) -> OutcomeUnknown | None:
+    """A transport error (or libvirt's own call timeout) from an action whose RPC was sent:
+    libvirt may have carried it out, so this is outcome_unknown, not a failure nor `timeout`
+    (which promises that nothing was sent)."""
+    action = ticket.cut_off
+    if action is None or not isinstance(exc, HypervisorUnavailable | CallTimeout):
+        return None
+    return OutcomeUnknown(
+        f"libvirt was asked to {action} and the connection failed before it answered "
+        f"({exc}): it may still take effect"
+    )
 
 
 def _late_call_ended(request_id: str, sent: str, future: Future[None]) -> None:
@@ -339,7 +352,10 @@ class CommandExecutor:
         self._hv.perform(uuid, action, guard=self._guard(ticket, action, uuid))
         progress.acted = True
         if action != "shutdown":  # the guest's own pace: the shutdown job waits for it
-            progress.after = read()
+            try:
+                progress.after = read()
+            except AgentError as exc:  # the action was done: the reply keeps the record's state
+                logger.warning("command %s: state after %s not read: %s", ticket.id, action, exc)
 
     def _await(self, future: Future[None], ticket: Ticket, deadline: float, since: int) -> None:
         """Waits for a call worker's job that may begin an action (the ticket's action number
@@ -393,11 +409,14 @@ class CommandExecutor:
             if action == "shutdown":
                 return self._shutdown(request, ticket)
             return self._final(request, "succeeded", state=progress.after, changed=True)
-        except (NotBegun, OutcomeUnknown, CallTimeout) as exc:
-            return self._final(
-                request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
-            )
         except AgentError as exc:
+            unknown = _cut_off(ticket, exc)
+            if unknown is not None:
+                exc = unknown
+            if isinstance(exc, NotBegun | OutcomeUnknown | CallTimeout):
+                return self._final(
+                    request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
+                )
             return self._final(request, "failed", error=ErrorInfo(code=exc.code, message=str(exc)))
         finally:
             ticket.close()
@@ -435,6 +454,12 @@ class CommandExecutor:
             except OutcomeUnknown as exc:
                 escalated = True
                 error = ErrorInfo(code=exc.code, message=str(exc))
+            except AgentError as exc:
+                unknown = _cut_off(ticket, exc)
+                if unknown is None or ticket.cut_off != "destroy":
+                    raise
+                escalated = True
+                error = ErrorInfo(code=unknown.code, message=str(unknown))
         try:
             # A short read: a libvirtd that stopped answering must not hold the reply long.
             state: VmStateName | None = self._fresh(uuid, self._escalate_grace)

@@ -539,3 +539,60 @@ def test_a_set_request_takes_no_place_in_the_id_cache(live: Callable[..., Live])
         lv.executor.submit(request, None)
     lv.submit("reset", WEB, begin_within=5)
     assert lv.final().status != "rejected", lv.replies
+
+
+def lost_connection(message: str) -> Exception:
+    """What libvirt's client raises when libvirtd goes away (or stops answering) mid-call."""
+    import libvirt
+
+    exc = libvirt.libvirtError(message)
+    exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, message, 2, None, None, None)
+    return exc
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "End of file while reading data: Input/output error",  # libvirtd restarted
+        "connection closed due to keepalive timeout",  # libvirtd stopped answering
+    ],
+    ids=["restart", "keepalive"],
+)
+def test_an_action_cut_off_by_a_lost_connection_is_outcome_unknown(
+    live: Callable[..., Live], message: str
+) -> None:
+    # The destroy's RPC went out (its guard let it through), then the connection failed
+    # before libvirt answered: it may have happened. Neither `failed` nor `timeout` (which
+    # promises nothing was sent) would tell the truth.
+    lv = live()
+
+    def hold(stage: str, _uuid: str) -> None:
+        if stage == "begun":
+            lv.hv.drop()
+            raise lost_connection(message)
+
+    lv.hv.hold = hold
+    lv.submit("destroy", WEB, begin_within=5)
+    reply = lv.final()
+    assert reply.status == "timed_out" and reply.error is not None, reply
+    assert reply.error.code == "outcome_unknown", reply
+    assert "may still take effect" in reply.error.message
+
+
+def test_a_lost_connection_before_the_action_began_is_still_a_plain_failure(
+    live: Callable[..., Live],
+) -> None:
+    lv = live()
+
+    def hold(stage: str, _uuid: str) -> None:
+        if stage == "act":  # before the guard: nothing was sent
+            raise lost_connection("End of file while reading data: Input/output error")
+
+    lv.hv.hold = hold
+    lv.submit("destroy", WEB, begin_within=5)
+    reply = lv.final()
+    assert reply.status == "failed" and reply.error is not None, reply
+    assert reply.error.code == "libvirt_unavailable"
+    lv.hv.hold = None
+    lv.wait_connected(2)  # the error gave the connection up
+    assert lv.truth(WEB) == "running"
