@@ -46,6 +46,9 @@ ESCALATE_GRACE_S = 5.0
 # An id is remembered until this long after its `not_after`: a copy arriving later is refused
 # as `expired` by the decoder anyway, so forgetting the id then can never run it twice.
 REMEMBER_AFTER_S = 300.0
+# Shutdowns waiting for their guests at once; one more is refused `busy` rather than queued
+# behind minutes-long waits (it would then always end timed_out, nothing sent).
+MAX_SHUTDOWNS = 64
 
 
 @dataclass
@@ -103,6 +106,7 @@ class CommandExecutor:
         history: int = 2048,
         escalate_grace: float = ESCALATE_GRACE_S,
         remember_after: float = REMEMBER_AFTER_S,
+        max_shutdowns: int = MAX_SHUTDOWNS,
     ) -> None:
         self.host = host
         self._hv = hypervisor
@@ -116,8 +120,12 @@ class CommandExecutor:
         self._pending = 0
         # A shutdown may wait minutes for its guest: it waits on a pool of its own, one per VM,
         # so quick commands (destroy above all) are never queued behind it.
-        self._waits = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shutdown")
+        self._waits = ThreadPoolExecutor(max_workers=max_shutdowns, thread_name_prefix="shutdown")
+        self._max_shutdowns = max_shutdowns
         self._shutting_down: set[str] = set()
+        # The waits' once-a-second state polls have workers of their own: a poll hung on a
+        # stuck VM never holds a call worker a destroy needs.
+        self._polls = CallPool(4)
         self._call_timeout = call_timeout
         self._escalate_grace = escalate_grace
         self._seen: OrderedDict[str, _Entry] = OrderedDict()
@@ -130,6 +138,7 @@ class CommandExecutor:
         self._jobs.shutdown(wait=wait, cancel_futures=True)
         self._waits.shutdown(wait=wait, cancel_futures=True)
         self._calls.shutdown(wait=wait)
+        self._polls.shutdown(wait=wait)
 
     # -- intake -----------------------------------------------------------------------------
     def reject(
@@ -234,6 +243,8 @@ class CommandExecutor:
             if action == "shutdown":
                 if uuid in self._shutting_down:
                     return "in_progress", "a shutdown of this VM is already in progress"
+                if len(self._shutting_down) >= self._max_shutdowns:
+                    return "busy", "too many shutdowns in progress; retry later"
                 self._shutting_down.add(uuid)
                 return None
             if self._pending >= self._max_pending:
@@ -321,9 +332,10 @@ class CommandExecutor:
 
     def _fresh(self, uuid: str, timeout: float | None = None) -> VmStateName:
         """Reads the VM's state from libvirt now, one RPC: the reply carries the true state.
-        Publishing it is the event worker's job (lifecycle events, and the tick for misses)."""
+        Publishing it is the event worker's job (lifecycle events, and the tick for misses).
+        Only shutdown waits use it, on their own workers (`_polls`)."""
         limit = self._call_timeout if timeout is None else max(0.1, timeout)
-        state, _reason = self._calls.run(lambda: self._hv.domain_state(uuid), limit)
+        state, _reason = self._polls.run(lambda: self._hv.domain_state(uuid), limit)
         return self._inventory.state_name(uuid, state)
 
     def _guard(self, ticket: Ticket, action: str, uuid: str, by: float | None = None) -> Guard:

@@ -186,6 +186,7 @@ class Live:
         workers: int = 4,
         history: int = 2048,
         remember_after: float = 300.0,
+        max_shutdowns: int = 64,
     ) -> None:
         from tests.support.procs import demo_node_uri
 
@@ -209,6 +210,7 @@ class Live:
             escalate_grace=0.3,
             history=history,
             remember_after=remember_after,
+            max_shutdowns=max_shutdowns,
         )
 
     def wait_connected(self, count: int) -> None:
@@ -596,3 +598,46 @@ def test_a_lost_connection_before_the_action_began_is_still_a_plain_failure(
     lv.hv.hold = None
     lv.wait_connected(2)  # the error gave the connection up
     assert lv.truth(WEB) == "running"
+
+
+DB = "a0000000-0000-4000-8000-000000000002"  # running in the demo node
+
+
+def test_a_shutdown_beyond_the_limit_is_refused_busy_not_queued(
+    live: Callable[..., Live],
+) -> None:
+    # One shutdown may wait at a time here (64 in production): the next is told `busy`
+    # at once instead of waiting behind it and ending timed_out with nothing sent.
+    lv = live(max_shutdowns=1)
+    gate = Gate("act")
+    lv.hv.hold = gate
+    lv.submit("shutdown", WEB, begin_within=20, request_id="first", timeout_s=30)
+    assert gate.reached.wait(10)
+    lv.submit("shutdown", DB, begin_within=20, request_id="second", timeout_s=30)
+    second = lv.final("second", timeout=5)
+    assert second.status == "rejected" and second.error is not None
+    assert second.error.code == "busy"
+    assert [r.status for r in lv.replies if r.id == "second"] == ["rejected"]
+    gate.release.set()
+    assert lv.final("first").status == "succeeded"
+
+
+def test_a_destroy_never_waits_behind_a_shutdown_s_state_polls(
+    live: Callable[..., Live],
+) -> None:
+    # One call worker; a shutdown's poll of its guest hangs (a stuck VM). A force-off of
+    # another VM must still go through at once.
+    lv = live(workers=1)
+    polls = Gate("read", skip=1)  # the read before the shutdown passes, its polls hang
+
+    def hold(stage: str, uuid: str) -> None:
+        if uuid == WEB:
+            polls(stage, uuid)
+
+    lv.hv.hold = hold
+    lv.submit("shutdown", WEB, begin_within=5, request_id="stop", timeout_s=30)
+    assert polls.reached.wait(10)
+    lv.submit("destroy", DB, begin_within=2, request_id="force")
+    reply = lv.final("force", timeout=10)
+    assert (reply.status, reply.state) == ("succeeded", "stopped"), reply
+    polls.release.set()
