@@ -13,12 +13,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
 
-from agent.callpool import CallPool
+from agent.callpool import CallPool, DaemonPool
 from agent.errors import AgentError, CallTimeout, HypervisorUnavailable, OutcomeUnknown
 from agent.hypervisor import Hypervisor
 from agent.hypervisor.operations import Guard
@@ -49,12 +49,22 @@ REMEMBER_AFTER_S = 300.0
 # Shutdowns waiting for their guests at once; one more is refused `busy` rather than queued
 # behind minutes-long waits (it would then always end timed_out, nothing sent).
 MAX_SHUTDOWNS = 64
+# On agent stop, an action already sent has this long to be answered before the agent reports
+# it outcome_unknown and lets the MQTT connection go.
+STOP_GRACE_S = 2.0
 
 
 @dataclass
 class _Entry:
     reply: CommandReply
     keep_until: float  # monotonic; kept at least this long, and while not final
+
+
+@dataclass
+class _Job:
+    request: CommandRequest
+    send: Reply | None
+    ticket: Ticket
 
 
 @dataclass
@@ -116,11 +126,12 @@ class CommandExecutor:
         self._calls = CallPool(workers)
         self._max_pending = workers * 8
         # One thread per admitted command: a job never waits in a queue while its deadline runs.
-        self._jobs = ThreadPoolExecutor(max_workers=self._max_pending, thread_name_prefix="command")
+        # Daemon threads (see DaemonPool): a stopping agent never waits for a job at exit.
+        self._jobs = DaemonPool(self._max_pending, "command")
         self._pending = 0
         # A shutdown may wait minutes for its guest: it waits on a pool of its own, one per VM,
         # so quick commands (destroy above all) are never queued behind it.
-        self._waits = ThreadPoolExecutor(max_workers=max_shutdowns, thread_name_prefix="shutdown")
+        self._waits = DaemonPool(max_shutdowns, "shutdown")
         self._max_shutdowns = max_shutdowns
         self._shutting_down: set[str] = set()
         # The waits' once-a-second state polls have workers of their own: a poll hung on a
@@ -132,6 +143,52 @@ class CommandExecutor:
         self._history = history
         self._remember_after = remember_after
         self._lock = threading.Lock()
+        # Jobs accepted whose final reply is not out yet; the first to answer one takes it.
+        self._open: dict[str, _Job] = {}
+        self._closed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Before the agent's MQTT connection goes: every accepted command gets its final reply.
+        One whose action has not begun never will (`timed_out`, `agent_stopping`, nothing
+        sent); shutdown waits end now; an action already sent has `grace` to be answered,
+        then is reported `outcome_unknown`. New requests are refused `agent_stopping`."""
+        self._stopping.set()
+        with self._lock:
+            jobs = list(self._open.values())
+        for job in jobs:
+            if job.ticket.expire(0):
+                self._finish(
+                    job,
+                    self._final(
+                        job.request,
+                        "timed_out",
+                        error=ErrorInfo(
+                            code="agent_stopping",
+                            message="the agent stopped before the action began: nothing was sent",
+                        ),
+                    ),
+                )
+        until = time.monotonic() + grace
+        with self._closed:
+            self._closed.wait_for(lambda: not self._open, max(0.0, until - time.monotonic()))
+            jobs = list(self._open.values())
+        for job in jobs:
+            job.ticket.close()
+            action = job.ticket.begun[-1][0] if job.ticket.begun else job.request.action
+            self._finish(
+                job,
+                self._final(
+                    job.request,
+                    "timed_out",
+                    error=ErrorInfo(
+                        code="outcome_unknown",
+                        message=f"the agent stopped before libvirt answered its {action}: "
+                        "it may still take effect",
+                    ),
+                ),
+            )
+        self.shutdown()
 
     def shutdown(self, wait: bool = False) -> None:
         """`wait`: until every job and libvirt call already running has returned (tests)."""
@@ -222,8 +279,11 @@ class CommandExecutor:
         if send is not None:
             self._remember(request, accepted)
             send(accepted)
+        job = _Job(request, send, ticket)
+        with self._lock:
+            self._open[request.id] = job
         pool = self._waits if request.action == "shutdown" else self._jobs
-        pool.submit(self._run_job, request, send, ticket)
+        pool.submit(partial(self._run_job, job))
 
     def _begin_by(self, request: CommandRequest) -> float:
         """The monotonic instant after which the command's action may no longer begin: its
@@ -233,6 +293,8 @@ class CommandExecutor:
 
     def _refusal(self, uuid: str, action: str, unknown_vm: bool) -> tuple[str, str] | None:
         """Why a request cannot be taken now (code, message), or None; takes a job slot."""
+        if self._stopping.is_set():
+            return "agent_stopping", "the agent is stopping"
         if unknown_vm:
             if self._inventory.synced:
                 return "vm_not_found", f"no VM with uuid {uuid} on host {self.host}"
@@ -277,7 +339,8 @@ class CommandExecutor:
                 self._seen[request.id] = _Entry(reply, keep_until)
 
     # -- execution (command worker threads) ------------------------------------------------
-    def _run_job(self, request: CommandRequest, send: Reply | None, ticket: Ticket) -> None:
+    def _run_job(self, job: _Job) -> None:
+        request, ticket = job.request, job.ticket
         try:
             reply = self._execute(request, ticket)
         except Exception as exc:
@@ -292,7 +355,18 @@ class CommandExecutor:
                     self._shutting_down.discard(request.vm)
                 else:
                     self._pending -= 1
-        if send is not None:
+        if not self._finish(job, reply):
+            logger.info("command %s: its final reply went out at agent stop", request.id)
+
+    def _finish(self, job: _Job, reply: CommandReply) -> bool:
+        """Sends a job's final reply unless another path already did (True when this one did)."""
+        request = job.request
+        with self._lock:
+            if self._open.get(request.id) is not job:
+                return False
+            del self._open[request.id]
+            self._closed.notify_all()
+        if job.send is not None:
             self._remember(request, reply)
         logger.info(
             "command %s %s %s by %s: %s",
@@ -302,9 +376,17 @@ class CommandExecutor:
             request.by,
             reply.status,
         )
-        if send is not None:
-            send(reply)
-        self._on_outcome(request, reply)
+        # On a job's thread an exception would vanish into its Future: say so here.
+        try:
+            if job.send is not None:
+                job.send(reply)
+        except Exception:
+            logger.exception("command %s: final reply not sent", request.id)
+        try:
+            self._on_outcome(request, reply)
+        except Exception:
+            logger.exception("command %s: outcome not published", request.id)
+        return True
 
     def _final(
         self,
@@ -379,7 +461,8 @@ class CommandExecutor:
             return
         except FutureTimeout:
             pass
-        if ticket.expire(since):
+        # Final with nothing begun since `since`: the agent is stopping and has answered it.
+        if ticket.expire(since) or len(ticket.begun) <= since:
             if not future.cancel():  # running: say when libvirt lets go of it
                 future.add_done_callback(partial(_late_call_ended, ticket.id, "no action sent"))
             raise NotBegun("libvirt did not answer before the command's deadline: nothing was sent")
@@ -449,6 +532,18 @@ class CommandExecutor:
         stopped = self._wait_state(uuid, ("stopped", "crashed"), stop_by)
         escalated: bool | None = False
         error: ErrorInfo | None = None
+        if not stopped and self._stopping.is_set():
+            # No new action while the agent stops: the guest keeps its shutdown request.
+            return self._final(
+                request,
+                "timed_out",
+                escalated=False,
+                error=ErrorInfo(
+                    code="agent_stopping",
+                    message="the agent stopped while the guest was shutting down: the shutdown "
+                    "was sent, and it was not forced off",
+                ),
+            )
         if not stopped and request.params.force_after:
             logger.warning("shutdown of %s took over %.0fs: destroying it", uuid, timeout)
             since = len(ticket.begun)
@@ -494,15 +589,23 @@ class CommandExecutor:
         """Lifecycle events update the inventory; a poll each second covers a missed event."""
         while True:
             left = until - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._stopping.is_set():
                 return False
             if self._inventory.wait_for(
                 uuid, lambda s: s is not None and s.state in states, min(1.0, left)
             ):
                 return True
-            try:
-                fresh = self._fresh(uuid, until - time.monotonic())
-            except AgentError:
-                continue
-            if fresh in states:
-                return True
+            poll = self._polls.submit(lambda: self._hv.domain_state(uuid))
+            while True:  # in slices: an agent stop ends the wait even while a poll hangs
+                try:
+                    state, _reason = poll.result(timeout=0.25)
+                except FutureTimeout:
+                    if self._stopping.is_set() or time.monotonic() >= until:
+                        poll.cancel()
+                        return False
+                    continue
+                except AgentError:
+                    break
+                if self._inventory.state_name(uuid, state) in states:
+                    return True
+                break

@@ -161,8 +161,10 @@ class AgentService:
         self._stop.set()
         if self.ha is not None:
             self.ha.stop()
+        # Every accepted command's final reply goes out while MQTT is still connected, and no
+        # action begins once the agent has said it is going.
+        self.executor.stop()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
-        self.executor.shutdown()
         self._event_calls.shutdown()
         self.ticker.shutdown()
         self.hypervisor.stop()

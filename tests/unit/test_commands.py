@@ -641,3 +641,54 @@ def test_a_destroy_never_waits_behind_a_shutdown_s_state_polls(
     reply = lv.final("force", timeout=10)
     assert (reply.status, reply.state) == ("succeeded", "stopped"), reply
     polls.release.set()
+
+
+def test_agent_stop_answers_a_command_not_begun_and_never_begins_it(
+    live: Callable[..., Live],
+) -> None:
+    lv = live()
+    gate = Gate("act")
+    lv.hv.hold = gate
+    lv.submit("suspend", WEB, begin_within=20)
+    assert gate.reached.wait(10)
+    lv.executor.stop(grace=0.5)
+    reply = lv.final(timeout=5)
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "agent_stopping" and "nothing was sent" in reply.error.message
+    gate.release.set()
+    lv.executor.shutdown(wait=True)
+    assert gate.count("begun") == 0 and lv.truth(WEB) == "running"
+    assert [r.status for r in lv.replies] == ["accepted", "timed_out"]
+
+
+def test_agent_stop_ends_a_shutdown_wait_with_a_final_reply(live: Callable[..., Live]) -> None:
+    lv = live()
+    polls = Gate("read", skip=1)  # the guest "does not stop": every poll of it hangs
+    lv.hv.hold = polls
+    lv.submit("shutdown", WEB, begin_within=5, timeout_s=300, force_after=True)
+    assert polls.reached.wait(10)
+    lv.executor.stop(grace=3)
+    reply = lv.final(timeout=5)
+    assert reply.status == "timed_out" and reply.error is not None, reply
+    assert reply.error.code == "agent_stopping" and reply.escalated is False
+    assert polls.count("begun") == 1  # the shutdown only: no escalation while stopping
+    polls.release.set()
+
+
+def test_agent_stop_reports_an_action_libvirt_has_not_answered(
+    live: Callable[..., Live],
+) -> None:
+    lv = live()
+    gate = Gate("begun")
+    lv.hv.hold = gate
+    lv.submit("destroy", WEB, begin_within=5)
+    assert gate.reached.wait(10)
+    lv.executor.stop(grace=0.3)
+    reply = lv.final(timeout=5)
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "outcome_unknown"
+    lv.submit("reset", WEB, begin_within=5, request_id="late")
+    late = lv.final("late", timeout=5)
+    assert late.status == "rejected" and late.error is not None
+    assert late.error.code == "agent_stopping"
+    gate.release.set()
