@@ -563,10 +563,15 @@ class CommandExecutor:
                 error = ErrorInfo(code=exc.code, message=str(exc))
             except AgentError as exc:
                 unknown = _cut_off(ticket, exc)
-                if unknown is None or ticket.cut_off != "destroy":
+                if unknown is not None and ticket.cut_off == "destroy":
+                    escalated = True
+                    error = ErrorInfo(code=unknown.code, message=str(unknown))
+                elif exc.code == "invalid_state" and self._stopped_now(uuid):
+                    # The guest stopped between the end of the wait and the destroy: done.
+                    logger.info("shutdown of %s: the guest stopped just before the destroy", uuid)
+                    escalated, stopped = False, True
+                else:
                     raise
-                escalated = True
-                error = ErrorInfo(code=unknown.code, message=str(unknown))
         try:
             # A short read: a libvirtd that stopped answering must not hold the reply long.
             state: VmStateName | None = self._fresh(uuid, self._escalate_grace)
@@ -584,6 +589,12 @@ class CommandExecutor:
                 code="shutdown_timeout", message=f"the guest did not stop within {timeout:.0f}s"
             ),
         )
+
+    def _stopped_now(self, uuid: str) -> bool:
+        try:
+            return self._fresh(uuid, self._escalate_grace) in ("stopped", "crashed")
+        except AgentError:
+            return False
 
     def _wait_state(self, uuid: str, states: tuple[VmStateName, ...], until: float) -> bool:
         """Lifecycle events update the inventory; a poll each second covers a missed event."""

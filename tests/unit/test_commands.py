@@ -692,3 +692,27 @@ def test_agent_stop_reports_an_action_libvirt_has_not_answered(
     assert late.status == "rejected" and late.error is not None
     assert late.error.code == "agent_stopping"
     gate.release.set()
+
+
+def test_a_guest_that_stops_just_before_the_escalation_is_a_successful_shutdown(
+    live: Callable[..., Live],
+) -> None:
+    # The wait sees no stop (its polls hang) and ends; the guest is off by the time the
+    # destroy is sent, which libvirt refuses as invalid. The shutdown did succeed.
+    lv = live()
+    polls = Gate("read", skip=1)
+    acts: list[str] = []
+
+    def hold(stage: str, uuid: str) -> None:
+        if stage == "act":
+            acts.append(stage)
+            if len(acts) == 2:  # the destroy: from now on libvirt answers reads again
+                polls.release.set()
+        polls(stage, uuid)
+
+    lv.hv.hold = hold
+    lv.submit("shutdown", WEB, begin_within=5, timeout_s=0.2, force_after=True)
+    reply = lv.final()
+    assert len(acts) == 2, acts
+    assert (reply.status, reply.state, reply.changed) == ("succeeded", "stopped", True), reply
+    assert reply.escalated is False and reply.error is None
