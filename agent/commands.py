@@ -13,7 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
@@ -461,6 +461,9 @@ class CommandExecutor:
             return
         except FutureTimeout:
             pass
+        except CancelledError:  # the agent stopped and cleared the call queue: it never ran
+            ticket.expire(since)
+            raise NotBegun("the agent stopped before the action began: nothing was sent") from None
         # Final with nothing begun since `since`: the agent is stopping and has answered it.
         if ticket.expire(since) or len(ticket.begun) <= since:
             if not future.cancel():  # running: say when libvirt lets go of it

@@ -716,3 +716,25 @@ def test_a_guest_that_stops_just_before_the_escalation_is_a_successful_shutdown(
     assert len(acts) == 2, acts
     assert (reply.status, reply.state, reply.changed) == ("succeeded", "stopped", True), reply
     assert reply.escalated is False and reply.error is None
+
+
+def test_agent_stop_with_calls_still_queued_answers_each_once_and_logs_no_crash(
+    live: Callable[..., Live], caplog: pytest.LogCaptureFixture
+) -> None:
+    # One call worker held by a first command; a second waits in the queue. Stopping answers
+    # both; clearing the queue afterwards must not turn into a "crashed" job.
+    lv = live(workers=1)
+    gate = Gate("read")
+    lv.hv.hold = gate
+    lv.submit("reboot", WEB, begin_within=20, request_id="first")
+    assert gate.reached.wait(10)
+    lv.submit("suspend", WEB, begin_within=20, request_id="second")
+    lv.executor.stop(grace=0.2)
+    for request_id in ("first", "second"):
+        reply = lv.final(request_id, timeout=5)
+        assert reply.error is not None and reply.error.code == "agent_stopping", reply
+    gate.release.set()
+    lv.executor.shutdown(wait=True)
+    assert gate.count("begun") == 0 and lv.truth(WEB) == "running"
+    assert len([r for r in lv.replies if r.is_final]) == 2
+    assert "crashed" not in caplog.text
