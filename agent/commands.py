@@ -13,13 +13,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
 
-from agent.callpool import CallPool
-from agent.errors import AgentError, CallTimeout, OutcomeUnknown
+from agent.callpool import CallPool, DaemonPool
+from agent.errors import AgentError, CallTimeout, HypervisorUnavailable, OutcomeUnknown
 from agent.hypervisor import Hypervisor
 from agent.hypervisor.operations import Guard
 from agent.inventory import Inventory
@@ -43,12 +43,28 @@ Reply = Callable[[CommandReply], None]
 # ended (`timeout_s` after the shutdown was sent), and never later: the margin covers the
 # scheduling of the waiting thread, not a slow libvirtd.
 ESCALATE_GRACE_S = 5.0
+# An id is remembered until this long after its `not_after`: a copy arriving later is refused
+# as `expired` by the decoder anyway, so forgetting the id then can never run it twice.
+REMEMBER_AFTER_S = 300.0
+# Shutdowns waiting for their guests at once; one more is refused `busy` rather than queued
+# behind minutes-long waits (it would then always end timed_out, nothing sent).
+MAX_SHUTDOWNS = 64
+# On agent stop, an action already sent has this long to be answered before the agent reports
+# it outcome_unknown and lets the MQTT connection go.
+STOP_GRACE_S = 2.0
 
 
 @dataclass
 class _Entry:
     reply: CommandReply
+    keep_until: float  # monotonic; kept at least this long, and while not final
+
+
+@dataclass
+class _Job:
+    request: CommandRequest
     send: Reply | None
+    ticket: Ticket
 
 
 @dataclass
@@ -58,6 +74,19 @@ class _Progress:
     before: VmStateName | None = None
     acted: bool = False
     after: VmStateName | None = None
+
+
+def _cut_off(ticket: Ticket, exc: AgentError) -> OutcomeUnknown | None:
+    """A transport error (or libvirt's own call timeout) from an action whose RPC was sent:
+    libvirt may have carried it out, so this is outcome_unknown, not a failure nor `timeout`
+    (which promises that nothing was sent)."""
+    action = ticket.cut_off
+    if action is None or not isinstance(exc, HypervisorUnavailable | CallTimeout):
+        return None
+    return OutcomeUnknown(
+        f"libvirt was asked to {action} and the connection failed before it answered "
+        f"({exc}): it may still take effect"
+    )
 
 
 def _late_call_ended(request_id: str, sent: str, future: Future[None]) -> None:
@@ -86,6 +115,8 @@ class CommandExecutor:
         call_timeout: float = 30.0,
         history: int = 2048,
         escalate_grace: float = ESCALATE_GRACE_S,
+        remember_after: float = REMEMBER_AFTER_S,
+        max_shutdowns: int = MAX_SHUTDOWNS,
     ) -> None:
         self.host = host
         self._hv = hypervisor
@@ -95,28 +126,98 @@ class CommandExecutor:
         self._calls = CallPool(workers)
         self._max_pending = workers * 8
         # One thread per admitted command: a job never waits in a queue while its deadline runs.
-        self._jobs = ThreadPoolExecutor(max_workers=self._max_pending, thread_name_prefix="command")
+        # Daemon threads (see DaemonPool): a stopping agent never waits for a job at exit.
+        self._jobs = DaemonPool(self._max_pending, "command")
         self._pending = 0
         # A shutdown may wait minutes for its guest: it waits on a pool of its own, one per VM,
         # so quick commands (destroy above all) are never queued behind it.
-        self._waits = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shutdown")
+        self._waits = DaemonPool(max_shutdowns, "shutdown")
+        self._max_shutdowns = max_shutdowns
         self._shutting_down: set[str] = set()
+        # The waits' once-a-second state polls have workers of their own: a poll hung on a
+        # stuck VM never holds a call worker a destroy needs.
+        self._polls = CallPool(4)
         self._call_timeout = call_timeout
         self._escalate_grace = escalate_grace
         self._seen: OrderedDict[str, _Entry] = OrderedDict()
         self._history = history
+        self._remember_after = remember_after
         self._lock = threading.Lock()
+        # Jobs accepted whose final reply is not out yet; the first to answer one takes it.
+        self._open: dict[str, _Job] = {}
+        self._closed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Before the agent's MQTT connection goes: every accepted command gets its final reply.
+        One whose action has not begun never will (`timed_out`, `agent_stopping`, nothing
+        sent); shutdown waits end now; an action already sent has `grace` to be answered,
+        then is reported `outcome_unknown`. New requests are refused `agent_stopping`."""
+        self._stopping.set()
+        with self._lock:
+            jobs = list(self._open.values())
+        for job in jobs:
+            if job.ticket.expire(0):
+                self._finish(
+                    job,
+                    self._final(
+                        job.request,
+                        "timed_out",
+                        error=ErrorInfo(
+                            code="agent_stopping",
+                            message="the agent stopped before the action began: nothing was sent",
+                        ),
+                    ),
+                )
+        until = time.monotonic() + grace
+        with self._closed:
+            self._closed.wait_for(lambda: not self._open, max(0.0, until - time.monotonic()))
+            jobs = list(self._open.values())
+        for job in jobs:
+            job.ticket.close()
+            action = job.ticket.begun[-1][0] if job.ticket.begun else job.request.action
+            self._finish(
+                job,
+                self._final(
+                    job.request,
+                    "timed_out",
+                    error=ErrorInfo(
+                        code="outcome_unknown",
+                        message=f"the agent stopped before libvirt answered its {action}: "
+                        "it may still take effect",
+                    ),
+                ),
+            )
+        self.shutdown()
 
     def shutdown(self, wait: bool = False) -> None:
         """`wait`: until every job and libvirt call already running has returned (tests)."""
         self._jobs.shutdown(wait=wait, cancel_futures=True)
         self._waits.shutdown(wait=wait, cancel_futures=True)
         self._calls.shutdown(wait=wait)
+        self._polls.shutdown(wait=wait)
 
     # -- intake -----------------------------------------------------------------------------
     def reject(
         self, rejection: Rejection, send: Reply | None, request: CommandRequest | None = None
     ) -> None:
+        if rejection.id is not None:
+            with self._lock:
+                entry = self._seen.get(rejection.id)
+            if entry is not None:
+                # An id already answered (accepted, running or done): a late redelivery that
+                # now reads as expired, a retained copy, a malformed message carrying its
+                # CorrelationData. Refusing it would be a second, contradicting reply.
+                logger.warning(
+                    "command %s refused (%s: %s) but already known: re-sending its %s reply",
+                    rejection.id,
+                    rejection.code,
+                    rejection.message,
+                    entry.reply.status,
+                )
+                if send is not None:
+                    send(entry.reply)
+                return
         reply = CommandReply(
             id=rejection.id,
             host=self.host,
@@ -128,8 +229,10 @@ class CommandExecutor:
         logger.warning(
             "command %s rejected: %s (%s)", rejection.id, rejection.code, rejection.message
         )
-        if rejection.id is not None and rejection.code not in ("bad_request", "too_large"):
-            self._remember(rejection.id, reply, send)
+        if request is not None and send is not None:
+            # Only a decoded request's id, which a copy could repeat (a QoS 1 redelivery):
+            # the copy then gets this reply instead of running. A `set` has no reply to repeat.
+            self._remember(request, reply)
         if send is not None:
             send(reply)
         self._on_outcome(request, reply)
@@ -147,7 +250,15 @@ class CommandExecutor:
                 send(entry.reply)
             return
         vm = self._inventory.get(request.vm)
-        refusal = self._refusal(request.vm, request.action, vm is None)
+        if send is not None and not self._room():
+            # Every remembered id may still be redelivered and must not run twice: forgetting
+            # one to make room could, so the new request waits for ids to age out instead.
+            refusal: tuple[str, str] | None = (
+                "busy",
+                "too many recent command ids to keep track of; retry later",
+            )
+        else:
+            refusal = self._refusal(request.vm, request.action, vm is None)
         if refusal is not None:
             code, message = refusal
             self.reject(
@@ -165,11 +276,14 @@ class CommandExecutor:
             state=vm.state,
         )
         ticket = Ticket(request.id, self._begin_by(request))
-        self._remember(request.id, accepted, send)
         if send is not None:
+            self._remember(request, accepted)
             send(accepted)
+        job = _Job(request, send, ticket)
+        with self._lock:
+            self._open[request.id] = job
         pool = self._waits if request.action == "shutdown" else self._jobs
-        pool.submit(self._run_job, request, send, ticket)
+        pool.submit(partial(self._run_job, job))
 
     def _begin_by(self, request: CommandRequest) -> float:
         """The monotonic instant after which the command's action may no longer begin: its
@@ -179,6 +293,8 @@ class CommandExecutor:
 
     def _refusal(self, uuid: str, action: str, unknown_vm: bool) -> tuple[str, str] | None:
         """Why a request cannot be taken now (code, message), or None; takes a job slot."""
+        if self._stopping.is_set():
+            return "agent_stopping", "the agent is stopping"
         if unknown_vm:
             if self._inventory.synced:
                 return "vm_not_found", f"no VM with uuid {uuid} on host {self.host}"
@@ -189,6 +305,8 @@ class CommandExecutor:
             if action == "shutdown":
                 if uuid in self._shutting_down:
                     return "in_progress", "a shutdown of this VM is already in progress"
+                if len(self._shutting_down) >= self._max_shutdowns:
+                    return "busy", "too many shutdowns in progress; retry later"
                 self._shutting_down.add(uuid)
                 return None
             if self._pending >= self._max_pending:
@@ -196,15 +314,33 @@ class CommandExecutor:
             self._pending += 1
         return None
 
-    def _remember(self, request_id: str, reply: CommandReply, send: Reply | None) -> None:
+    def _room(self) -> bool:
         with self._lock:
-            self._seen[request_id] = _Entry(reply, send)
-            self._seen.move_to_end(request_id)
-            while len(self._seen) > self._history:
-                self._seen.popitem(last=False)
+            return self._room_locked()
+
+    def _room_locked(self) -> bool:
+        """Whether one more id can be remembered, after forgetting those that aged out."""
+        if len(self._seen) < self._history:
+            return True
+        now = time.monotonic()
+        for key in [k for k, e in self._seen.items() if e.reply.is_final and e.keep_until < now]:
+            del self._seen[key]
+        return len(self._seen) < self._history
+
+    def _remember(self, request: CommandRequest, reply: CommandReply) -> None:
+        """Caches the id's latest reply; a new id only while there is room (see `_room`)."""
+        left = (request.not_after - utc_now()).total_seconds()
+        keep_until = time.monotonic() + max(0.0, left) + self._remember_after
+        with self._lock:
+            entry = self._seen.get(request.id)
+            if entry is not None:
+                entry.reply = reply
+            elif self._room_locked():
+                self._seen[request.id] = _Entry(reply, keep_until)
 
     # -- execution (command worker threads) ------------------------------------------------
-    def _run_job(self, request: CommandRequest, send: Reply | None, ticket: Ticket) -> None:
+    def _run_job(self, job: _Job) -> None:
+        request, ticket = job.request, job.ticket
         try:
             reply = self._execute(request, ticket)
         except Exception as exc:
@@ -219,7 +355,19 @@ class CommandExecutor:
                     self._shutting_down.discard(request.vm)
                 else:
                     self._pending -= 1
-        self._remember(request.id, reply, send)
+        if not self._finish(job, reply):
+            logger.info("command %s: its final reply went out at agent stop", request.id)
+
+    def _finish(self, job: _Job, reply: CommandReply) -> bool:
+        """Sends a job's final reply unless another path already did (True when this one did)."""
+        request = job.request
+        with self._lock:
+            if self._open.get(request.id) is not job:
+                return False
+            del self._open[request.id]
+            self._closed.notify_all()
+        if job.send is not None:
+            self._remember(request, reply)
         logger.info(
             "command %s %s %s by %s: %s",
             request.id,
@@ -228,9 +376,17 @@ class CommandExecutor:
             request.by,
             reply.status,
         )
-        if send is not None:
-            send(reply)
-        self._on_outcome(request, reply)
+        # On a job's thread an exception would vanish into its Future: say so here.
+        try:
+            if job.send is not None:
+                job.send(reply)
+        except Exception:
+            logger.exception("command %s: final reply not sent", request.id)
+        try:
+            self._on_outcome(request, reply)
+        except Exception:
+            logger.exception("command %s: outcome not published", request.id)
+        return True
 
     def _final(
         self,
@@ -258,9 +414,10 @@ class CommandExecutor:
 
     def _fresh(self, uuid: str, timeout: float | None = None) -> VmStateName:
         """Reads the VM's state from libvirt now, one RPC: the reply carries the true state.
-        Publishing it is the event worker's job (lifecycle events, and the tick for misses)."""
+        Publishing it is the event worker's job (lifecycle events, and the tick for misses).
+        Only shutdown waits use it, on their own workers (`_polls`)."""
         limit = self._call_timeout if timeout is None else max(0.1, timeout)
-        state, _reason = self._calls.run(lambda: self._hv.domain_state(uuid), limit)
+        state, _reason = self._polls.run(lambda: self._hv.domain_state(uuid), limit)
         return self._inventory.state_name(uuid, state)
 
     def _guard(self, ticket: Ticket, action: str, uuid: str, by: float | None = None) -> Guard:
@@ -289,7 +446,10 @@ class CommandExecutor:
         self._hv.perform(uuid, action, guard=self._guard(ticket, action, uuid))
         progress.acted = True
         if action != "shutdown":  # the guest's own pace: the shutdown job waits for it
-            progress.after = read()
+            try:
+                progress.after = read()
+            except AgentError as exc:  # the action was done: the reply keeps the record's state
+                logger.warning("command %s: state after %s not read: %s", ticket.id, action, exc)
 
     def _await(self, future: Future[None], ticket: Ticket, deadline: float, since: int) -> None:
         """Waits for a call worker's job that may begin an action (the ticket's action number
@@ -301,7 +461,11 @@ class CommandExecutor:
             return
         except FutureTimeout:
             pass
-        if ticket.expire(since):
+        except CancelledError:  # the agent stopped and cleared the call queue: it never ran
+            ticket.expire(since)
+            raise NotBegun("the agent stopped before the action began: nothing was sent") from None
+        # Final with nothing begun since `since`: the agent is stopping and has answered it.
+        if ticket.expire(since) or len(ticket.begun) <= since:
             if not future.cancel():  # running: say when libvirt lets go of it
                 future.add_done_callback(partial(_late_call_ended, ticket.id, "no action sent"))
             raise NotBegun("libvirt did not answer before the command's deadline: nothing was sent")
@@ -343,11 +507,14 @@ class CommandExecutor:
             if action == "shutdown":
                 return self._shutdown(request, ticket)
             return self._final(request, "succeeded", state=progress.after, changed=True)
-        except (NotBegun, OutcomeUnknown, CallTimeout) as exc:
-            return self._final(
-                request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
-            )
         except AgentError as exc:
+            unknown = _cut_off(ticket, exc)
+            if unknown is not None:
+                exc = unknown
+            if isinstance(exc, NotBegun | OutcomeUnknown | CallTimeout):
+                return self._final(
+                    request, "timed_out", error=ErrorInfo(code=exc.code, message=str(exc))
+                )
             return self._final(request, "failed", error=ErrorInfo(code=exc.code, message=str(exc)))
         finally:
             ticket.close()
@@ -368,6 +535,18 @@ class CommandExecutor:
         stopped = self._wait_state(uuid, ("stopped", "crashed"), stop_by)
         escalated: bool | None = False
         error: ErrorInfo | None = None
+        if not stopped and self._stopping.is_set():
+            # No new action while the agent stops: the guest keeps its shutdown request.
+            return self._final(
+                request,
+                "timed_out",
+                escalated=False,
+                error=ErrorInfo(
+                    code="agent_stopping",
+                    message="the agent stopped while the guest was shutting down: the shutdown "
+                    "was sent, and it was not forced off",
+                ),
+            )
         if not stopped and request.params.force_after:
             logger.warning("shutdown of %s took over %.0fs: destroying it", uuid, timeout)
             since = len(ticket.begun)
@@ -385,6 +564,17 @@ class CommandExecutor:
             except OutcomeUnknown as exc:
                 escalated = True
                 error = ErrorInfo(code=exc.code, message=str(exc))
+            except AgentError as exc:
+                unknown = _cut_off(ticket, exc)
+                if unknown is not None and ticket.cut_off == "destroy":
+                    escalated = True
+                    error = ErrorInfo(code=unknown.code, message=str(unknown))
+                elif exc.code == "invalid_state" and self._stopped_now(uuid):
+                    # The guest stopped between the end of the wait and the destroy: done.
+                    logger.info("shutdown of %s: the guest stopped just before the destroy", uuid)
+                    escalated, stopped = False, True
+                else:
+                    raise
         try:
             # A short read: a libvirtd that stopped answering must not hold the reply long.
             state: VmStateName | None = self._fresh(uuid, self._escalate_grace)
@@ -403,19 +593,33 @@ class CommandExecutor:
             ),
         )
 
+    def _stopped_now(self, uuid: str) -> bool:
+        try:
+            return self._fresh(uuid, self._escalate_grace) in ("stopped", "crashed")
+        except AgentError:
+            return False
+
     def _wait_state(self, uuid: str, states: tuple[VmStateName, ...], until: float) -> bool:
         """Lifecycle events update the inventory; a poll each second covers a missed event."""
         while True:
             left = until - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._stopping.is_set():
                 return False
             if self._inventory.wait_for(
                 uuid, lambda s: s is not None and s.state in states, min(1.0, left)
             ):
                 return True
-            try:
-                fresh = self._fresh(uuid, until - time.monotonic())
-            except AgentError:
-                continue
-            if fresh in states:
-                return True
+            poll = self._polls.submit(lambda: self._hv.domain_state(uuid))
+            while True:  # in slices: an agent stop ends the wait even while a poll hangs
+                try:
+                    state, _reason = poll.result(timeout=0.25)
+                except FutureTimeout:
+                    if self._stopping.is_set() or time.monotonic() >= until:
+                        poll.cancel()
+                        return False
+                    continue
+                except AgentError:
+                    break
+                if self._inventory.state_name(uuid, state) in states:
+                    return True
+                break

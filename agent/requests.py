@@ -17,6 +17,10 @@ SET_ACTIONS = {"ON": "start", "OFF": "shutdown", **{a.upper(): a for a in ACTION
 # A plain `set` carries no deadline of its own: its action may begin up to this long after it
 # arrived, like a gateway's request with a generous `not_after`.
 SET_BEGIN_WITHIN = timedelta(seconds=30)
+# The latest `not_after` accepted, from now: the agent remembers each id until its `not_after`
+# (so that a redelivered copy never runs twice), and an unbounded one would pin it forever.
+# The gateway sends now + KVMSUP_ACCEPT_TIMEOUT (5 s by default).
+MAX_BEGIN_WITHIN = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,14 @@ def decode_command(
         return Rejection(
             "expired",
             f"request expired at {request.not_after.isoformat()}",
+            request.id,
+            request.action,
+            request.vm,
+        )
+    if request.not_after > now + MAX_BEGIN_WITHIN:
+        return Rejection(
+            "bad_request",
+            f"not_after is more than {MAX_BEGIN_WITHIN.total_seconds() / 60:.0f} minutes ahead",
             request.id,
             request.action,
             request.vm,

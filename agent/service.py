@@ -36,6 +36,14 @@ logger = logging.getLogger(__name__)
 # The event worker's own libvirt reads give up after this: a `disconnected` queued behind a
 # read hung on a frozen libvirtd would otherwise reach the status topic only after the thaw.
 EVENT_CALL_TIMEOUT_S = 5.0
+# The resync's listing makes several RPCs per VM: its deadline grows with the VM count, so a
+# large or remote host is listed in full instead of timing out (and retrying) for ever.
+RESYNC_BASE_S = 10.0
+RESYNC_PER_VM_S = 0.25
+# A failed resync is retried on the same connection after this, doubling up to the maximum;
+# the connection's own probe decides whether libvirtd is gone.
+RESYNC_RETRY_S = 1.0
+RESYNC_RETRY_MAX_S = 60.0
 
 T = TypeVar("T")
 
@@ -62,6 +70,7 @@ class AgentService:
         self.started_at = utc_now()
         self._stop = threading.Event()
         self._event_calls = CallPool(2)
+        self._resync_retry = RESYNC_RETRY_S
         self._hv_events: queue.Queue[HypervisorEvent] = queue.Queue(maxsize=10_000)
         self._inbound: queue.Queue[Inbound] = queue.Queue(maxsize=10_000)
         self.hypervisor = Hypervisor(settings.libvirt_uri, self._hv_events)
@@ -162,8 +171,10 @@ class AgentService:
         self._stop.set()
         if self.ha is not None:
             self.ha.stop()
+        # Every accepted command's final reply goes out while MQTT is still connected, and no
+        # action begins once the agent has said it is going.
+        self.executor.stop()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
-        self.executor.shutdown()
         self._event_calls.shutdown()
         self.ticker.shutdown()
         self.hypervisor.stop()
@@ -276,12 +287,21 @@ class AgentService:
         """After every (re)connection: node facts, every VM republished, vanished ones cleared."""
         try:
             self.publisher.node = self._bounded(self.hypervisor.node_facts)
-            infos = self._bounded(self.hypervisor.list_domains)
+            count = self._bounded(self.hypervisor.domain_count)
+            infos = self._event_calls.run(
+                self.hypervisor.list_domains, RESYNC_BASE_S + RESYNC_PER_VM_S * count
+            )
         except AgentError as exc:
-            # Unsynced, commands are refused; a fresh connection brings a fresh resync.
-            logger.warning("resync after connect failed (%s): reconnecting", exc)
-            self.hypervisor.drop()
+            # Unsynced, commands are refused. Dropping the connection here would only make a
+            # slow listing start over (and time out again); a lost one is reconnected anyway.
+            delay = self._resync_retry
+            self._resync_retry = min(RESYNC_RETRY_MAX_S, delay * 2)
+            logger.warning("resync after connect failed (%s): retrying in %.0fs", exc, delay)
+            timer = threading.Timer(delay, self._retry_resync)
+            timer.daemon = True
+            timer.start()
             return
+        self._resync_retry = RESYNC_RETRY_S
         states, gone = self.inventory.replace_all(infos)
         self.sampler.reset()
         for state in states:
@@ -304,6 +324,11 @@ class AgentService:
                 if state.is_active:
                     self._stats_period(state.uuid)
         logger.info("resynced %d VMs (%d vanished)", len(states), len(gone))
+
+    def _retry_resync(self) -> None:
+        # Still connected: a reconnect brings its own resync.
+        if self.hypervisor.connected and not self._stop.is_set():
+            self._request(HypervisorEvent("connected"))
 
     # -- MQTT side (one dispatcher; never calls libvirt) ------------------------------------
     def _enqueue(self, msg: Inbound) -> None:

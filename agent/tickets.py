@@ -81,6 +81,15 @@ class Ticket:
                 self._running -= 1
                 self.returned[index] = ok
 
+    @property
+    def cut_off(self) -> str | None:
+        """The action that began last when its call ended in an error (its RPC may have
+        reached libvirt before the connection failed), else None."""
+        with self._lock:
+            if self.returned and self.returned[-1] is False:
+                return self.begun[-1][0]
+            return None
+
     def expire(self, since: int = 0) -> bool:
         """At a deadline: True when no action numbered `since` or later began, and then none
         ever will (the ticket is final); False when one did (its outcome decides the reply)."""

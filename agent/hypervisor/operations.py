@@ -32,8 +32,8 @@ class Hypervisor(Connection):
     # A test's gate, called as hold(stage, uuid) on the thread about to make the call, so a
     # test can hold a call exactly across a command's deadline or a reconnect: "lookup" (a
     # domain handle was fetched, not yet cached), "read" (before a state read), "act" (an
-    # action is about to begin) and "begun" (it began: its guard let it through). None in
-    # production.
+    # action is about to begin), "begun" (it began: its guard let it through) and "list"
+    # (before each domain of a listing is read). None in production.
     hold: Hold | None = None
 
     def _pause(self, stage: str, uuid: str) -> None:
@@ -68,10 +68,15 @@ class Hypervisor(Connection):
 
         return self._call(read)
 
+    def domain_count(self) -> int:
+        """How many domains the node has, active or defined (two cheap RPCs)."""
+        return self._call(lambda conn: int(conn.numOfDomains()) + int(conn.numOfDefinedDomains()))
+
     def list_domains(self) -> list[DomainInfo]:
         def read(conn: libvirt.virConnect) -> list[DomainInfo]:
             infos = []
             for dom in conn.listAllDomains():
+                self._pause("list", "")
                 try:
                     infos.append(domain_info(dom))
                 except libvirt.libvirtError as exc:

@@ -203,3 +203,22 @@ def test_shutdown_escalation_rules_on_a_guest_that_stops(agent_a):
     reply = agent_a.call("shutdown", WEB, params={"timeout_s": 3, "force_after": True})
     assert reply["status"] == "succeeded" and reply["state"] == "stopped"
     assert not reply.get("escalated")
+
+
+def test_copies_of_a_known_id_never_get_a_second_outcome(agent_a):
+    # Any client may send a copy of a known id: retained, malformed, or past its not_after
+    # (a redelivery after a long reconnect). Each gets the id's one outcome, never `rejected`.
+    request_id = agent_a.request("suspend", WEB)
+    assert agent_a.wait_final(request_id)["status"] == "succeeded"
+    agent_a.request("suspend", WEB, request_id=request_id, retain=True)
+    agent_a.rec.publish(agent_a.topics.cmd("demo-a"), b"", retain=True)  # clean the broker
+    agent_a.request("suspend", WEB, request_id=request_id, raw=b"{not json")
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    agent_a.request("suspend", WEB, request_id=request_id, not_after=past)
+    agent_a.rec.wait_for(
+        lambda m: m.topic == agent_a.reply_topic and m.correlation == request_id.encode(),
+        count=5,
+        timeout=10,
+    )
+    statuses = [r["status"] for r in agent_a.replies(request_id)]
+    assert statuses == ["accepted", "succeeded", "succeeded", "succeeded", "succeeded"]

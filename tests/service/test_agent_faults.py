@@ -72,3 +72,30 @@ def test_broker_restart_is_survived_without_restarting_the_agent(broker, start_a
         assert client.call("suspend", DEMO_A["web-01"])["state"] == "paused"
     finally:
         rec.close()
+
+
+def test_sigterm_during_a_shutdown_wait_exits_at_once_and_answers_it(
+    recorder, start_agent, tmp_path
+):
+    # web-01 restarts on power-off (the test driver then keeps it running): its shutdown
+    # waits the full timeout_s. SIGTERM must not wait for it, nor leave it without an end.
+    from tests.support.procs import DEMO_DIR
+
+    node = tmp_path / "stubborn.xml"
+    xml = (DEMO_DIR / "demo-a.xml").read_text()
+    node.write_text(
+        xml.replace("<name>web-01</name>", "<name>web-01</name><on_poweroff>restart</on_poweroff>")
+    )
+    client = AgentClient(recorder, "demo-a")
+    agent = start_agent("demo-a", f"test://{node}")
+    web = DEMO_A["web-01"]
+    client.wait_state(web, "running")
+    request_id = client.request("shutdown", web, params={"timeout_s": 120})
+    client.wait_state(web, "shutting_down")  # the shutdown was sent; the guest ignores it
+    asked = time.monotonic()
+    assert agent.stop(timeout=15) == 0
+    assert time.monotonic() - asked < 5
+    final = client.wait_final(request_id, timeout=5)
+    assert final["status"] == "timed_out" and final["error"]["code"] == "agent_stopping"
+    assert final["escalated"] is False
+    assert [r["status"] for r in client.replies(request_id)] == ["accepted", "timed_out"]

@@ -180,7 +180,14 @@ class Gate:
 class Live:
     """A real Hypervisor on an in-process test:/// node, an inventory and an executor."""
 
-    def __init__(self, call_timeout: float = 30.0, workers: int = 4) -> None:
+    def __init__(
+        self,
+        call_timeout: float = 30.0,
+        workers: int = 4,
+        history: int = 2048,
+        remember_after: float = 300.0,
+        max_shutdowns: int = 64,
+    ) -> None:
         from tests.support.procs import demo_node_uri
 
         self.events: queue.Queue[HypervisorEvent] = queue.Queue()
@@ -201,6 +208,9 @@ class Live:
             workers=workers,
             call_timeout=call_timeout,
             escalate_grace=0.3,
+            history=history,
+            remember_after=remember_after,
+            max_shutdowns=max_shutdowns,
         )
 
     def wait_connected(self, count: int) -> None:
@@ -470,3 +480,261 @@ def test_a_command_answered_once_is_never_begun_again(live: Callable[..., Live])
     lv.executor.shutdown(wait=True)
     assert [r.status for r in lv.replies] == ["accepted", "succeeded", "succeeded"]
     assert lv.truth(WEB) == "running"
+
+
+@pytest.mark.parametrize("code", ["expired", "retained", "bad_request"])
+def test_a_refusal_under_a_known_id_never_contradicts_its_reply(
+    live: Callable[..., Live], code: str
+) -> None:
+    # A late redelivery of an accepted id reads as `expired`; a retained copy or a malformed
+    # message may carry the same CorrelationData. The id keeps its one outcome.
+    from agent.requests import Rejection
+
+    lv = live()
+    lv.submit("suspend", WEB, begin_within=5)
+    assert lv.final().status == "succeeded"
+    lv.executor.reject(Rejection(code, "refused", "c1", "suspend", WEB), lv.send)
+    lv.executor.shutdown(wait=True)
+    assert [r.status for r in lv.replies] == ["accepted", "succeeded", "succeeded"]
+    # An id the agent does not know is refused as before.
+    lv.executor.reject(Rejection(code, "refused", "other"), lv.send)
+    assert lv.replies[-1].status == "rejected" and lv.replies[-1].id == "other"
+
+
+def test_a_full_id_cache_answers_busy_instead_of_forgetting_a_live_id(
+    live: Callable[..., Live],
+) -> None:
+    # Every remembered id may still be redelivered before its not_after: the agent refuses
+    # new ids rather than forget one, so a later copy of the first never runs again.
+    lv = live(history=3)
+    for n in range(3):
+        lv.submit("reboot", WEB, begin_within=60, request_id=f"r{n}")
+        assert lv.final(f"r{n}").status == "succeeded"
+    lv.submit("suspend", WEB, begin_within=60, request_id="extra")
+    extra = lv.final("extra")
+    assert extra.status == "rejected" and extra.error is not None
+    assert extra.error.code == "busy"
+    lv.submit("reboot", WEB, begin_within=60, request_id="r0")  # a late copy of the first
+    lv.executor.shutdown(wait=True)
+    assert [r.status for r in lv.replies if r.id == "r0"] == ["accepted", "succeeded", "succeeded"]
+    assert lv.truth(WEB) == "running"
+
+
+def test_ids_past_their_not_after_make_room(live: Callable[..., Live]) -> None:
+    lv = live(history=2, remember_after=0.0)
+    for n in range(2):
+        lv.submit("reboot", WEB, begin_within=0.5, request_id=f"r{n}")
+        assert lv.final(f"r{n}").status == "succeeded"
+    aged = threading.Event()  # the clock, not a synchronisation: past both not_after
+    threading.Timer(0.8, aged.set).start()
+    assert aged.wait(5)
+    lv.submit("suspend", WEB, begin_within=5, request_id="later")
+    assert lv.final("later").status == "succeeded"
+
+
+def test_a_set_request_takes_no_place_in_the_id_cache(live: Callable[..., Live]) -> None:
+    lv = live(history=1)
+    for n in range(5):  # plain `set` messages: no reply to repeat, nothing remembered
+        request = CommandRequest(
+            id=f"set-{n}", action="reboot", vm=WEB, not_after=utc_now() + timedelta(seconds=30)
+        )
+        lv.executor.submit(request, None)
+    lv.submit("reset", WEB, begin_within=5)
+    assert lv.final().status != "rejected", lv.replies
+
+
+def lost_connection(message: str) -> Exception:
+    """What libvirt's client raises when libvirtd goes away (or stops answering) mid-call."""
+    import libvirt
+
+    exc = libvirt.libvirtError(message)
+    exc.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, message, 2, None, None, None)
+    return exc
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "End of file while reading data: Input/output error",  # libvirtd restarted
+        "connection closed due to keepalive timeout",  # libvirtd stopped answering
+    ],
+    ids=["restart", "keepalive"],
+)
+def test_an_action_cut_off_by_a_lost_connection_is_outcome_unknown(
+    live: Callable[..., Live], message: str
+) -> None:
+    # The destroy's RPC went out (its guard let it through), then the connection failed
+    # before libvirt answered: it may have happened. Neither `failed` nor `timeout` (which
+    # promises nothing was sent) would tell the truth.
+    lv = live()
+
+    def hold(stage: str, _uuid: str) -> None:
+        if stage == "begun":
+            lv.hv.drop()
+            raise lost_connection(message)
+
+    lv.hv.hold = hold
+    lv.submit("destroy", WEB, begin_within=5)
+    reply = lv.final()
+    assert reply.status == "timed_out" and reply.error is not None, reply
+    assert reply.error.code == "outcome_unknown", reply
+    assert "may still take effect" in reply.error.message
+
+
+def test_a_lost_connection_before_the_action_began_is_still_a_plain_failure(
+    live: Callable[..., Live],
+) -> None:
+    lv = live()
+
+    def hold(stage: str, _uuid: str) -> None:
+        if stage == "act":  # before the guard: nothing was sent
+            raise lost_connection("End of file while reading data: Input/output error")
+
+    lv.hv.hold = hold
+    lv.submit("destroy", WEB, begin_within=5)
+    reply = lv.final()
+    assert reply.status == "failed" and reply.error is not None, reply
+    assert reply.error.code == "libvirt_unavailable"
+    lv.hv.hold = None
+    lv.wait_connected(2)  # the error gave the connection up
+    assert lv.truth(WEB) == "running"
+
+
+DB = "a0000000-0000-4000-8000-000000000002"  # running in the demo node
+
+
+def test_a_shutdown_beyond_the_limit_is_refused_busy_not_queued(
+    live: Callable[..., Live],
+) -> None:
+    # One shutdown may wait at a time here (64 in production): the next is told `busy`
+    # at once instead of waiting behind it and ending timed_out with nothing sent.
+    lv = live(max_shutdowns=1)
+    gate = Gate("act")
+    lv.hv.hold = gate
+    lv.submit("shutdown", WEB, begin_within=20, request_id="first", timeout_s=30)
+    assert gate.reached.wait(10)
+    lv.submit("shutdown", DB, begin_within=20, request_id="second", timeout_s=30)
+    second = lv.final("second", timeout=5)
+    assert second.status == "rejected" and second.error is not None
+    assert second.error.code == "busy"
+    assert [r.status for r in lv.replies if r.id == "second"] == ["rejected"]
+    gate.release.set()
+    assert lv.final("first").status == "succeeded"
+
+
+def test_a_destroy_never_waits_behind_a_shutdown_s_state_polls(
+    live: Callable[..., Live],
+) -> None:
+    # One call worker; a shutdown's poll of its guest hangs (a stuck VM). A force-off of
+    # another VM must still go through at once.
+    lv = live(workers=1)
+    polls = Gate("read", skip=1)  # the read before the shutdown passes, its polls hang
+
+    def hold(stage: str, uuid: str) -> None:
+        if uuid == WEB:
+            polls(stage, uuid)
+
+    lv.hv.hold = hold
+    lv.submit("shutdown", WEB, begin_within=5, request_id="stop", timeout_s=30)
+    assert polls.reached.wait(10)
+    lv.submit("destroy", DB, begin_within=2, request_id="force")
+    reply = lv.final("force", timeout=10)
+    assert (reply.status, reply.state) == ("succeeded", "stopped"), reply
+    polls.release.set()
+
+
+def test_agent_stop_answers_a_command_not_begun_and_never_begins_it(
+    live: Callable[..., Live],
+) -> None:
+    lv = live()
+    gate = Gate("act")
+    lv.hv.hold = gate
+    lv.submit("suspend", WEB, begin_within=20)
+    assert gate.reached.wait(10)
+    lv.executor.stop(grace=0.5)
+    reply = lv.final(timeout=5)
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "agent_stopping" and "nothing was sent" in reply.error.message
+    gate.release.set()
+    lv.executor.shutdown(wait=True)
+    assert gate.count("begun") == 0 and lv.truth(WEB) == "running"
+    assert [r.status for r in lv.replies] == ["accepted", "timed_out"]
+
+
+def test_agent_stop_ends_a_shutdown_wait_with_a_final_reply(live: Callable[..., Live]) -> None:
+    lv = live()
+    polls = Gate("read", skip=1)  # the guest "does not stop": every poll of it hangs
+    lv.hv.hold = polls
+    lv.submit("shutdown", WEB, begin_within=5, timeout_s=300, force_after=True)
+    assert polls.reached.wait(10)
+    lv.executor.stop(grace=3)
+    reply = lv.final(timeout=5)
+    assert reply.status == "timed_out" and reply.error is not None, reply
+    assert reply.error.code == "agent_stopping" and reply.escalated is False
+    assert polls.count("begun") == 1  # the shutdown only: no escalation while stopping
+    polls.release.set()
+
+
+def test_agent_stop_reports_an_action_libvirt_has_not_answered(
+    live: Callable[..., Live],
+) -> None:
+    lv = live()
+    gate = Gate("begun")
+    lv.hv.hold = gate
+    lv.submit("destroy", WEB, begin_within=5)
+    assert gate.reached.wait(10)
+    lv.executor.stop(grace=0.3)
+    reply = lv.final(timeout=5)
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "outcome_unknown"
+    lv.submit("reset", WEB, begin_within=5, request_id="late")
+    late = lv.final("late", timeout=5)
+    assert late.status == "rejected" and late.error is not None
+    assert late.error.code == "agent_stopping"
+    gate.release.set()
+
+
+def test_a_guest_that_stops_just_before_the_escalation_is_a_successful_shutdown(
+    live: Callable[..., Live],
+) -> None:
+    # The wait sees no stop (its polls hang) and ends; the guest is off by the time the
+    # destroy is sent, which libvirt refuses as invalid. The shutdown did succeed.
+    lv = live()
+    polls = Gate("read", skip=1)
+    acts: list[str] = []
+
+    def hold(stage: str, uuid: str) -> None:
+        if stage == "act":
+            acts.append(stage)
+            if len(acts) == 2:  # the destroy: from now on libvirt answers reads again
+                polls.release.set()
+        polls(stage, uuid)
+
+    lv.hv.hold = hold
+    lv.submit("shutdown", WEB, begin_within=5, timeout_s=0.2, force_after=True)
+    reply = lv.final()
+    assert len(acts) == 2, acts
+    assert (reply.status, reply.state, reply.changed) == ("succeeded", "stopped", True), reply
+    assert reply.escalated is False and reply.error is None
+
+
+def test_agent_stop_with_calls_still_queued_answers_each_once_and_logs_no_crash(
+    live: Callable[..., Live], caplog: pytest.LogCaptureFixture
+) -> None:
+    # One call worker held by a first command; a second waits in the queue. Stopping answers
+    # both; clearing the queue afterwards must not turn into a "crashed" job.
+    lv = live(workers=1)
+    gate = Gate("read")
+    lv.hv.hold = gate
+    lv.submit("reboot", WEB, begin_within=20, request_id="first")
+    assert gate.reached.wait(10)
+    lv.submit("suspend", WEB, begin_within=20, request_id="second")
+    lv.executor.stop(grace=0.2)
+    for request_id in ("first", "second"):
+        reply = lv.final(request_id, timeout=5)
+        assert reply.error is not None and reply.error.code == "agent_stopping", reply
+    gate.release.set()
+    lv.executor.shutdown(wait=True)
+    assert gate.count("begun") == 0 and lv.truth(WEB) == "running"
+    assert len([r for r in lv.replies if r.is_final]) == 2
+    assert "crashed" not in caplog.text

@@ -163,6 +163,15 @@ def test_a_request_without_not_after_is_refused_as_bad_request() -> None:
     assert "not_after" in r.message
 
 
+def test_a_not_after_far_ahead_is_refused_as_bad_request() -> None:
+    # The agent remembers an id until its not_after: an unbounded one would pin it for ever.
+    far = (NOW + timedelta(minutes=10, seconds=1)).isoformat()
+    r = rejected(decode_command(body(not_after=far), b"req-1", NOW))
+    assert r.code == "bad_request" and "not_after" in r.message and r.id == "req-1"
+    near = (NOW + timedelta(minutes=10)).isoformat()
+    assert isinstance(decode_command(body(not_after=near), None, NOW), CommandRequest)
+
+
 def test_naive_not_after_is_utc() -> None:
     naive_past = (NOW - timedelta(seconds=5)).replace(tzinfo=None).isoformat()
     assert rejected(decode_command(body(not_after=naive_past), None, NOW)).code == "expired"
