@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from agent import domstate
 from agent.bulkstats import RawSample
+from agent.callpool import DaemonPool
 from agent.config import AgentSettings
 from agent.errors import AgentError
 from agent.hypervisor import Hypervisor
@@ -46,7 +47,7 @@ class Ticker:
         self.publisher = publisher
         self.topics = publisher.topics
         self._refresh = refresh
-        self._sampling = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampler")
+        self._sampling = DaemonPool(1, "sampler")  # a sample stuck on libvirtd never holds exit
         self._pending_sample: Future[tuple[list[RawSample], NodeReading]] | None = None
         self.tick = 0
 
