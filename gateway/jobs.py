@@ -106,6 +106,17 @@ class JobManager:
             job.finished_at = job.updated_at
         self._cond.notify_all()
 
+    def _trim(self) -> None:
+        """Caller holds the condition. Forget the oldest finished jobs beyond `keep`; never an
+        unfinished one: its replies, its deadline and the conflicts it causes need it here,
+        so the table may hold more than `keep` while that many jobs are in flight."""
+        excess = len(self._jobs) - self._keep
+        if excess <= 0:
+            return
+        old = [job_id for job_id, job in self._jobs.items() if job.finished][:excess]
+        for job_id in old:
+            del self._jobs[job_id]
+
     # -- submitting -------------------------------------------------------------------------
     def submit(
         self, host: str, vm: str, name: str, action: str, params: CommandParams, by: str
@@ -136,8 +147,7 @@ class JobManager:
             job.deadline = now + self.accept_timeout + final_budget(action, params)
             self._jobs[job.id] = job
             self.counts["pending"] += 1
-            while len(self._jobs) > self._keep:
-                self._jobs.popitem(last=False)
+            self._trim()
         request = CommandRequest(
             id=job.id,
             action=action,
@@ -274,10 +284,11 @@ class JobManager:
 
     def restore(self, jobs: list[Job]) -> None:
         """Jobs of an earlier run (newest first), from the store: unfinished ones get their
-        deadlines back, counted from their creation, but never less than RESTART_GRACE_S."""
+        deadlines back, counted from their creation, but never less than RESTART_GRACE_S.
+        Every unfinished job is kept, however many; finished ones only up to `keep`."""
         wall, mono = utc_now(), time.monotonic()
         with self._cond:
-            for job in reversed(jobs[: self._keep]):
+            for job in reversed(jobs):
                 if job.id in self._jobs:
                     continue
                 if not job.finished:
@@ -291,8 +302,7 @@ class JobManager:
                     job.accept_deadline = mono + max(accept_left, RESTART_GRACE_S)
                     job.deadline = mono + max(final_left, RESTART_GRACE_S)
                 self._jobs[job.id] = job
-            while len(self._jobs) > self._keep:
-                self._jobs.popitem(last=False)
+            self._trim()
         unfinished = sum(1 for j in jobs if not j.finished)
         logger.info("restored %d job(s) of an earlier run, %d unfinished", len(jobs), unfinished)
 

@@ -284,12 +284,15 @@ class Store:
         return [AuditEntry.from_row(tuple(r)) for r in rows]
 
     def jobs(self, limit: int) -> list[AuditEntry]:
-        """The newest `limit` entries that are jobs (not refusals), newest first."""
+        """The newest `limit` entries that are jobs (not refusals), and every unfinished job
+        however old (a restarted gateway must still end it), newest first."""
         rows = (
             self._reader()
             .execute(
-                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE result != ? ORDER BY ts DESC LIMIT ?",
-                (REFUSED, limit),
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE result != ? AND (finished_at IS NULL "
+                "OR id IN (SELECT id FROM audit WHERE result != ? ORDER BY ts DESC LIMIT ?)) "
+                "ORDER BY ts DESC",
+                (REFUSED, REFUSED, limit),
             )
             .fetchall()
         )

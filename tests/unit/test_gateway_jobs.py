@@ -291,3 +291,35 @@ def test_a_job_is_persisted_before_its_command_is_sent_and_not_sent_if_it_cannot
         submit(jobs)
     assert exc.value.code == "store_unavailable" and exc.value.status == 503
     assert sent == [job.id] and jobs.all() == []
+
+
+def test_unfinished_jobs_are_never_evicted_finished_ones_go_first() -> None:
+    jobs = JobManager(lambda *a: None, accept_timeout=0.5, keep=2)
+    vms = [f"a0000000-0000-4000-8000-00000000000{i}" for i in range(4)]
+    first, second, third = (
+        jobs.submit("h1", vm, "web", "shutdown", CommandParams(), "bob") for vm in vms[:3]
+    )
+    # More jobs in flight than `keep`: every one is still tracked.
+    assert {j.id for j in jobs.all()} == {first.id, second.id, third.id}
+    reply = CommandReply(id=first.id, host="h1", status="accepted", action="shutdown", vm=vms[0])
+    assert jobs.on_reply(reply) is None and first.status == "accepted"
+    # It still blocks a conflicting command on its VM...
+    with pytest.raises(Conflict):
+        jobs.submit("h1", vms[0], "web", "reboot", CommandParams(), "bob")
+    # ...and the janitor still ends it (and the others, never accepted).
+    assert first in jobs.expire(first.deadline + 1)
+    assert first.error is not None and first.error["code"] == "no_final_reply"
+    # Now finished: the oldest finished jobs are the ones a new job pushes out.
+    fourth = jobs.submit("h1", vms[3], "web", "shutdown", CommandParams(), "bob")
+    assert [j.id for j in jobs.all()] == [fourth.id, third.id]
+
+
+def test_restore_keeps_every_unfinished_job_beyond_the_limit() -> None:
+    from gateway.jobs import Job
+
+    old_running = Job("r", "h1", U, "web", "shutdown", {}, "bob", status="accepted")
+    done = [Job(f"d{i}", "h1", U, "web", "start", {}, "bob", status="succeeded") for i in range(3)]
+    jobs = JobManager(lambda *a: None, accept_timeout=1, keep=2)
+    jobs.restore([*done, old_running])  # newest first: the running one is the oldest
+    assert [j.id for j in jobs.all()] == ["d0", "r"]  # `keep` in all, the running one kept
+    assert jobs.stats()[1] == 1

@@ -167,3 +167,13 @@ def test_a_job_is_on_disk_when_record_now_returns_and_old_files_are_migrated(
     assert (got.result, got.state, got.changed) == ("accepted", "running", False)
     assert [e.id for e in store.jobs(10)] == ["j1", "j0"]
     assert store.job("nope") is None
+
+
+def test_jobs_lists_every_unfinished_job_beyond_the_limit(store: Store) -> None:
+    store.record(entry("old-running", "accepted"))
+    for i in range(3):
+        done = entry(f"done{i}", "succeeded")
+        store.record(dataclasses.replace(done, finished_at=done.updated_at))
+    store.record(entry("refused", "refused"))
+    assert store.flush()
+    assert [e.id for e in store.jobs(2)] == ["done2", "done1", "old-running"]
