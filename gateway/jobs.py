@@ -130,6 +130,9 @@ class JobManager:
             action=action,
             params=params.model_dump(),
             by=by,
+            # Its request thread times out its acceptance (run()): the janitor must not, even
+            # while the job is still being persisted and not yet published.
+            watched=True,
         )
         with self._cond:
             in_flight = [
@@ -166,6 +169,25 @@ class JobManager:
                 raise Unavailable(
                     "the gateway cannot record the command", code="store_unavailable"
                 ) from exc
+        if utc_now() >= request.not_after:
+            # Persisting took the whole acceptance window (SQLite busy): the agent would refuse
+            # the request as expired, so it is not sent at all.
+            with self._cond:
+                self._update(
+                    job,
+                    "rejected",
+                    error={
+                        "code": "store_slow",
+                        "message": "recording the job took longer than the command may wait "
+                        f"({self.accept_timeout:g} s); it was not sent",
+                    },
+                )
+            self._publish(job)
+            raise Unavailable(
+                "the gateway recorded the command too slowly to send it",
+                code="store_slow",
+                job=self.snapshot(job),
+            )
         # Listeners (audit, Socket.IO) hear of `pending` before a reply can overtake it.
         self._publish(job)
         try:
@@ -187,7 +209,6 @@ class JobManager:
         the final status. True when the job finished in time."""
         start = time.monotonic()
         with self._cond:
-            job.watched = True
             self._cond.wait_for(
                 lambda: job.status != "pending", max(0.0, job.accept_deadline - start)
             )

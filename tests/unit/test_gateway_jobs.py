@@ -306,12 +306,12 @@ def test_unfinished_jobs_are_never_evicted_finished_ones_go_first() -> None:
     # It still blocks a conflicting command on its VM...
     with pytest.raises(Conflict):
         jobs.submit("h1", vms[0], "web", "reboot", CommandParams(), "bob")
-    # ...and the janitor still ends it (and the others, never accepted).
-    assert first in jobs.expire(first.deadline + 1)
+    # ...and the janitor still ends it (the others are their request threads' to end).
+    assert jobs.expire(first.deadline + 1) == [first]
     assert first.error is not None and first.error["code"] == "no_final_reply"
-    # Now finished: the oldest finished jobs are the ones a new job pushes out.
+    # Now finished: the oldest finished job is the one a new job pushes out, and only it.
     fourth = jobs.submit("h1", vms[3], "web", "shutdown", CommandParams(), "bob")
-    assert [j.id for j in jobs.all()] == [fourth.id, third.id]
+    assert [j.id for j in jobs.all()] == [fourth.id, third.id, second.id]
 
 
 def test_restore_keeps_every_unfinished_job_beyond_the_limit() -> None:
@@ -323,3 +323,27 @@ def test_restore_keeps_every_unfinished_job_beyond_the_limit() -> None:
     jobs.restore([*done, old_running])  # newest first: the running one is the oldest
     assert [j.id for j in jobs.all()] == ["d0", "r"]  # `keep` in all, the running one kept
     assert jobs.stats()[1] == 1
+
+
+def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
+    from gateway.errors import Unavailable
+
+    sent: list[str] = []
+    expired: list[object] = []
+    jobs: JobManager
+
+    def slow_persist(job: object) -> None:
+        # The janitor runs while SQLite is busy: it must leave the job to its request thread.
+        expired.extend(jobs.expire(time.monotonic() + 60))
+        time.sleep(0.4)  # past the command's not_after
+
+    jobs = JobManager(
+        lambda _h, request, _e: sent.append(request.id), accept_timeout=0.2, persist=slow_persist
+    )
+    with pytest.raises(Unavailable) as exc:
+        submit(jobs)
+    assert expired == [] and sent == []  # never published: the agent would refuse it anyway
+    assert exc.value.status == 503 and exc.value.code == "store_slow"
+    job = jobs.all()[0]
+    assert job.status == "rejected" and job.error is not None
+    assert job.error["code"] == "store_slow" and exc.value.extra["job"]["id"] == job.id
