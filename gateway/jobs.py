@@ -71,8 +71,11 @@ class JobManager:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._cond = threading.Condition()
         self._listeners: list[JobListener] = []
-        # Jobs that entered each status since start (Prometheus counters: never decrease).
+        # Jobs that entered each status since start (Prometheus counters: never decrease). A
+        # job is counted under one final status only, its first: when the agent's reply
+        # replaces a guess of ours, that is counted in `revisions`, by (guess, real status).
         self.counts: Counter[str] = Counter()
+        self.revisions: Counter[tuple[str, str]] = Counter()
         self._stop = threading.Event()
         self._janitor = threading.Thread(
             target=self._janitor_loop, name="jobs-janitor", daemon=True
@@ -96,7 +99,9 @@ class JobManager:
 
     def _update(self, job: Job, status: str, **fields: Any) -> None:
         """Caller holds the condition."""
-        if status != job.status:
+        if job.finished:  # the agent's word replacing our guess
+            self.revisions[(job.status, status)] += 1
+        elif status != job.status:
             self.counts[status] += 1
         job.status = status
         job.updated_at = utc_now()
@@ -393,6 +398,11 @@ class JobManager:
     def snapshot(self, job: Job) -> dict[str, Any]:
         with self._cond:
             return job.to_dict()
+
+    def revision_counts(self) -> dict[tuple[str, str], int]:
+        """Guesses of ours the agent's word replaced since start, by (guess, real status)."""
+        with self._cond:
+            return dict(self.revisions)
 
     def stats(self) -> tuple[dict[str, int], int]:
         """Jobs that entered each status since start, and jobs in flight now."""

@@ -216,6 +216,10 @@ def test_a_late_reply_replaces_a_guess_and_says_so(caplog) -> None:
     assert job.revised is not None and job.revised["status"] == "timed_out"
     assert job.to_dict()["revised"]["error"]["code"] == "no_final_reply"
     assert f"job {job.id}: the agent's succeeded replaces the gateway's timed_out" in caplog.text
+    # Counted once, under its first final status; the correction has its own counter.
+    counts, in_flight = jobs.stats()
+    assert (counts.get("timed_out"), counts.get("succeeded"), in_flight) == (1, None, 0)
+    assert jobs.revision_counts() == {("timed_out", "succeeded"): 1}
 
 
 def test_a_command_event_ends_a_job_whose_reply_was_lost() -> None:
