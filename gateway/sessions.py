@@ -110,9 +110,13 @@ class SessionGuard:
         # all of it: make simple-websocket stop at the same limit (a copy: the mapping is the
         # async driver module's own, shared by every server).
         drivers = dict(self.eio._async)
-        if drivers.get("websocket") is not None:
+        driver: Any = drivers.get("websocket")
+        if driver is not None:
+            if isinstance(driver, type):
+                quiet = {"close": _quiet_close(driver.close)}  # type: ignore[attr-defined]
+                driver = type(driver.__name__, (driver,), quiet)
             limit = self.eio.max_http_buffer_size
-            drivers["websocket"] = functools.partial(drivers["websocket"], max_message_size=limit)
+            drivers["websocket"] = functools.partial(driver, max_message_size=limit)
             self.eio._async = drivers
 
     def _middleware(self, inner: WSGIApp) -> WSGIApp:
@@ -308,6 +312,18 @@ class SessionGuard:
             if isinstance(raw, socket.socket):
                 with contextlib.suppress(OSError):  # already closed: what we wanted
                     raw.shutdown(socket.SHUT_RDWR)
+
+
+def _quiet_close(close: Callable[[Any], None]) -> Callable[[Any], None]:
+    """engine.io's writer thread closes the websocket once its session ends; when the session
+    ended because its request failed (a malformed frame), the server may have closed the TCP
+    socket already, and the close must not become a traceback in a background thread."""
+
+    def quiet(self: Any) -> None:
+        with contextlib.suppress(OSError):
+            close(self)
+
+    return quiet
 
 
 def request_kind(environ: dict[str, Any]) -> str:
