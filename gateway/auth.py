@@ -132,7 +132,9 @@ class Authenticator:
         if self.entries is None:
             return ANONYMOUS
         now = time.monotonic() if now is None else now
-        wait = self.throttle.retry_after(address, now)
+        # A token of the address's bucket is taken before the check and given back unless
+        # the attempt fails: concurrent guesses cannot all pass on the same last token.
+        wait = self.throttle.take(address, now)
         if wait:
             self._count(transport, "throttled")
             raise TooManyRequests(
@@ -141,8 +143,10 @@ class Authenticator:
             )
         principal = self.identify(secret)
         if principal is not None:
+            self.throttle.give_back(address, now)
             return principal
         if secret is None or secret == "":
+            self.throttle.give_back(address, now)
             # Not a guess: a client that has not been given a token yet. Refused, counted,
             # but neither throttled nor logged above debug (a probe would flood the log).
             self._count(transport, "missing")
@@ -150,7 +154,7 @@ class Authenticator:
             raise Unauthorized("a valid API token is required")
         reason = "unknown" if _encoded(secret) is not None else "malformed"
         self._count(transport, reason)
-        blocked = self.throttle.fail(address, now)
+        blocked = self.throttle.blocked_for(address, now)
         # The secret itself is never logged, nor anything derived from it.
         logger.warning("failed authentication (%s token) on %s from %s", reason, transport, address)
         if blocked:

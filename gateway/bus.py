@@ -37,6 +37,8 @@ Raw = tuple[str, bytes, bool, bytes | None]
 # Messages waiting for the ingest thread. Bounded so a stalled handler cannot grow memory
 # without end; when full, paho's thread drops (and logs) rather than waits (STYLE 5).
 INBOX_SIZE = 10_000
+# How long stopping waits for the ingest thread to apply what it was given before the stop.
+INGEST_DRAIN_S = 10.0
 
 
 def gateway_version() -> str:
@@ -150,11 +152,18 @@ class Bus:
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2)
         self._client.disconnect()
-        self._client.loop_stop()
+        self._client.loop_stop()  # nothing more reaches the inbox
+        if not self._ingest.is_alive():
+            return
         try:
-            self._inbox.put(None, timeout=2)
+            # Behind the messages already queued: the ingest thread applies them first.
+            self._inbox.put(None, timeout=INGEST_DRAIN_S)
         except queue.Full:
             logger.warning("the ingest thread did not drain its inbox; leaving it behind")
+            return
+        self._ingest.join(INGEST_DRAIN_S)
+        if self._ingest.is_alive():
+            logger.warning("the ingest thread did not finish within %g s", INGEST_DRAIN_S)
 
     # -- paho callbacks (network thread: never block here) ---------------------------------
     def _on_connect(

@@ -22,6 +22,7 @@ REASONS = (
     "unknown_job",  # a reply for no job this gateway run knows
     "inbox_full",  # the ingest thread is behind
     "handler_error",  # a bug: logged with its traceback
+    "store_full",  # metrics history or an event the database writer had no room for
 )
 
 # One line per reason per window: a flood of junk must not become a flood of log lines.

@@ -71,8 +71,11 @@ class JobManager:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._cond = threading.Condition()
         self._listeners: list[JobListener] = []
-        # Jobs that entered each status since start (Prometheus counters: never decrease).
+        # Jobs that entered each status since start (Prometheus counters: never decrease). A
+        # job is counted under one final status only, its first: when the agent's reply
+        # replaces a guess of ours, that is counted in `revisions`, by (guess, real status).
         self.counts: Counter[str] = Counter()
+        self.revisions: Counter[tuple[str, str]] = Counter()
         self._stop = threading.Event()
         self._janitor = threading.Thread(
             target=self._janitor_loop, name="jobs-janitor", daemon=True
@@ -96,7 +99,9 @@ class JobManager:
 
     def _update(self, job: Job, status: str, **fields: Any) -> None:
         """Caller holds the condition."""
-        if status != job.status:
+        if job.finished:  # the agent's word replacing our guess
+            self.revisions[(job.status, status)] += 1
+        elif status != job.status:
             self.counts[status] += 1
         job.status = status
         job.updated_at = utc_now()
@@ -105,6 +110,17 @@ class JobManager:
         if job.finished and job.finished_at is None:
             job.finished_at = job.updated_at
         self._cond.notify_all()
+
+    def _trim(self) -> None:
+        """Caller holds the condition. Forget the oldest finished jobs beyond `keep`; never an
+        unfinished one: its replies, its deadline and the conflicts it causes need it here,
+        so the table may hold more than `keep` while that many jobs are in flight."""
+        excess = len(self._jobs) - self._keep
+        if excess <= 0:
+            return
+        old = [job_id for job_id, job in self._jobs.items() if job.finished][:excess]
+        for job_id in old:
+            del self._jobs[job_id]
 
     # -- submitting -------------------------------------------------------------------------
     def submit(
@@ -119,6 +135,9 @@ class JobManager:
             action=action,
             params=params.model_dump(),
             by=by,
+            # Its request thread times out its acceptance (run()): the janitor must not, even
+            # while the job is still being persisted and not yet published.
+            watched=True,
         )
         with self._cond:
             in_flight = [
@@ -136,8 +155,7 @@ class JobManager:
             job.deadline = now + self.accept_timeout + final_budget(action, params)
             self._jobs[job.id] = job
             self.counts["pending"] += 1
-            while len(self._jobs) > self._keep:
-                self._jobs.popitem(last=False)
+            self._trim()
         request = CommandRequest(
             id=job.id,
             action=action,
@@ -156,6 +174,25 @@ class JobManager:
                 raise Unavailable(
                     "the gateway cannot record the command", code="store_unavailable"
                 ) from exc
+        if utc_now() >= request.not_after:
+            # Persisting took the whole acceptance window (SQLite busy): the agent would refuse
+            # the request as expired, so it is not sent at all.
+            with self._cond:
+                self._update(
+                    job,
+                    "rejected",
+                    error={
+                        "code": "store_slow",
+                        "message": "recording the job took longer than the command may wait "
+                        f"({self.accept_timeout:g} s); it was not sent",
+                    },
+                )
+            self._publish(job)
+            raise Unavailable(
+                "the gateway recorded the command too slowly to send it",
+                code="store_slow",
+                job=self.snapshot(job),
+            )
         # Listeners (audit, Socket.IO) hear of `pending` before a reply can overtake it.
         self._publish(job)
         try:
@@ -177,7 +214,6 @@ class JobManager:
         the final status. True when the job finished in time."""
         start = time.monotonic()
         with self._cond:
-            job.watched = True
             self._cond.wait_for(
                 lambda: job.status != "pending", max(0.0, job.accept_deadline - start)
             )
@@ -274,10 +310,11 @@ class JobManager:
 
     def restore(self, jobs: list[Job]) -> None:
         """Jobs of an earlier run (newest first), from the store: unfinished ones get their
-        deadlines back, counted from their creation, but never less than RESTART_GRACE_S."""
+        deadlines back, counted from their creation, but never less than RESTART_GRACE_S.
+        Every unfinished job is kept, however many; finished ones only up to `keep`."""
         wall, mono = utc_now(), time.monotonic()
         with self._cond:
-            for job in reversed(jobs[: self._keep]):
+            for job in reversed(jobs):
                 if job.id in self._jobs:
                     continue
                 if not job.finished:
@@ -291,8 +328,7 @@ class JobManager:
                     job.accept_deadline = mono + max(accept_left, RESTART_GRACE_S)
                     job.deadline = mono + max(final_left, RESTART_GRACE_S)
                 self._jobs[job.id] = job
-            while len(self._jobs) > self._keep:
-                self._jobs.popitem(last=False)
+            self._trim()
         unfinished = sum(1 for j in jobs if not j.finished)
         logger.info("restored %d job(s) of an earlier run, %d unfinished", len(jobs), unfinished)
 
@@ -362,6 +398,11 @@ class JobManager:
     def snapshot(self, job: Job) -> dict[str, Any]:
         with self._cond:
             return job.to_dict()
+
+    def revision_counts(self) -> dict[tuple[str, str], int]:
+        """Guesses of ours the agent's word replaced since start, by (guess, real status)."""
+        with self._cond:
+            return dict(self.revisions)
 
     def stats(self) -> tuple[dict[str, int], int]:
         """Jobs that entered each status since start, and jobs in flight now."""

@@ -77,6 +77,7 @@ def collect(
     job_counts: Mapping[str, int],
     jobs_in_flight: int,
     dropped: Mapping[str, int] | None = None,
+    job_revisions: Mapping[tuple[str, str], int] | None = None,
 ) -> list[Family]:
     """Every family, from one consistent snapshot (with metrics)."""
     fams: dict[str, Family] = {}
@@ -96,6 +97,14 @@ def collect(
             "counter",
             "Jobs that entered each status since the gateway started",
         ).add({**gw, "status": job_status}, job_counts.get(job_status, 0))
+    revised = fam(
+        "kvmsup_gateway_jobs_revised_total",
+        "counter",
+        "Jobs whose final status, a guess of the gateway, the agent's reply replaced "
+        "(each job stays counted once in kvmsup_gateway_jobs_total, under the guess)",
+    )
+    for (guess, real), count in sorted((job_revisions or {}).items()):
+        revised.add({**gw, "guess": guess, "status": real}, count)
     fam("kvmsup_gateway_jobs_in_flight", "gauge", "Jobs not finished yet").add(gw, jobs_in_flight)
     for reason, count in (dropped or {}).items():
         fam(
@@ -201,6 +210,7 @@ def metrics() -> ResponseReturnValue:
         job_counts=counts,
         jobs_in_flight=in_flight,
         dropped=gateway.drops.by_reason(),
+        job_revisions=gateway.jobs.revision_counts(),
     )
     families.append(auth_failures(gateway.settings.gateway_id, gateway.auth.failures()))
     text = render(families)

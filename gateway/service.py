@@ -157,8 +157,10 @@ class Gateway:
         self.settings = settings
         self.auth = Authenticator.from_settings(settings)
         self.cache = StateCache()
-        self.store = Store(settings.db, settings.history_minutes, settings.audit_days)
         self.drops = Drops()
+        self.store = Store(
+            settings.db, settings.history_minutes, settings.audit_days, drops=self.drops
+        )
         self.bus = Bus(settings, self.handle, drops=self.drops)
         self.jobs = JobManager(
             self.bus.send_command,
@@ -181,6 +183,8 @@ class Gateway:
     def stop(self) -> None:
         if self._started:
             self.jobs.stop()
+            # The bus stops paho's loop, then waits for the ingest thread to apply what it
+            # had: only then is every record it made queued ahead of the writer's stop marker.
             self.bus.stop()
             self.store.stop()
 

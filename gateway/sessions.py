@@ -44,6 +44,7 @@ class Ticket:
     sock: Any  # the request's TCP socket, where the server exposes it
     reserved: bool = False  # holds a slot no session owns yet
     eio_sid: str | None = None
+    kind: str = "poll"  # "poll" (a GET), "websocket" or "post": see request_kind()
 
 
 @dataclass
@@ -109,9 +110,13 @@ class SessionGuard:
         # all of it: make simple-websocket stop at the same limit (a copy: the mapping is the
         # async driver module's own, shared by every server).
         drivers = dict(self.eio._async)
-        if drivers.get("websocket") is not None:
+        driver: Any = drivers.get("websocket")
+        if driver is not None:
+            if isinstance(driver, type):
+                quiet = {"close": _quiet_close(driver.close)}  # type: ignore[attr-defined]
+                driver = type(driver.__name__, (driver,), quiet)
             limit = self.eio.max_http_buffer_size
-            drivers["websocket"] = functools.partial(drivers["websocket"], max_message_size=limit)
+            drivers["websocket"] = functools.partial(driver, max_message_size=limit)
             self.eio._async = drivers
 
     def _middleware(self, inner: WSGIApp) -> WSGIApp:
@@ -120,14 +125,18 @@ class SessionGuard:
                 return inner(environ, start_response)
             sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [None])[0]
             raw = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-            ticket = environ[TICKET] = Ticket(environ.get("REMOTE_ADDR") or "unknown", raw)
+            ticket = environ[TICKET] = Ticket(
+                environ.get("REMOTE_ADDR") or "unknown", raw, kind=request_kind(environ)
+            )
             if sid is None:  # a new engine.io session: take a slot first
                 refusal = self._reserve(ticket.address)
                 if refusal is not None:
                     return _refuse(start_response, *refusal)
                 ticket.reserved = True
             else:
-                self._attach(sid, ticket)
+                problem = self._attach(sid, ticket)
+                if problem is not None:
+                    return _bad_request(start_response, problem)
             try:
                 return inner(environ, start_response)
             except (StopIteration, ConnectionError):
@@ -170,12 +179,21 @@ class SessionGuard:
             self.sessions[eio_sid] = Session(ticket.address, requests={ticket})
             self._schedule(time.monotonic() + self.auth_timeout, "auth", eio_sid)
 
-    def _attach(self, eio_sid: str, ticket: Ticket) -> None:
+    def _attach(self, eio_sid: str, ticket: Ticket) -> str | None:
+        """Count a request on an existing session; why it is refused, or None.
+
+        Only a handshake takes a slot, so a session may not hold more than one request of a
+        kind at a time: engine.io itself lets any number of long-poll GETs (or websocket
+        upgrades) wait on one session, and each of them holds a worker thread."""
         with self._lock:
             session = self.sessions.get(eio_sid)
-            if session is not None:
-                ticket.eio_sid = eio_sid
-                session.requests.add(ticket)
+            if session is None or session.released:
+                return f"Invalid session {eio_sid[:64]}"
+            if any(t.kind == ticket.kind for t in session.requests):
+                return f"a {ticket.kind} request is already in progress on this session"
+            ticket.eio_sid = eio_sid
+            session.requests.add(ticket)
+        return None
 
     def _detach(self, ticket: Ticket) -> None:
         with self._lock:
@@ -294,6 +312,37 @@ class SessionGuard:
             if isinstance(raw, socket.socket):
                 with contextlib.suppress(OSError):  # already closed: what we wanted
                     raw.shutdown(socket.SHUT_RDWR)
+
+
+def _quiet_close(close: Callable[[Any], None]) -> Callable[[Any], None]:
+    """engine.io's writer thread closes the websocket once its session ends; when the session
+    ended because its request failed (a malformed frame), the server may have closed the TCP
+    socket already, and the close must not become a traceback in a background thread."""
+
+    def quiet(self: Any) -> None:
+        with contextlib.suppress(OSError):
+            close(self)
+
+    return quiet
+
+
+def request_kind(environ: dict[str, Any]) -> str:
+    """What a request to the engine.io endpoint does, the way engine.io tells them apart."""
+    if environ.get("REQUEST_METHOD") == "POST":
+        return "post"
+    upgrade = environ.get("HTTP_UPGRADE", "").lower()
+    transport = parse_qs(environ.get("QUERY_STRING", "")).get("transport", [""])[0]
+    return "websocket" if upgrade == "websocket" or transport == "websocket" else "poll"
+
+
+def _bad_request(start_response: Callable[..., Any], message: str) -> Iterable[bytes]:
+    """The refusal engine.io gives a request it will not serve: 400, a JSON string."""
+    body = json.dumps(message).encode()
+    start_response(
+        "400 BAD REQUEST",
+        [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 def _refuse(

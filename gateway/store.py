@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.drops import Drops
 from gateway.records import REFUSED, AuditEntry, HistoryPoint, from_epoch, history_point
 from shared.messages import MetricsBatch, VmEvent
 
@@ -58,7 +59,7 @@ HISTORY_COLUMNS = (
     "disk_write_bps, net_rx_bps, net_tx_bps"
 )
 
-Write = tuple[str, Sequence[tuple[Any, ...]]]
+Write = tuple[str, Sequence[tuple[Any, ...]], bool]  # sql, rows, droppable
 PRUNE_EVERY_S = 60.0
 BATCH_MAX = 1000
 
@@ -69,17 +70,29 @@ class StoreError(RuntimeError):
 
 class Store:
     """Writes never block their caller (the MQTT ingest thread, request threads): they are
-    queued for the one writer thread, which commits them in batches. A full queue drops the
-    write with a warning rather than stall the cache. Reads see what has been committed, so
-    they lag the cache by at most one batch."""
+    queued for the one writer thread, which commits them in batches. Audit entries (jobs and
+    refusals) are few, one per command and status, and are never dropped. Metrics history
+    and agent events come at the agents' pace: once `queue_max` of those wait for the writer,
+    more are dropped and counted (`store_full`) rather than let memory grow or stall the
+    cache. Reads see what has been committed, so they lag the cache by at most one batch."""
 
     def __init__(
-        self, path: str, history_minutes: int, audit_days: int, queue_max: int = 20000
+        self,
+        path: str,
+        history_minutes: int,
+        audit_days: int,
+        queue_max: int = 20000,
+        drops: Drops | None = None,
     ) -> None:
         self.path = path
         self.history_s = history_minutes * 60.0
         self.audit_s = audit_days * 86400.0
-        self._queue: queue.Queue[Write | threading.Event | None] = queue.Queue(queue_max)
+        self.drops = drops or Drops()
+        # Unbounded: the bound applies to the droppable writes only (`_bulk` of them queued).
+        self._queue: queue.Queue[Write | threading.Event | None] = queue.Queue()
+        self._queue_max = queue_max
+        self._bulk = 0
+        self._bulk_lock = threading.Lock()
         self._local = threading.local()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         try:
@@ -111,7 +124,8 @@ class Store:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Commit what is queued, then end the writer."""
+        """Commit what is queued, then end the writer. Writes queued after this are lost:
+        stop whatever makes them (the ingest thread) first."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
@@ -123,11 +137,22 @@ class Store:
         return done.wait(timeout)
 
     # -- writes (any thread; never blocks) ---------------------------------------------------
-    def _put(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        try:
-            self._queue.put_nowait((sql, rows))
-        except queue.Full:
-            logger.warning("database writer is behind: dropped %d row(s)", len(rows))
+    def _put(self, sql: str, rows: Sequence[tuple[Any, ...]], what: str | None = None) -> None:
+        """Queue one write. `what` names a droppable one (history, events): it is dropped and
+        counted when the writer is `queue_max` of those behind. Audit writes always queue."""
+        if what is not None:
+            with self._bulk_lock:
+                if self._bulk >= self._queue_max:
+                    full = True
+                else:
+                    full = False
+                    self._bulk += 1
+            if full:
+                self.drops.drop(
+                    "store_full", what, f"the database writer is behind: {len(rows)} row(s) lost"
+                )
+                return
+        self._queue.put((sql, rows, what is not None))
 
     def add_metrics(self, batch: MetricsBatch) -> None:
         rows = []
@@ -152,6 +177,7 @@ class Store:
                 f"INSERT INTO history (host, uuid, {HISTORY_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
+                "history",
             )
 
     def add_event(self, event: VmEvent) -> None:
@@ -167,6 +193,7 @@ class Store:
                     event.model_dump_json(),
                 )
             ],
+            "events",
         )
 
     def record(self, entry: AuditEntry) -> None:
@@ -199,9 +226,13 @@ class Store:
                 except queue.Empty:
                     break
             writes = [i for i in items if isinstance(i, tuple)]
+            bulk = sum(1 for w in writes if w[2])
+            if bulk:
+                with self._bulk_lock:
+                    self._bulk -= bulk
             try:
                 with conn:
-                    for sql, rows in writes:
+                    for sql, rows, _bulk in writes:
                         conn.executemany(sql, rows)
             except sqlite3.Error:
                 logger.exception("writing %d batch(es) to %s failed", len(writes), self.path)
@@ -284,12 +315,15 @@ class Store:
         return [AuditEntry.from_row(tuple(r)) for r in rows]
 
     def jobs(self, limit: int) -> list[AuditEntry]:
-        """The newest `limit` entries that are jobs (not refusals), newest first."""
+        """The newest `limit` entries that are jobs (not refusals), and every unfinished job
+        however old (a restarted gateway must still end it), newest first."""
         rows = (
             self._reader()
             .execute(
-                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE result != ? ORDER BY ts DESC LIMIT ?",
-                (REFUSED, limit),
+                f"SELECT {AUDIT_COLUMNS} FROM audit WHERE result != ? AND (finished_at IS NULL "
+                "OR id IN (SELECT id FROM audit WHERE result != ? ORDER BY ts DESC LIMIT ?)) "
+                "ORDER BY ts DESC",
+                (REFUSED, REFUSED, limit),
             )
             .fetchall()
         )

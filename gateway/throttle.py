@@ -40,31 +40,60 @@ class FailureThrottle:
             bucket = self._buckets.get(address)
             if bucket is None:
                 return 0
-            level = self._level(bucket, now)
-            if level >= 1.0:
-                return 0
-            return max(1, math.ceil((1.0 - level) / self.rate))
+            return self._wait(self._level(bucket, now))
 
     def fail(self, address: str, now: float) -> int:
         """Record one failure; returns the seconds the address is now blocked for (0: not)."""
+        self.take(address, now)
+        return self.blocked_for(address, now)
+
+    def take(self, address: str, now: float) -> int:
+        """Reserve one token for an attempt about to be checked: 0 when taken, else the
+        seconds until the address may try again (nothing taken). Taking before the check,
+        in one step, keeps concurrent attempts from all passing on the same last token;
+        `give_back` returns it when the attempt did not fail."""
         with self._lock:
             bucket = self._buckets.get(address)
             if bucket is None:
                 self._prune(now)
                 bucket = self._buckets[address] = Bucket(self.burst, now)
-            level = max(0.0, self._level(bucket, now) - 1.0)
-            bucket.tokens = level
-            if level >= 1.0:
-                return 0
-            return max(1, math.ceil((1.0 - level) / self.rate))
+            level = self._level(bucket, now)
+            if level < 1.0:
+                return self._wait(level)
+            bucket.tokens = level - 1.0
+            return 0
+
+    def give_back(self, address: str, now: float) -> None:
+        """Return the token `take` reserved: the attempt succeeded (or was not a guess)."""
+        with self._lock:
+            bucket = self._buckets.get(address)
+            if bucket is None:
+                return
+            if self._level(bucket, now) + 1.0 >= self.burst:
+                del self._buckets[address]  # full again: the same as no bucket
+            else:
+                bucket.tokens += 1.0
+
+    def blocked_for(self, address: str, now: float) -> int:
+        """After a failed attempt: the seconds the address is blocked for now (0: not)."""
+        with self._lock:
+            bucket = self._buckets.get(address)
+            return 0 if bucket is None else self._wait(self._level(bucket, now))
+
+    def _wait(self, level: float) -> int:
+        return 0 if level >= 1.0 else max(1, math.ceil((1.0 - level) / self.rate))
 
     def _prune(self, now: float) -> None:
+        """Make room when the table is full: sweep out the full buckets, then the oldest,
+        down to three quarters, so a sweep comes once per `max_tracked / 4` new addresses
+        at most rather than for each new one."""
         if len(self._buckets) < self.max_tracked:
             return
         for address, bucket in list(self._buckets.items()):
             if self._level(bucket, now) >= self.burst:
                 del self._buckets[address]
-        while len(self._buckets) >= self.max_tracked:
+        target = self.max_tracked * 3 // 4
+        while len(self._buckets) > target:
             del self._buckets[next(iter(self._buckets))]
 
     def tracked(self) -> int:

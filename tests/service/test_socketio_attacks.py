@@ -4,6 +4,7 @@ the wrong type, sessions that never authenticate, malformed packets (SPEC ยง5, ย
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 import socketio
+import websocket
 
 from tests.service.conftest import wait_ready
 from tests.support.gateway import GatewayProc, wait_until
@@ -444,3 +446,80 @@ def test_a_polling_session_that_never_authenticates_is_closed(gw: GatewayProc) -
         return resp.status_code == 400 or "1" in resp.text.split("\x1e")
 
     wait_until(gone, timeout=CLOSED_WITHIN + 30, every=0.2)
+
+
+# -- many requests on one session: only the handshake takes a slot ----------------------------
+
+
+def polling_handshake(port: int) -> str:
+    opened = requests.get(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling", timeout=10)
+    assert opened.status_code == 200 and opened.text.startswith("0"), opened.text
+    sid: str = json.loads(opened.text[1:])["sid"]
+    return sid
+
+
+def flood(count: int, attempt: Callable[[], Any]) -> tuple[list[Any], list[threading.Thread]]:
+    """`count` concurrent attempts, each on its own connection; their results as they end."""
+    results: list[Any] = []
+
+    def one() -> None:
+        try:
+            results.append(attempt())
+        except Exception as exc:  # a timeout or a reset: still an answer for the test
+            results.append(exc)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return results, threads
+
+
+def health_within(gw: GatewayProc, seconds: float) -> bool:
+    try:
+        return requests.get(f"{gw.url}/health", timeout=seconds).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_many_long_polls_on_one_session_cannot_starve_rest(small: GatewayProc) -> None:
+    sid = polling_handshake(small.port)
+    poll = f"{small.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
+    results, threads = flood(64, lambda: requests.get(poll, timeout=60).status_code)
+    # Without a limit each GET would wait out the ping interval on a worker thread.
+    assert wait_until(lambda: results.count(400) >= 63, timeout=30, every=0.1)
+    assert health_within(small, 5)
+    assert small.get("/vms").json()["count"] == 7
+    for thread in threads:
+        thread.join(60)
+    # The one long poll allowed ends with the session (never authenticated).
+    assert results.count(200) == 1, results
+    # A released (or made-up) session is refused before engine.io sees it.
+    assert requests.get(poll, timeout=10).status_code == 400
+    made_up = poll.replace(sid, "nosuchsession")
+    assert requests.get(made_up, timeout=10).status_code == 400
+
+
+def test_many_websocket_upgrades_on_one_session_cannot_starve_rest(small: GatewayProc) -> None:
+    sid = polling_handshake(small.port)
+    url = f"ws://127.0.0.1:{small.port}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+    opened: list[websocket.WebSocket] = []
+
+    def upgrade() -> int:
+        try:
+            ws = websocket.create_connection(url, timeout=60)
+        except websocket.WebSocketBadStatusException as exc:
+            return int(exc.status_code)
+        opened.append(ws)  # never sends the probe: it would hold its thread
+        return 101
+
+    results, threads = flood(32, upgrade)
+    try:
+        assert wait_until(lambda: results.count(400) >= 31, timeout=30, every=0.1), results
+        assert health_within(small, 5)
+        assert small.get("/vms").json()["count"] == 7
+    finally:
+        for thread in threads:
+            thread.join(60)
+        for ws in opened:
+            ws.close()
+    assert results.count(101) <= 1, results

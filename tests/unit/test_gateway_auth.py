@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -167,3 +168,59 @@ def test_socket_limit_keeps_threads_for_rest() -> None:
     assert Settings(gateway_id="gw", threads=8).socket_limit() == 6
     assert Settings(gateway_id="gw", threads=4).socket_limit() == 2
     assert Settings(gateway_id="gw", threads=8, max_sockets=100).socket_limit() == 100
+
+
+def test_concurrent_guesses_get_no_more_tries_than_the_burst() -> None:
+    import threading
+
+    class SlowCheck(Authenticator):
+        """A check that lets other threads run meanwhile (a loaded machine, a long list)."""
+
+        def identify(self, secret: object) -> Principal | None:
+            time.sleep(0.02)
+            return super().identify(secret)
+
+    auth = SlowCheck(parse_tokens(f"alice:viewer:{SECRET}"), FailureThrottle(3, 0.001))
+    start = threading.Barrier(40)
+    outcomes: list[str] = []
+
+    def guess(i: int) -> None:
+        start.wait()
+        try:
+            auth.authenticate(f"guess-{i}-{'y' * 30}", "10.0.0.9", "rest", now=0.0)
+        except TooManyRequests:
+            outcomes.append("throttled")
+        except Unauthorized:
+            outcomes.append("checked")
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("checked") == 3 and outcomes.count("throttled") == 37
+
+
+def test_a_valid_token_gives_its_reserved_try_back() -> None:
+    auth = Authenticator(parse_tokens(f"alice:viewer:{SECRET}"), FailureThrottle(2, 0.001))
+    for _ in range(10):  # successes and missing tokens never use up the address's tries
+        assert auth.authenticate(SECRET, "10.0.0.1", "rest", now=0.0).name == "alice"
+        with pytest.raises(Unauthorized):
+            auth.authenticate(None, "10.0.0.1", "rest", now=0.0)
+    assert auth.throttle.tracked() == 0
+    with pytest.raises(Unauthorized):
+        auth.authenticate("guess-one-1", "10.0.0.1", "rest", now=0.0)
+    assert auth.authenticate(SECRET, "10.0.0.1", "rest", now=0.0).name == "alice"
+
+
+def test_a_full_throttle_table_is_swept_once_per_quarter_of_it() -> None:
+    throttle = FailureThrottle(burst=2, per_minute=0.001, max_tracked=100)
+    for i in range(100):
+        throttle.fail(f"guesser-{i}", 0.0)
+    assert throttle.tracked() == 100
+    throttle.fail("one-more", 0.0)  # a sweep: down to three quarters, the oldest go first
+    assert throttle.tracked() == 76
+    assert throttle.retry_after("guesser-99", 0.0) == 0 and throttle.fail("guesser-99", 0.0) > 0
+    for i in range(24):  # room for these without another sweep
+        throttle.fail(f"later-{i}", 0.0)
+    assert throttle.tracked() == 100

@@ -216,6 +216,10 @@ def test_a_late_reply_replaces_a_guess_and_says_so(caplog) -> None:
     assert job.revised is not None and job.revised["status"] == "timed_out"
     assert job.to_dict()["revised"]["error"]["code"] == "no_final_reply"
     assert f"job {job.id}: the agent's succeeded replaces the gateway's timed_out" in caplog.text
+    # Counted once, under its first final status; the correction has its own counter.
+    counts, in_flight = jobs.stats()
+    assert (counts.get("timed_out"), counts.get("succeeded"), in_flight) == (1, None, 0)
+    assert jobs.revision_counts() == {("timed_out", "succeeded"): 1}
 
 
 def test_a_command_event_ends_a_job_whose_reply_was_lost() -> None:
@@ -291,3 +295,59 @@ def test_a_job_is_persisted_before_its_command_is_sent_and_not_sent_if_it_cannot
         submit(jobs)
     assert exc.value.code == "store_unavailable" and exc.value.status == 503
     assert sent == [job.id] and jobs.all() == []
+
+
+def test_unfinished_jobs_are_never_evicted_finished_ones_go_first() -> None:
+    jobs = JobManager(lambda *a: None, accept_timeout=0.5, keep=2)
+    vms = [f"a0000000-0000-4000-8000-00000000000{i}" for i in range(4)]
+    first, second, third = (
+        jobs.submit("h1", vm, "web", "shutdown", CommandParams(), "bob") for vm in vms[:3]
+    )
+    # More jobs in flight than `keep`: every one is still tracked.
+    assert {j.id for j in jobs.all()} == {first.id, second.id, third.id}
+    reply = CommandReply(id=first.id, host="h1", status="accepted", action="shutdown", vm=vms[0])
+    assert jobs.on_reply(reply) is None and first.status == "accepted"
+    # It still blocks a conflicting command on its VM...
+    with pytest.raises(Conflict):
+        jobs.submit("h1", vms[0], "web", "reboot", CommandParams(), "bob")
+    # ...and the janitor still ends it (the others are their request threads' to end).
+    assert jobs.expire(first.deadline + 1) == [first]
+    assert first.error is not None and first.error["code"] == "no_final_reply"
+    # Now finished: the oldest finished job is the one a new job pushes out, and only it.
+    fourth = jobs.submit("h1", vms[3], "web", "shutdown", CommandParams(), "bob")
+    assert [j.id for j in jobs.all()] == [fourth.id, third.id, second.id]
+
+
+def test_restore_keeps_every_unfinished_job_beyond_the_limit() -> None:
+    from gateway.jobs import Job
+
+    old_running = Job("r", "h1", U, "web", "shutdown", {}, "bob", status="accepted")
+    done = [Job(f"d{i}", "h1", U, "web", "start", {}, "bob", status="succeeded") for i in range(3)]
+    jobs = JobManager(lambda *a: None, accept_timeout=1, keep=2)
+    jobs.restore([*done, old_running])  # newest first: the running one is the oldest
+    assert [j.id for j in jobs.all()] == ["d0", "r"]  # `keep` in all, the running one kept
+    assert jobs.stats()[1] == 1
+
+
+def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
+    from gateway.errors import Unavailable
+
+    sent: list[str] = []
+    expired: list[object] = []
+    jobs: JobManager
+
+    def slow_persist(job: object) -> None:
+        # The janitor runs while SQLite is busy: it must leave the job to its request thread.
+        expired.extend(jobs.expire(time.monotonic() + 60))
+        time.sleep(0.4)  # past the command's not_after
+
+    jobs = JobManager(
+        lambda _h, request, _e: sent.append(request.id), accept_timeout=0.2, persist=slow_persist
+    )
+    with pytest.raises(Unavailable) as exc:
+        submit(jobs)
+    assert expired == [] and sent == []  # never published: the agent would refuse it anyway
+    assert exc.value.status == 503 and exc.value.code == "store_slow"
+    job = jobs.all()[0]
+    assert job.status == "rejected" and job.error is not None
+    assert job.error["code"] == "store_slow" and exc.value.extra["job"]["id"] == job.id

@@ -135,9 +135,13 @@ def test_exposition_round_trips_through_a_strict_parser() -> None:
             job_counts={"succeeded": 3},
             jobs_in_flight=1,
             dropped={"not_json": 7, "identity": 0},
+            job_revisions={("timed_out", "succeeded"): 2},
         )
     )
     types, samples = parse(text)
+    assert types["kvmsup_gateway_jobs_revised_total"] == "counter"
+    revised = {"guess": "timed_out", "status": "succeeded"}
+    assert value(samples, "kvmsup_gateway_jobs_revised_total", **revised) == 2
     assert types["kvmsup_gateway_messages_dropped_total"] == "counter"
     assert value(samples, "kvmsup_gateway_messages_dropped_total", reason="not_json") == 7
     assert value(samples, "kvmsup_gateway_messages_dropped_total", reason="identity") == 0

@@ -128,12 +128,22 @@ def test_audit_rewrites_one_entry_per_job(store: Store) -> None:
     assert store.audit()[0].params == {"timeout_s": 60.0}
 
 
-def test_writes_never_block_when_the_writer_is_behind(tmp_path: Path) -> None:
-    s = Store(str(tmp_path / "gw.db"), 1, 1, queue_max=2)  # writer not started
+def test_writes_never_block_and_audit_is_never_dropped_when_the_writer_is_behind(
+    tmp_path: Path,
+) -> None:
+    s = Store(str(tmp_path / "gw.db"), 1, 1, queue_max=2)  # writer not started yet
     t0 = time.monotonic()
     for i in range(10):
         s.record(entry(f"j{i}", "pending"))
+        s.add_metrics(batch(float(i)))
     assert time.monotonic() - t0 < 0.5
+    # History past the bound is dropped, and counted where /health and /metrics show drops.
+    assert s.drops.counts() == {"store_full": 8}
+    s.start()
+    assert s.flush()
+    assert len(s.audit(limit=100)) == 10  # every job's row, whatever the history did
+    assert len(s.history("a", UA, utc_now() - timedelta(hours=1))) == 2
+    s.stop()
 
 
 def test_an_unusable_path_refuses_to_start(tmp_path: Path) -> None:
@@ -167,3 +177,13 @@ def test_a_job_is_on_disk_when_record_now_returns_and_old_files_are_migrated(
     assert (got.result, got.state, got.changed) == ("accepted", "running", False)
     assert [e.id for e in store.jobs(10)] == ["j1", "j0"]
     assert store.job("nope") is None
+
+
+def test_jobs_lists_every_unfinished_job_beyond_the_limit(store: Store) -> None:
+    store.record(entry("old-running", "accepted"))
+    for i in range(3):
+        done = entry(f"done{i}", "succeeded")
+        store.record(dataclasses.replace(done, finished_at=done.updated_at))
+    store.record(entry("refused", "refused"))
+    assert store.flush()
+    assert [e.id for e in store.jobs(2)] == ["done2", "done1", "old-running"]
