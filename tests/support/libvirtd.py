@@ -9,6 +9,8 @@ process (`_hold`) enters a private mount namespace (`unshare -m`), bind-mounts a
 directory over each of those paths, and runs virtlogd and libvirtd as its children. Clients
 outside the namespace reach the daemon through the real path of the bind-mounted socket:
 `qemu:///system?socket=<root>/run/libvirt-sock` -- the ordinary system driver, nothing embedded.
+In a chroot, whose / is no mount point, `unshare` cannot make / private; the holder then makes
+the mounts it can see private and refuses to go on if its bind mounts would still leak out.
 
 The holder is also a child subreaper: QEMU is daemonised (double fork), so its parent is PID 1,
 and PID 1 on this machine (firecracker's process_api) reaps orphans only about once a second.
@@ -31,6 +33,7 @@ import ctypes
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -79,8 +82,9 @@ dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
 # No private mount namespace per QEMU: inside a chroot or a container (many CI runners)
-# libvirt cannot build QEMU's own /dev there, and every guest then fails at start with
-# "Failed to open /dev/null for OFD lock probing". QEMU sees the daemon's /dev instead.
+# libvirt cannot build QEMU's own /dev, and every guest then fails at start, with "Failed to
+# open /dev/null for OFD lock probing" or, when / is no mount point, "Failed disable mount
+# propagation out of the root filesystem". QEMU sees the daemon's /dev instead.
 namespaces = []
 """
 
@@ -107,6 +111,28 @@ def kvm_usable() -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _mountinfo() -> list[list[str]]:
+    """/proc/self/mountinfo split into fields: [4] the mount point, [6:] optional tags."""
+    rows = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for fields in rows:  # the kernel writes a space in a path as \040, and so on
+        fields[4] = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+    return rows
+
+
+def root_is_mountpoint() -> bool:
+    """False in a plain chroot: its / is a directory of a mount this process cannot see."""
+    return any(fields[4] == "/" for fields in _mountinfo())
+
+
+def _shared(target: Path) -> bool:
+    """True when the mount on `target` is shared, i.e. a peer of mounts in other namespaces."""
+    tags: list[str] = []
+    for fields in _mountinfo():
+        if fields[4] == str(target):
+            tags = fields[6 : fields.index("-")]  # the last mount on a path is the top one
+    return any(tag.startswith("shared:") for tag in tags)
 
 
 def check_prerequisites() -> None:
@@ -257,7 +283,9 @@ class Libvirtd:
                     "unshare",
                     "--mount",
                     "--propagation",
-                    "private",
+                    # In a chroot / is no mount point and unshare cannot make it private; the
+                    # holder then makes each mount it can see private and checks its own.
+                    "private" if root_is_mountpoint() else "unchanged",
                     sys.executable,
                     "-m",
                     "tests.support.libvirtd",
@@ -442,10 +470,23 @@ def _hold(root: Path, owner: int | None = None) -> None:
     mounts = [(root / sub, Path(target)) for sub, target in BIND_DIRS]
     mounts.append((CACHE_DIR, Path("/var/cache/libvirt")))
     mounts += _private_passwd(root)
+    if not root_is_mountpoint():
+        # A chroot: `unshare` left propagation alone. Whatever is mounted under a visible
+        # mount stays here once that mount is private; under the invisible root it stays
+        # here only if that root is private too, which the first bind mount shows.
+        for fields in _mountinfo():
+            subprocess.run(["mount", "--make-private", fields[4]], check=True)
     for source, target in mounts:
         if source.is_dir():
             target.mkdir(parents=True, exist_ok=True)  # a mount point on the host; left empty
         subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+        if _shared(target):
+            subprocess.run(["umount", str(target)], check=True)  # the umount propagates too
+            raise SystemExit(
+                f"holder: {target} would be mounted outside this mount namespace too: / is"
+                " no mount point here and its mount is shared; make the root a private mount"
+                " point (mount --bind DIR DIR && mount --make-private DIR) before chroot DIR"
+            )
 
     flags = {"stop": False, "start": False}
 
