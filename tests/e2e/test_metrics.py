@@ -29,18 +29,36 @@ def series(stack: Stack, uuids: list[str], since: float, count: int) -> list[lis
     return [[b[u]["cpu_percent"] for b in vms] for u in uuids]
 
 
+def cpu_seconds(uri: str) -> dict[str, float]:
+    """Each running guest's CPU time (s), from libvirt itself, keyed by UUID."""
+    conn = libvirt.open(uri)
+    try:
+        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_CPU_TOTAL)
+        return {dom.UUIDString(): s["cpu.time"] / 1e9 for dom, s in stats}
+    finally:
+        conn.close()
+
+
 def test_cpu_disk_network_and_memory_of_real_guests(
     libvirtd: Libvirtd, stack: Stack, guests: Guests, make_guest: Callable[..., Guest]
 ) -> None:
     idle, spin = make_guest("idle"), make_guest("spin")
     # SeaBIOS spins the vCPU until it has read the boot sector: measure after that.
     REPORT["metrics_boot_s"] = round(guests.wait_booted(idle, spin), 2)
-    spin_cpu, idle_cpu = series(stack, [spin.uuid, idle.uuid], time.monotonic(), SAMPLES)
+    t0, before = time.monotonic(), cpu_seconds(libvirtd.uri)
+    spin_cpu, idle_cpu = series(stack, [spin.uuid, idle.uuid], t0, SAMPLES)
+    t1, after = time.monotonic(), cpu_seconds(libvirtd.uri)
+    # libvirt's own counters over the same window are the truth the agent must tell: on a busy
+    # host a spinning guest really gets less than a core, so a fixed floor would test the load.
+    truth = {u: 100 * (after[u] - before[u]) / (t1 - t0) for u in (spin.uuid, idle.uuid)}
     REPORT["agent_spin_cpu_pct"] = spin_cpu
     REPORT["agent_idle_cpu_pct"] = idle_cpu
+    REPORT["libvirt_spin_cpu_pct"] = round(truth[spin.uuid], 1)
     assert None not in spin_cpu and None not in idle_cpu
-    assert statistics.median(spin_cpu) >= 85, spin_cpu
-    assert statistics.median(idle_cpu) <= 10, idle_cpu
+    assert truth[spin.uuid] >= 40, truth  # it spins, even beside two busy loops on two cores
+    # The window holds one batch more than the series (skipped as partial): a tick's worth.
+    assert abs(statistics.mean(spin_cpu) - truth[spin.uuid]) <= 15, (spin_cpu, truth)
+    assert statistics.median(idle_cpu) <= 10 and truth[idle.uuid] <= 10, (idle_cpu, truth)
 
     for guest in (idle, spin):
         # What a user reads: the REST route of the seed.
