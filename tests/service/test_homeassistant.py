@@ -49,6 +49,23 @@ def wait_configs(rec: Recorder, count: int, timeout: float = 10) -> dict[str, di
     raise AssertionError(f"only {len(configs(rec))} configs of {count}")
 
 
+def wait_quiet(rec: Recorder, quiet: float = 1.0, timeout: float = 30) -> None:
+    """Until no discovery config has arrived for `quiet` seconds (states and metrics go on)."""
+
+    def count() -> int:
+        return len(rec.matching(lambda m: m.topic.endswith("/config")))
+
+    deadline = time.monotonic() + timeout
+    seen, since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if count() != seen:
+            seen, since = count(), time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+    raise AssertionError(f"discovery configs still arriving after {timeout}s")
+
+
 def per_vm(found: dict[str, dict], host: str, uuid: str) -> dict[str, dict]:
     """object id -> config of one VM: `<prefix>/<component>/kvmsup_<host>/<uuid-hex>_<object>`."""
     node, stem = f"kvmsup_{host}", f"{uuid.replace('-', '')}_"
@@ -195,6 +212,11 @@ def test_ha_birth_resends_every_config_and_the_will_makes_entities_unavailable(h
     agent = start_agent("demo-a", demo_node_uri("demo-a"), KVMSUP_MQTT_KEEPALIVE="2")
     found = wait_configs(ha, PER_HOST + len(DEMO_A) * PER_VM)
     count = len(found)
+    # The start-up move from the earlier layout goes on after the new configs are out (old
+    # topics emptied, configs sent again): a birth must be told apart from that, so wait for
+    # the move to end and its last messages to arrive before asking for the resend.
+    agent.wait_log("on the per-host layout", timeout=60)
+    wait_quiet(ha)
     ha.clear()
     ha.publish(f"{HA}/status", b"online")
     resent = ha.wait_for(
