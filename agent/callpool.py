@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from agent.errors import CallTimeout
+from agent.errors import CallTimeout, PoolClosed
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class DaemonPool:
         future: Future[T] = Future()
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"{self._name} pool is shut down")
+                raise PoolClosed(f"{self._name} pool is shut down")
             self._queue.put((future, fn))
             if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
                 thread = threading.Thread(

@@ -36,3 +36,12 @@ class OutcomeUnknown(AgentError):
     still carry it out (a call sent to a frozen libvirtd cannot be recalled)."""
 
     code = "outcome_unknown"
+
+
+class PoolClosed(AgentError, RuntimeError):
+    """A call was handed to a worker pool after the agent began stopping: it never runs.
+
+    A command still queued at stop has already been answered `agent_stopping` by the stop
+    itself, so its worker ends quietly on this instead of logging a crash."""
+
+    code = "agent_stopping"
