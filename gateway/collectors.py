@@ -140,12 +140,13 @@ class FleetCollector:
             if load is None:
                 continue
             hm = load.metrics
-            _add(cpu, h, hm.cpu_percent)
-            _add(cpus, h, hm.cpus)
-            _add(mem, h, hm.memory_total_mb * MIB if hm.memory_total_mb is not None else None)
-            _add(free, h, hm.memory_free_mb * MIB if hm.memory_free_mb is not None else None)
-            vms.add_metric(h, hm.vms_total)
-            running.add_metric(h, hm.vms_running)
+            hl = {"host": host}
+            _add(cpu, hl, hm.cpu_percent)
+            _add(cpus, hl, hm.cpus)
+            _add(mem, hl, hm.memory_total_mb * MIB if hm.memory_total_mb is not None else None)
+            _add(free, hl, hm.memory_free_mb * MIB if hm.memory_free_mb is not None else None)
+            _add(vms, hl, hm.vms_total)
+            _add(running, hl, hm.vms_running)
         yield from (up, libvirt, cpu, cpus, mem, free, vms, running)
 
     def _vms(self) -> Iterator[Metric]:
@@ -155,12 +156,14 @@ class FleetCollector:
         maximum = _gauge("kvmsup_vm_maximum_memory_bytes", "Memory the VM may be given at most")
         per_vm = _MetricFamilies()
         for (host, uuid), vm in sorted(self.snap.vms.items()):
-            v = [host, uuid, vm.name]
+            # One label dict per VM (and per device), shared by its samples: at 10,000 VMs a
+            # dict per sample would be 300,000 of them, built and dropped on every scrape.
+            v = {"host": host, "uuid": uuid, "name": vm.name}
             for name in VM_STATES:
-                state.add_metric([*v, name], vm.state == name)
-            vcpus.add_metric(v, vm.vcpus)
-            memory.add_metric(v, vm.memory_mb * MIB)
-            maximum.add_metric(v, vm.max_memory_mb * MIB)
+                state.add_sample(state.name, {**v, "state": name}, vm.state == name)
+            _add(vcpus, v, vm.vcpus)
+            _add(memory, v, vm.memory_mb * MIB)
+            _add(maximum, v, vm.max_memory_mb * MIB)
             m = self.snap.metrics.get((host, uuid))
             if m is not None:
                 per_vm.add(v, m)
@@ -168,9 +171,11 @@ class FleetCollector:
         yield from (state, vcpus, memory, maximum, *per_vm.families)
 
 
-def _add(family: Family, labels: list[str], value: float | int | bool | None) -> None:
+def _add(family: Family, labels: dict[str, str], value: float | int | bool | None) -> None:
+    """`add_metric` with the labels as a dict (shared) and unknown values left out."""
     if value is not None:
-        family.add_metric(labels, value)
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        family.add_sample(name, labels, value)
 
 
 class _MetricFamilies:
@@ -207,22 +212,22 @@ class _MetricFamilies:
     def families(self) -> tuple[Metric, ...]:
         return (self.stale, self.cpu, self.cpu_time, self.used, *self.disk, *self.net)
 
-    def add(self, v: list[str], m: VmMetrics) -> None:
-        self.stale.add_metric(v, m.stale)
+    def add(self, v: dict[str, str], m: VmMetrics) -> None:
+        _add(self.stale, v, m.stale)
         _add(self.cpu, v, m.cpu_percent)
         _add(self.cpu_time, v, m.cpu_time_s)
         _add(self.used, v, m.memory_used_mb * MIB if m.memory_used_mb is not None else None)
         for disk in m.disk_io:
-            self._disk([*v, disk.device], disk)
+            self._disk({**v, "device": disk.device}, disk)
         for nic in m.network_io:
-            self._net([*v, nic.interface], nic)
+            self._net({**v, "interface": nic.interface}, nic)
 
-    def _disk(self, dv: list[str], d: DiskIO) -> None:
+    def _disk(self, dv: dict[str, str], d: DiskIO) -> None:
         values = (d.read_bytes, d.write_bytes, d.read_reqs, d.write_reqs, d.read_bps, d.write_bps)
         for family, value in zip(self.disk, values, strict=True):
             _add(family, dv, value)
 
-    def _net(self, nv: list[str], n: NetIO) -> None:
+    def _net(self, nv: dict[str, str], n: NetIO) -> None:
         values = (
             *(n.rx_bytes, n.tx_bytes, n.rx_packets, n.tx_packets),
             *(n.rx_errors, n.tx_errors, n.rx_drops, n.tx_drops, n.rx_bps, n.tx_bps),

@@ -3,7 +3,9 @@ and by a strict little parser of format 0.0.4."""
 
 from __future__ import annotations
 
+import gzip
 import re
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +16,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.collectors import GatewayFigures
-from gateway.prometheus import registry
+from gateway.prometheus import SingleFlight, registry
 from gateway.state import StateCache
 from shared.messages import (
     DiskIO,
@@ -25,6 +27,7 @@ from shared.messages import (
     VmMetrics,
     VmState,
 )
+from tests.support.gateway import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -269,6 +272,8 @@ def test_values_come_back_through_a_strict_0_0_4_parser() -> None:
     assert value(samples, "kvmsup_vm_state", **odd, state="stopped") == 0
     assert value(samples, "kvmsup_vm_state", name="idle", state="stopped") == 1
     assert value(samples, "kvmsup_vm_cpu_percent", **odd) == 12.5
+    assert value(samples, "kvmsup_vm_metrics_stale", **odd) == 0
+    assert value(samples, "kvmsup_vm_vcpus", **odd) == 2
     assert value(samples, "kvmsup_vm_cpu_time_seconds_total", **odd) == 81.25
     assert value(samples, "kvmsup_vm_memory_used_bytes", **odd) == 512 * 1024 * 1024
     assert value(samples, "kvmsup_vm_maximum_memory_bytes", name="idle") == 1024 * 1024 * 1024
@@ -355,3 +360,76 @@ def test_route_speaks_openmetrics_to_a_scraper_that_asks_for_it(app: Flask) -> N
     fams = {f.name: f for f in parse_om(text)}
     assert fams["kvmsup_gateway_auth_failures"].type == "counter"
     assert fams["kvmsup_gateway_mqtt_connected"].samples[0].value == 0
+
+
+def test_concurrent_scrapes_share_one_make_and_sequential_ones_do_not() -> None:
+    flights = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+    made: list[int] = []
+
+    def slow() -> bytes:
+        made.append(1)
+        started.set()
+        assert release.wait(10)
+        return b"first"
+
+    results: list[bytes] = []
+    leader = threading.Thread(target=lambda: results.append(flights.run("text", slow)))
+    leader.start()
+    assert started.wait(10)
+    # Arrives while the first is being made: waits for it instead of making its own.
+    follower = threading.Thread(target=lambda: results.append(flights.run("text", slow)))
+    follower.start()
+    wait_until(lambda: flights.waiting("text") == 1)
+    # Another format is another scrape.
+    assert flights.run("openmetrics", lambda: b"other") == b"other"
+    release.set()
+    leader.join(10)
+    follower.join(10)
+    assert results == [b"first", b"first"] and len(made) == 1
+    # Once it is done, the next scrape makes a fresh body.
+    assert flights.run("text", lambda: b"second") == b"second"
+
+
+def test_a_failed_make_does_not_strand_the_scrapes_waiting_for_it() -> None:
+    flights = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+
+    def broken() -> bytes:
+        started.set()
+        assert release.wait(10)
+        raise RuntimeError("boom")
+
+    errors: list[Exception] = []
+
+    def lead() -> None:
+        try:
+            flights.run("text", broken)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    leader = threading.Thread(target=lead)
+    leader.start()
+    assert started.wait(10)
+    got: list[bytes] = []
+    follower = threading.Thread(target=lambda: got.append(flights.run("text", lambda: b"own")))
+    follower.start()
+    wait_until(lambda: flights.waiting("text") == 1)
+    release.set()
+    leader.join(10)
+    follower.join(10)
+    assert len(errors) == 1 and got == [b"own"]
+
+
+def test_route_gzips_for_a_scraper_that_accepts_it(app: Flask) -> None:
+    client = app.test_client()
+    auth = {"Authorization": "Bearer viewer-secret"}
+    plain = client.get("/metrics", headers=auth)
+    assert "Content-Encoding" not in plain.headers
+    packed = client.get("/metrics", headers={**auth, "Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    text = gzip.decompress(packed.get_data()).decode()
+    assert families(text)["kvmsup_gateway_mqtt_connected"].type == "gauge"
+    refused = client.get("/metrics", headers={**auth, "Accept-Encoding": "gzip;q=0"})
+    assert "Content-Encoding" not in refused.headers
