@@ -23,13 +23,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client import generate_latest  # noqa: E402
-from prometheus_client.openmetrics.exposition import generate_latest as generate_om  # noqa: E402
+from prometheus_client import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_om
 
-from gateway.collectors import GatewayFigures  # noqa: E402
-from gateway.prometheus import registry  # noqa: E402
-from gateway.state import StateCache  # noqa: E402
-from shared.messages import (  # noqa: E402
+from gateway.collectors import GatewayFigures
+from gateway.prometheus import registry
+from gateway.state import StateCache
+from shared.messages import (
     DiskIO,
     HostMetrics,
     HostStatus,

@@ -4,11 +4,15 @@ and by a strict little parser of format 0.0.4."""
 from __future__ import annotations
 
 import gzip
+import itertools
+import json
 import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import yaml
 from flask import Flask
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -433,3 +437,36 @@ def test_route_gzips_for_a_scraper_that_accepts_it(app: Flask) -> None:
     assert families(text)["kvmsup_gateway_mqtt_connected"].type == "gauge"
     refused = client.get("/metrics", headers={**auth, "Accept-Encoding": "gzip;q=0"})
     assert "Content-Encoding" not in refused.headers
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPORTED = {f"{n}_total" if kind == "counter" else n for n, kind in FAMILIES.items()}
+
+
+def _expand(name: str) -> set[str]:
+    """`a_{b,c}_d_{e,f}` → the four names it abbreviates (as docs/API.md writes them)."""
+    parts = re.split(r"\{([^}]*)\}", name)
+    choices = [[p] if i % 2 == 0 else p.split(",") for i, p in enumerate(parts)]
+    return {"".join(combo) for combo in itertools.product(*choices)}
+
+
+def test_the_docs_name_exactly_the_series_that_are_exported() -> None:
+    api = (ROOT / "docs" / "API.md").read_text()
+    section = api[api.index("### `GET /metrics`") : api.index("## Socket.IO")]
+    documented = set().union(*(_expand(n) for n in re.findall(r"`(kvmsup_[a-z_{},]+)`", section)))
+    assert documented == EXPORTED
+
+
+def test_the_dashboard_and_the_scrape_config_fit_the_route() -> None:
+    dash = json.loads((ROOT / "docs" / "prometheus" / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    queries += [v["query"]["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    used = set(re.findall(r"kvmsup_[a-z_]+", " ".join(queries)))
+    assert used and used <= EXPORTED, used - EXPORTED
+    config = yaml.safe_load((ROOT / "docs" / "prometheus" / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    # The route needs a viewer token.
+    assert job["authorization"]["type"] == "Bearer" and job["authorization"]["credentials_file"]
+    interval = int(config["global"]["scrape_interval"].rstrip("s"))
+    assert int(config["global"]["scrape_timeout"].rstrip("s")) < interval
