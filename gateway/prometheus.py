@@ -33,8 +33,9 @@ class SingleFlight:
 
     At 10,000 VMs a scrape takes seconds of CPU and a few hundred MB while it is made (every
     sample, then the text): several scrapers at once (a Prometheus pair, a curious viewer) cost
-    one scrape, not one each. A request never gets a body made before it arrived if no other
-    was under way, so sequential scrapes always see fresh figures."""
+    one scrape, not one each. A scrape that joins one under way gets figures taken shortly
+    before it arrived; one arriving when none is under way makes its own, so scrapes one after
+    the other always see fresh figures."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
