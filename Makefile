@@ -67,6 +67,7 @@ bench: install
 	$(PY) benchmarks/gateway_read.py
 	$(PY) benchmarks/gateway_ingest.py
 	$(PY) benchmarks/sio_fanout.py
+	$(PY) benchmarks/prometheus_scrape.py
 
 # The whole stack for SOAK_MINUTES under churn; RSS, threads and fds per process each minute.
 SOAK_MINUTES ?= 10

@@ -26,6 +26,8 @@ class NetCounters:
     tx_errors: int = 0
     rx_drops: int = 0
     tx_drops: int = 0
+    rx_packets: int | None = None
+    tx_packets: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> 
                 _int(stats, f"net.{i}.tx.errs") or 0,
                 _int(stats, f"net.{i}.rx.drop") or 0,
                 _int(stats, f"net.{i}.tx.drop") or 0,
+                rx_packets=_int(stats, f"net.{i}.rx.pkts"),
+                tx_packets=_int(stats, f"net.{i}.tx.pkts"),
             )
         )
     balloon = BalloonStats(

@@ -89,6 +89,7 @@ class Sampler:
             network_io=[self._net(n, prev, dt_s) for n in raw.nets],
             interval_s=round(dt_s, 3) if prev else None,
             stale=raw.stale,
+            cpu_time_s=raw.cpu_time_ns / 1e9 if active and raw.cpu_time_ns is not None else None,
             ts=ts,
         )
 
@@ -103,6 +104,8 @@ class Sampler:
             write_bps=rate(p.write_bytes if p else None, b.write_bytes, dt_s),
             read_iops=rate(p.read_reqs if p else None, b.read_reqs, dt_s),
             write_iops=rate(p.write_reqs if p else None, b.write_reqs, dt_s),
+            read_reqs=b.read_reqs,
+            write_reqs=b.write_reqs,
         )
 
     @staticmethod
@@ -118,6 +121,8 @@ class Sampler:
             tx_errors=n.tx_errors,
             rx_drops=n.rx_drops,
             tx_drops=n.tx_drops,
+            rx_packets=n.rx_packets,
+            tx_packets=n.tx_packets,
         )
 
     def host_metrics(

@@ -129,6 +129,9 @@ class DiskIO(BaseModel):
     write_bps: float | None = None
     read_iops: float | None = None
     write_iops: float | None = None
+    # Cumulative request counts (libvirt's rd.reqs/wr.reqs); None from agents older than them.
+    read_reqs: int | None = None
+    write_reqs: int | None = None
 
 
 class NetIO(BaseModel):
@@ -143,6 +146,9 @@ class NetIO(BaseModel):
     tx_errors: int = 0
     rx_drops: int = 0
     tx_drops: int = 0
+    # Cumulative packet counts; None from agents older than them.
+    rx_packets: int | None = None
+    tx_packets: int | None = None
 
 
 class VmMetrics(Message):
@@ -163,6 +169,9 @@ class VmMetrics(Message):
     network_io: list[NetIO] = Field(default_factory=list)
     interval_s: float | None = None
     stale: bool = False
+    # Cumulative CPU time of the domain, seconds (libvirt's cpu.time); None when the VM is not
+    # running, its stats could not be read, or the agent is older than the field.
+    cpu_time_s: float | None = None
 
 
 class HostMetrics(BaseModel):

@@ -82,8 +82,12 @@ class BulkSampler:
                 blocks.append(BlockCounters(dev, rd_bytes, wr_bytes, rd_reqs, wr_reqs))
             nets = []
             for dev in nics:
-                rx_b, _rx_p, rx_e, rx_d, tx_b, _tx_p, tx_e, tx_d = dom.interfaceStats(dev)
-                nets.append(NetCounters(dev, rx_b, tx_b, rx_e, tx_e, rx_d, tx_d))
+                rx_b, rx_p, rx_e, rx_d, tx_b, tx_p, tx_e, tx_d = dom.interfaceStats(dev)
+                nets.append(
+                    NetCounters(
+                        dev, rx_b, tx_b, rx_e, tx_e, rx_d, tx_d, rx_packets=rx_p, tx_packets=tx_p
+                    )
+                )
             changes["blocks"] = tuple(blocks)
             changes["nets"] = tuple(nets)
             return raw.with_fallback(**changes)

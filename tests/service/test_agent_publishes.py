@@ -56,9 +56,14 @@ def test_status_states_metrics_and_events(broker, recorder, start_agent):
     assert [d.device for d in web.disk_io] == ["vda"]
     assert web.disk_io[0].read_bps is not None and web.disk_io[0].read_bps >= 0
     assert [n.interface for n in web.network_io] == ["tap-web01"]
+    # The cumulative counters a Prometheus scrape exports, as libvirt counts them.
+    assert web.cpu_time_s is not None and web.cpu_time_s > 0
+    assert web.disk_io[0].read_reqs is not None and web.disk_io[0].write_reqs is not None
+    assert web.network_io[0].rx_packets is not None and web.network_io[0].tx_packets is not None
     assert web.interval_s is not None and 0.1 < web.interval_s < 1.0
     stopped = next(vm for vm in batch.vms if vm.name == "shared-vm")
     assert stopped.state == "stopped" and stopped.cpu_percent == 0.0
+    assert stopped.cpu_time_s is None
     assert batch.host_metrics.vms_total == 4 and batch.host_metrics.vms_running == 2
     assert batch.host_metrics.vcpus_allocated == 6
     ticks = [MetricsBatch.model_validate_json(b.payload).tick for b in batches]

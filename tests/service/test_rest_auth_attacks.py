@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.conftest import wait_ready
 from tests.support.gateway import GatewayProc, wait_until
@@ -37,11 +37,15 @@ def get_from(
 
 def failures(gw: GatewayProc, transport: str, reason: str) -> int:
     text = gw.get("/metrics").text
-    labels = rf'transport="{transport}",reason="{reason}"'
-    pattern = r"kvmsup_gateway_auth_failures_total\{[^}]*" + labels + r"\} (\d+)"
-    found = re.search(pattern, text)
-    assert found, text[-2000:]
-    return int(found.group(1))
+    found = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "kvmsup_gateway_auth_failures_total"
+        and (s.labels["transport"], s.labels["reason"]) == (transport, reason)
+    ]
+    assert len(found) == 1, text[-2000:]
+    return int(found[0])
 
 
 @pytest.fixture

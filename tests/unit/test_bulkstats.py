@@ -88,6 +88,8 @@ def test_qemu_record() -> None:
             tx_errors=4,
             rx_drops=3,
             tx_drops=5,
+            rx_packets=1_000,
+            tx_packets=900,
         ),
     )
     assert raw.stale is False

@@ -6,6 +6,7 @@ import logging
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import Authenticator, Principal, TokenError, bearer, parse_tokens
 from gateway.config import Settings
@@ -147,10 +148,14 @@ def test_rest_refuses_query_tokens_and_answers_429_with_retry_after(make_app) ->
         headers={"Authorization": "Bearer viewer-secret"},
         environ_base={"REMOTE_ADDR": "10.9.9.9"},  # another client
     )
-    assert (
-        'kvmsup_gateway_auth_failures_total{gateway="gw-unit",transport="rest",'
-        'reason="unknown"} 2' in metrics.text
-    )
+    labels = {"gateway": "gw-unit", "transport": "rest", "reason": "unknown"}
+    [failures] = [
+        s.value
+        for f in text_string_to_metric_families(metrics.text)
+        for s in f.samples
+        if s.name == "kvmsup_gateway_auth_failures_total" and s.labels == labels
+    ]
+    assert failures == 2
 
 
 @pytest.mark.parametrize(

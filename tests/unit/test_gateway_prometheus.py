@@ -1,14 +1,26 @@
-"""`GET /metrics`: the exposition text parsed back by a strict little parser of format 0.0.4."""
+"""`GET /metrics`: prometheus_client's exposition of the cache, parsed back by prometheus_client
+and by a strict little parser of format 0.0.4."""
 
 from __future__ import annotations
 
+import gzip
+import itertools
+import json
 import re
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import yaml
 from flask import Flask
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.prometheus import collect, escape_label, render
+from gateway.collectors import GatewayFigures
+from gateway.prometheus import SingleFlight, registry
 from gateway.state import StateCache
 from shared.messages import (
     DiskIO,
@@ -19,6 +31,7 @@ from shared.messages import (
     VmMetrics,
     VmState,
 )
+from tests.support.gateway import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -115,45 +128,147 @@ def cache() -> StateCache:
         cpu_percent=12.5,
         vcpus=2,
         memory_used_mb=512,
-        disk_io=[DiskIO(device="vda", read_bytes=100, write_bytes=200, read_bps=1.5)],
-        network_io=[NetIO(interface="vnet0", rx_bytes=7, tx_bytes=8, tx_bps=2.0)],
+        cpu_time_s=81.25,
+        disk_io=[
+            DiskIO(
+                device="vda",
+                read_bytes=100,
+                write_bytes=200,
+                read_bps=1.5,
+                read_reqs=3,
+                write_reqs=4,
+            )
+        ],
+        network_io=[
+            NetIO(
+                interface="vnet0",
+                rx_bytes=7,
+                tx_bytes=8,
+                tx_bps=2.0,
+                rx_packets=5,
+                tx_packets=6,
+                rx_errors=1,
+                tx_drops=2,
+            )
+        ],
     )
     c.apply_metrics(
         MetricsBatch(
-            host="h1", interval_s=1, tick=1, host_metrics=HostMetrics(cpu_percent=3.0), vms=[m]
+            host="h1",
+            interval_s=1,
+            tick=1,
+            host_metrics=HostMetrics(
+                cpu_percent=3.0, cpus=8, memory_total_mb=4096, vms_total=2, vms_running=1
+            ),
+            vms=[m],
         )
     )
     return c
 
 
-def test_exposition_round_trips_through_a_strict_parser() -> None:
-    text = render(
-        collect(
-            cache().snapshot(with_metrics=True),
-            gateway_id="gw",
-            mqtt_connected=True,
-            job_counts={"succeeded": 3},
-            jobs_in_flight=1,
-            dropped={"not_json": 7, "identity": 0},
-            job_revisions={("timed_out", "succeeded"): 2},
-        )
-    )
-    types, samples = parse(text)
+FIGURES = GatewayFigures(
+    gateway_id="gw",
+    mqtt_connected=True,
+    job_counts={"succeeded": 3},
+    jobs_in_flight=1,
+    dropped={"not_json": 7, "identity": 0},
+    job_revisions={("timed_out", "succeeded"): 2},
+    auth_failures={("rest", "unknown"): 4},
+)
+
+# Every family a scrape of the cache above carries, with its type: cumulative values are counters
+# (named `…_total` on the wire), the rest gauges.
+FAMILIES = {
+    "kvmsup_gateway_mqtt_connected": "gauge",
+    "kvmsup_gateway_jobs": "counter",
+    "kvmsup_gateway_jobs_revised": "counter",
+    "kvmsup_gateway_jobs_in_flight": "gauge",
+    "kvmsup_gateway_messages_dropped": "counter",
+    "kvmsup_gateway_auth_failures": "counter",
+    "kvmsup_host_up": "gauge",
+    "kvmsup_host_libvirt_connected": "gauge",
+    "kvmsup_host_cpu_percent": "gauge",
+    "kvmsup_host_cpus": "gauge",
+    "kvmsup_host_memory_bytes": "gauge",
+    "kvmsup_host_memory_free_bytes": "gauge",
+    "kvmsup_host_vms": "gauge",
+    "kvmsup_host_vms_running": "gauge",
+    "kvmsup_vm_state": "gauge",
+    "kvmsup_vm_vcpus": "gauge",
+    "kvmsup_vm_memory_bytes": "gauge",
+    "kvmsup_vm_maximum_memory_bytes": "gauge",
+    "kvmsup_vm_metrics_stale": "gauge",
+    "kvmsup_vm_cpu_percent": "gauge",
+    "kvmsup_vm_cpu_time_seconds": "counter",
+    "kvmsup_vm_memory_used_bytes": "gauge",
+    "kvmsup_vm_block_read_bytes": "counter",
+    "kvmsup_vm_block_write_bytes": "counter",
+    "kvmsup_vm_block_read_requests": "counter",
+    "kvmsup_vm_block_write_requests": "counter",
+    "kvmsup_vm_block_read_bytes_per_second": "gauge",
+    "kvmsup_vm_block_write_bytes_per_second": "gauge",
+    "kvmsup_vm_interface_receive_bytes": "counter",
+    "kvmsup_vm_interface_transmit_bytes": "counter",
+    "kvmsup_vm_interface_receive_packets": "counter",
+    "kvmsup_vm_interface_transmit_packets": "counter",
+    "kvmsup_vm_interface_receive_errors": "counter",
+    "kvmsup_vm_interface_transmit_errors": "counter",
+    "kvmsup_vm_interface_receive_drops": "counter",
+    "kvmsup_vm_interface_transmit_drops": "counter",
+    "kvmsup_vm_interface_receive_bytes_per_second": "gauge",
+    "kvmsup_vm_interface_transmit_bytes_per_second": "gauge",
+}
+
+
+def scrape(c: StateCache | None = None, figures: GatewayFigures = FIGURES) -> str:
+    snap = (c or cache()).snapshot(with_metrics=True)
+    return generate_latest(registry(snap, figures)).decode()
+
+
+def families(text: str) -> dict[str, Metric]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_every_family_parses_with_prometheus_client_with_its_type_and_labels() -> None:
+    fams = families(scrape())
+    assert {name: f.type for name, f in fams.items()} == FAMILIES
+    for name, fam in fams.items():
+        for sample in fam.samples:
+            # Counters carry `_total` on the wire, and nothing else does.
+            assert sample.name == (f"{name}_total" if fam.type == "counter" else name)
+            keys = set(sample.labels)
+            if name.startswith("kvmsup_vm_"):
+                assert {"host", "uuid", "name"} <= keys, sample
+            if "_block_" in name:
+                assert "device" in keys
+            if "_interface_" in name:
+                assert "interface" in keys
+            if name.startswith("kvmsup_host_"):
+                assert keys == {"host"}
+
+
+def test_values_come_back_through_a_strict_0_0_4_parser() -> None:
+    types, samples = parse(scrape())
     assert types["kvmsup_gateway_jobs_revised_total"] == "counter"
     revised = {"guess": "timed_out", "status": "succeeded"}
     assert value(samples, "kvmsup_gateway_jobs_revised_total", **revised) == 2
-    assert types["kvmsup_gateway_messages_dropped_total"] == "counter"
     assert value(samples, "kvmsup_gateway_messages_dropped_total", reason="not_json") == 7
     assert value(samples, "kvmsup_gateway_messages_dropped_total", reason="identity") == 0
-    assert types["kvmsup_vm_disk_read_bytes_total"] == "counter"
-    assert types["kvmsup_vm_cpu_percent"] == "gauge"
-    assert value(samples, "kvmsup_gateway_mqtt_connected") == 1
+    assert value(samples, "kvmsup_gateway_mqtt_connected", gateway="gw") == 1
     assert value(samples, "kvmsup_gateway_jobs_total", status="succeeded") == 3
     assert value(samples, "kvmsup_gateway_jobs_total", status="failed") == 0
     assert value(samples, "kvmsup_gateway_jobs_in_flight") == 1
+    auth = {"transport": "rest", "reason": "unknown"}
+    assert value(samples, "kvmsup_gateway_auth_failures_total", **auth) == 4
+    assert (
+        value(samples, "kvmsup_gateway_auth_failures_total", transport="socketio", reason="unknown")
+        == 0
+    )
     assert value(samples, "kvmsup_host_up", host="h1") == 1
     assert value(samples, "kvmsup_host_up", host="h2") == 0
     assert value(samples, "kvmsup_host_libvirt_connected", host="h2") == 0
+    assert value(samples, "kvmsup_host_memory_bytes", host="h1") == 4096 * 1024 * 1024
+    assert value(samples, "kvmsup_host_vms_running", host="h1") == 1
 
     # The odd name comes back exactly: quote, backslash, newline, emoji, '#', '+'.
     odd = {"host": "h1", "uuid": UA, "name": ODD}
@@ -161,19 +276,62 @@ def test_exposition_round_trips_through_a_strict_parser() -> None:
     assert value(samples, "kvmsup_vm_state", **odd, state="stopped") == 0
     assert value(samples, "kvmsup_vm_state", name="idle", state="stopped") == 1
     assert value(samples, "kvmsup_vm_cpu_percent", **odd) == 12.5
+    assert value(samples, "kvmsup_vm_metrics_stale", **odd) == 0
+    assert value(samples, "kvmsup_vm_vcpus", **odd) == 2
+    assert value(samples, "kvmsup_vm_cpu_time_seconds_total", **odd) == 81.25
     assert value(samples, "kvmsup_vm_memory_used_bytes", **odd) == 512 * 1024 * 1024
-    assert value(samples, "kvmsup_vm_disk_read_bytes_total", **odd, device="vda") == 100
-    assert value(samples, "kvmsup_vm_disk_written_bytes_total", device="vda") == 200
-    assert value(samples, "kvmsup_vm_disk_read_bytes_per_second", device="vda") == 1.5
-    assert value(samples, "kvmsup_vm_network_transmit_bytes_per_second", interface="vnet0") == 2
-    assert value(samples, "kvmsup_vm_network_receive_bytes_total", interface="vnet0") == 7
+    assert value(samples, "kvmsup_vm_maximum_memory_bytes", name="idle") == 1024 * 1024 * 1024
+    assert value(samples, "kvmsup_vm_block_read_bytes_total", **odd, device="vda") == 100
+    assert value(samples, "kvmsup_vm_block_write_bytes_total", device="vda") == 200
+    assert value(samples, "kvmsup_vm_block_read_requests_total", device="vda") == 3
+    assert value(samples, "kvmsup_vm_block_write_requests_total", device="vda") == 4
+    assert value(samples, "kvmsup_vm_block_read_bytes_per_second", device="vda") == 1.5
+    nic = {"interface": "vnet0"}
+    assert value(samples, "kvmsup_vm_interface_transmit_bytes_per_second", **nic) == 2
+    assert value(samples, "kvmsup_vm_interface_receive_bytes_total", **nic) == 7
+    assert value(samples, "kvmsup_vm_interface_transmit_bytes_total", **nic) == 8
+    assert value(samples, "kvmsup_vm_interface_receive_packets_total", **nic) == 5
+    assert value(samples, "kvmsup_vm_interface_transmit_packets_total", **nic) == 6
+    assert value(samples, "kvmsup_vm_interface_receive_errors_total", **nic) == 1
+    assert value(samples, "kvmsup_vm_interface_transmit_drops_total", **nic) == 2
     # Unknown values are left out, never exported as 0.
     assert not [s for s in samples if s[0] == "kvmsup_vm_cpu_percent" and ("name", "idle") in s[1]]
-    assert not [s for s in samples if s[0] == "kvmsup_vm_disk_written_bytes_per_second"]
+    assert not [s for s in samples if s[0] == "kvmsup_vm_block_write_bytes_per_second"]
+    assert not [s for s in samples if s[0] == "kvmsup_host_memory_free_bytes"]
 
 
-def test_escape_label_covers_exactly_three_characters() -> None:
-    assert escape_label('a\\b"c\nd #+🎬') == 'a\\\\b\\"c\\nd #+🎬'
+def test_an_older_agent_s_metrics_leave_the_newer_counters_out() -> None:
+    """No CPU time, requests or packets in its payload: those series are absent, not 0."""
+    c = StateCache()
+    c.apply_host_status(HostStatus(host="h1", online=True, libvirt_connected=True))
+    c.apply_vm_state(vm(UA, "old"))
+    old = VmMetrics(
+        host="h1",
+        uuid=UA,
+        name="old",
+        state="running",
+        vcpus=2,
+        disk_io=[DiskIO(device="vda", read_bytes=1, write_bytes=2)],
+        network_io=[NetIO(interface="vnet0", rx_bytes=3, tx_bytes=4)],
+    )
+    c.apply_metrics(
+        MetricsBatch(host="h1", interval_s=1, tick=1, host_metrics=HostMetrics(), vms=[old])
+    )
+    fams = families(scrape(c))
+    for name in (
+        "kvmsup_vm_cpu_time_seconds",
+        "kvmsup_vm_block_read_requests",
+        "kvmsup_vm_interface_receive_packets",
+    ):
+        assert fams[name].samples == [], name
+    assert [s.value for s in fams["kvmsup_vm_block_read_bytes"].samples] == [1]
+
+
+def test_an_empty_gateway_still_exports_its_own_families() -> None:
+    fams = families(scrape(StateCache(), GatewayFigures(gateway_id="gw", mqtt_connected=False)))
+    assert fams["kvmsup_gateway_mqtt_connected"].samples[0].value == 0
+    assert len(fams["kvmsup_gateway_auth_failures"].samples) == 8  # 2 transports × 4 reasons
+    assert fams["kvmsup_vm_state"].samples == []
 
 
 @pytest.fixture
@@ -189,3 +347,126 @@ def test_route_needs_a_viewer_and_speaks_text_0_0_4(app: Flask) -> None:
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     _, samples = parse(resp.get_data(as_text=True))
     assert value(samples, "kvmsup_gateway_mqtt_connected", gateway="gw-unit") == 0
+
+
+def test_route_speaks_openmetrics_to_a_scraper_that_asks_for_it(app: Flask) -> None:
+    headers = {
+        "Authorization": "Bearer viewer-secret",
+        # What Prometheus 2.x sends.
+        "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    }
+    resp = app.test_client().get("/metrics", headers=headers)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    text = resp.get_data(as_text=True)
+    assert text.endswith("# EOF\n")
+    fams = {f.name: f for f in parse_om(text)}
+    assert fams["kvmsup_gateway_auth_failures"].type == "counter"
+    assert fams["kvmsup_gateway_mqtt_connected"].samples[0].value == 0
+
+
+def test_concurrent_scrapes_share_one_make_and_sequential_ones_do_not() -> None:
+    flights = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+    made: list[int] = []
+
+    def slow() -> bytes:
+        made.append(1)
+        started.set()
+        assert release.wait(10)
+        return b"first"
+
+    results: list[bytes] = []
+    leader = threading.Thread(target=lambda: results.append(flights.run("text", slow)))
+    leader.start()
+    assert started.wait(10)
+    # Arrives while the first is being made: waits for it instead of making its own.
+    follower = threading.Thread(target=lambda: results.append(flights.run("text", slow)))
+    follower.start()
+    wait_until(lambda: flights.waiting("text") == 1)
+    # Another format is another scrape.
+    assert flights.run("openmetrics", lambda: b"other") == b"other"
+    release.set()
+    leader.join(10)
+    follower.join(10)
+    assert results == [b"first", b"first"] and len(made) == 1
+    # Once it is done, the next scrape makes a fresh body.
+    assert flights.run("text", lambda: b"second") == b"second"
+
+
+def test_a_failed_make_does_not_strand_the_scrapes_waiting_for_it() -> None:
+    flights = SingleFlight()
+    started, release = threading.Event(), threading.Event()
+
+    def broken() -> bytes:
+        started.set()
+        assert release.wait(10)
+        raise RuntimeError("boom")
+
+    errors: list[Exception] = []
+
+    def lead() -> None:
+        try:
+            flights.run("text", broken)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    leader = threading.Thread(target=lead)
+    leader.start()
+    assert started.wait(10)
+    got: list[bytes] = []
+    follower = threading.Thread(target=lambda: got.append(flights.run("text", lambda: b"own")))
+    follower.start()
+    wait_until(lambda: flights.waiting("text") == 1)
+    release.set()
+    leader.join(10)
+    follower.join(10)
+    assert len(errors) == 1 and got == [b"own"]
+
+
+def test_route_gzips_for_a_scraper_that_accepts_it(app: Flask) -> None:
+    client = app.test_client()
+    auth = {"Authorization": "Bearer viewer-secret"}
+    plain = client.get("/metrics", headers=auth)
+    assert "Content-Encoding" not in plain.headers
+    packed = client.get("/metrics", headers={**auth, "Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    text = gzip.decompress(packed.get_data()).decode()
+    assert families(text)["kvmsup_gateway_mqtt_connected"].type == "gauge"
+    refused = client.get("/metrics", headers={**auth, "Accept-Encoding": "gzip;q=0"})
+    assert "Content-Encoding" not in refused.headers
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPORTED = {f"{n}_total" if kind == "counter" else n for n, kind in FAMILIES.items()}
+
+
+def _expand(name: str) -> set[str]:
+    """`a_{b,c}_d_{e,f}` → the four names it abbreviates (as docs/API.md writes them)."""
+    parts = re.split(r"\{([^}]*)\}", name)
+    choices = [[p] if i % 2 == 0 else p.split(",") for i, p in enumerate(parts)]
+    return {"".join(combo) for combo in itertools.product(*choices)}
+
+
+def test_the_docs_name_exactly_the_series_that_are_exported() -> None:
+    api = (ROOT / "docs" / "API.md").read_text()
+    section = api[api.index("### `GET /metrics`") : api.index("## Socket.IO")]
+    documented = set().union(*(_expand(n) for n in re.findall(r"`(kvmsup_[a-z_{},]+)`", section)))
+    assert documented == EXPORTED
+
+
+def test_the_dashboard_and_the_scrape_config_fit_the_route() -> None:
+    dash = json.loads((ROOT / "docs" / "prometheus" / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    queries += [v["query"]["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    used = set(re.findall(r"kvmsup_[a-z_]+", " ".join(queries)))
+    assert used and used <= EXPORTED, used - EXPORTED
+    config = yaml.safe_load((ROOT / "docs" / "prometheus" / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    # The route needs a viewer token.
+    assert job["authorization"]["type"] == "Bearer" and job["authorization"]["credentials_file"]
+    interval = int(config["global"]["scrape_interval"].rstrip("s"))
+    assert int(config["global"]["scrape_timeout"].rstrip("s")) < interval

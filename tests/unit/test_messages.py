@@ -284,6 +284,23 @@ def test_extra_fields_are_ignored() -> None:
     assert batch.host_metrics == HostMetrics()
 
 
+def test_metrics_of_an_agent_without_the_cumulative_counters_still_validate() -> None:
+    """`cpu_time_s`, `read_reqs`/`write_reqs` and `rx_packets`/`tx_packets` came later: a
+    payload without them is valid and reads them as unknown (None), not as zero."""
+    old = json.loads(vm_metrics().model_dump_json())
+    del old["cpu_time_s"]
+    for disk in old["disk_io"]:
+        del disk["read_reqs"], disk["write_reqs"]
+    for nic in old["network_io"]:
+        del nic["rx_packets"], nic["tx_packets"]
+    m = VmMetrics.model_validate_json(json.dumps(old))
+    assert m.cpu_time_s is None
+    assert (m.disk_io[0].read_reqs, m.disk_io[0].write_reqs) == (None, None)
+    assert (m.network_io[0].rx_packets, m.network_io[0].tx_packets) == (None, None)
+    new = vm_metrics(cpu_time_s=1.5)
+    assert VmMetrics.model_validate_json(new.model_dump_json()).cpu_time_s == 1.5
+
+
 def test_models_are_frozen() -> None:
     status = HostStatus(host="kvm1", online=True)
     with pytest.raises(ValidationError):

@@ -68,7 +68,11 @@ def raw(
             rss_kib=1800 * 1024,
         ),
         blocks=(BlockCounters("vda", rd, wr, rd // 4096, wr // 4096),),
-        nets=(NetCounters("vnet0", rx, tx, rx_errors=1, tx_drops=2),),
+        nets=(
+            NetCounters(
+                "vnet0", rx, tx, rx_errors=1, tx_drops=2, rx_packets=rx // 100, tx_packets=tx // 100
+            ),
+        ),
     )
     base.update(kw)
     return RawSample(**base)
@@ -109,6 +113,21 @@ def test_two_ticks_give_cpu_rates_and_interval() -> None:
     assert m.memory_used_mb == 512.0
     assert m.memory_total_mb == 2048.0
     assert m.memory_percent == 25.0
+
+
+def test_cumulative_counters_are_passed_on_for_prometheus() -> None:
+    """CPU seconds, requests and packets as libvirt counts them, for counters that a scraper
+    turns into rates itself."""
+    sampler = Sampler("kvm1", memory_stats_period=5)
+    [m] = sampler.vm_metrics([raw(100, 12.5, rd=819_200, rx=5_000, tx=2_000)], {UA: state()})
+    assert m.cpu_time_s == 12.5
+    assert (m.disk_io[0].read_reqs, m.disk_io[0].write_reqs) == (200, 0)
+    assert (m.network_io[0].rx_packets, m.network_io[0].tx_packets) == (50, 20)
+    # A stopped VM has no CPU time to report; a stale one none that can be trusted.
+    [off] = Sampler("kvm1", 5).vm_metrics([raw(100, 3.0, st=SHUTOFF)], {UA: state(st=SHUTOFF)})
+    assert off.cpu_time_s is None
+    stale = RawSample(uuid=UA, name="web", state=RUNNING, reason=0, taken_ns=S, stale=True)
+    assert Sampler("kvm1", 5).vm_metrics([stale], {UA: state()})[0].cpu_time_s is None
 
 
 def test_guest_restart_gives_null_cpu_and_zero_rates() -> None:
