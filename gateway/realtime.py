@@ -26,6 +26,11 @@ ALL_METRICS_ROOM = "metrics:*"
 # broadcast to the namespace would also reach sessions still in (or stuck in) their connect.
 AUTHENTICATED_ROOM = "authenticated"
 MAX_TEXT = 1024  # longest name, host or action accepted in an event; an error quotes it
+# With a message queue (KVMSUP_SIO_MESSAGE_QUEUE) only these pushes go through it, to the
+# clients of every gateway: a job's steps are known as they happen only to the gateway that
+# sent it. Every gateway derives the others (states, statuses, metrics) from its own MQTT
+# subscriptions, so they stay local, or each client would get one copy per gateway.
+QUEUED_EVENTS = frozenset({"job_update"})
 Outgoing = tuple[str, dict[str, Any], str | list[str] | None]
 Handler = Callable[[Principal, Any], dict[str, Any]]
 
@@ -82,6 +87,8 @@ class Bridge:
                     )
 
     def on_job(self, job: Job) -> None:
+        if job.foreign and self.gateway.settings.sio_message_queue:
+            return  # its own gateway sent each of its steps through the queue already
         self._put(("job_update", self.gateway.jobs.snapshot(job), None))
 
     def _run(self) -> None:
@@ -91,7 +98,12 @@ class Bridge:
                 return
             event, data, to = item
             try:
-                self.socketio.emit(event, data, to=to or AUTHENTICATED_ROOM)
+                self.socketio.emit(
+                    event,
+                    data,
+                    to=to or AUTHENTICATED_ROOM,
+                    ignore_queue=event not in QUEUED_EVENTS,
+                )
             except Exception:
                 logger.exception("emitting %s failed", event)
 
@@ -143,6 +155,13 @@ def number(data: dict[str, Any], key: str) -> float | None:
 def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     settings = gateway.settings
     origins = settings.cors_list()
+    queue: dict[str, Any] = {}
+    if settings.sio_message_queue:
+        # One channel per topic prefix: deployments sharing a Redis stay apart.
+        queue = {
+            "message_queue": settings.sio_message_queue,
+            "channel": f"{settings.topic_prefix}-socketio",
+        }
     socketio = SocketIO(
         app,
         # Auto-detection would pick eventlet, which loses emits made from real threads.
@@ -150,6 +169,7 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         cors_allowed_origins=origins or None,
         logger=False,
         engineio_logger=False,
+        **queue,
     )
     guard = SessionGuard(
         socketio.server,
@@ -170,7 +190,7 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
 
     def answer(exc: GatewayError, event: str) -> dict[str, Any]:
         body = _error(exc, event)
-        emit("error", body)
+        emit("error", body, ignore_queue=True)  # its own client is here
         return body
 
     def guarded(event: str, role: Role = "viewer") -> Callable[[Handler], Handler]:
@@ -236,21 +256,21 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         name = text(args, "name", required=True)
         vm = gateway.cache.find(str(name), text(args, "host"))
         body = views.vm_metrics(vm, gateway.cache.metrics_of((vm.host, vm.uuid)))
-        emit("vm_metrics", body)
+        emit("vm_metrics", body, ignore_queue=True)  # its own client is here
         return body
 
     @guarded("request_all_metrics")
     def request_all_metrics(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_all_metrics")
         body = views.all_metrics(gateway.cache.snapshot(with_metrics=True))
-        emit("all_metrics", body)
+        emit("all_metrics", body, ignore_queue=True)  # its own client is here
         return {"count": body["count"]}
 
     @guarded("request_vms_list")
     def request_vms_list(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_vms_list")
         body = views.vms_list(gateway.cache.snapshot())
-        emit("vms_list", body)
+        emit("vms_list", body, ignore_queue=True)  # its own client is here
         return {"count": body["count"]}
 
     @guarded("subscribe_metrics")
