@@ -125,6 +125,15 @@ def final_budget(action: str, params: CommandParams) -> float:
     return DEFAULT_FINAL_S
 
 
+# The agent runs a plain command from a VM's `set` topic (Home Assistant's) as a job with this
+# `by` and an id of its own beginning `set-` (a gateway's ids are bare hex): no gateway sent it.
+PLAIN_COMMAND_BY = "mqtt-set"
+
+
+def from_set(job: Job) -> bool:
+    return job.foreign and job.by == PLAIN_COMMAND_BY and job.id.startswith("set-")
+
+
 def foreign_job(event: VmEvent) -> Job:
     """The record of a command another gateway (or Home Assistant, through `set`) sent, from
     its final outcome on the host's `events` stream: that is all of it this gateway ever sees,

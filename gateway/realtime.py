@@ -14,6 +14,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from gateway import views
 from gateway.auth import MALFORMED, Principal, Role, client_address
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
+from gateway.job import from_set
 from gateway.jobs import Job
 from gateway.service import Gateway
 from gateway.sessions import SessionGuard
@@ -28,8 +29,9 @@ AUTHENTICATED_ROOM = "authenticated"
 MAX_TEXT = 1024  # longest name, host or action accepted in an event; an error quotes it
 # With a message queue (KVMSUP_SIO_MESSAGE_QUEUE) only these pushes go through it, to the
 # clients of every gateway: a job's steps are known as they happen only to the gateway that
-# sent it. Every gateway derives the others (states, statuses, metrics) from its own MQTT
-# subscriptions, so they stay local, or each client would get one copy per gateway.
+# sent it. Every gateway derives the others (states, statuses, metrics, and the outcomes of
+# jobs it did not send) from its own MQTT subscriptions, so they stay local, or each client
+# would get one copy per gateway.
 QUEUED_EVENTS = frozenset({"job_update"})
 Outgoing = tuple[str, dict[str, Any], str | list[str] | None]
 Handler = Callable[[Principal, Any], dict[str, Any]]
@@ -87,8 +89,8 @@ class Bridge:
                     )
 
     def on_job(self, job: Job) -> None:
-        if job.foreign and self.gateway.settings.sio_message_queue:
-            return  # its own gateway sent each of its steps through the queue already
+        if job.foreign and self.gateway.settings.sio_message_queue and not from_set(job):
+            return  # the gateway that sent it pushed each of its steps through the queue
         self._put(("job_update", self.gateway.jobs.snapshot(job), None))
 
     def _run(self) -> None:
@@ -102,7 +104,7 @@ class Bridge:
                     event,
                     data,
                     to=to or AUTHENTICATED_ROOM,
-                    ignore_queue=event not in QUEUED_EVENTS,
+                    ignore_queue=event not in QUEUED_EVENTS or bool(data.get("foreign")),
                 )
             except Exception:
                 logger.exception("emitting %s failed", event)

@@ -115,6 +115,7 @@ def test_with_a_redis_queue_a_client_of_any_gateway_gets_each_job_step_once(
     demo_agents: dict[str, Service],
     start_gateway: Callable[..., GatewayProc],
     sio_clients: Callable[[GatewayProc], SioClient],
+    recorder: Recorder,
 ) -> None:
     redis = RedisServer(tmp_path).start()
     try:
@@ -141,9 +142,22 @@ def test_with_a_redis_queue_a_client_of_any_gateway_gets_each_job_step_once(
             assert steps(client, job["id"]) == ["pending", "accepted", "succeeded"]
             assert steps(client, mark["id"]) == ["pending", "accepted", "succeeded"]
 
+        # A plain command on `set` (Home Assistant's) has no gateway to push it through the
+        # queue: each gateway pushes its outcome to its own clients, once.
+        web = next(v for v in gw_b.get("/vms").json()["vms"] if v["name"] == "web-01")
+        recorder.publish(f"kvmsup/v1/demo-a/vm/{web['uuid']}/set", "OFF")
+        plain = on_b.wait_for("job_update", lambda d: d.get("by") == "mqtt-set", SLOW)
+        assert (plain["status"], plain["foreign"]) == ("succeeded", True)
+        on_a.wait_for("job_update", lambda d: d.get("id") == plain["id"], SLOW)
+        # Marks again: a command through each gateway, behind anything either had to push.
+        marks = [command(gw_a, "/vm/web-01/start"), command(gw_b, "/vm/web-01/stop")]
+        for client in (on_a, on_b):
+            for mark in marks:
+                wait_until(lambda c=client, m=mark: "succeeded" in steps(c, m["id"]), SLOW)
+            assert steps(client, plain["id"]) == ["succeeded"]
+
         # What each gateway derives from MQTT itself stays local: one copy per change, not
         # one per gateway, and the metrics stream likewise.
-        web = next(v for v in gw_b.get("/vms").json()["vms"] if v["name"] == "web-01")
         states = [d for d in on_b.of("vm_state") if d["uuid"] == web["uuid"]]
         assert {d["state"] for d in states} >= {"stopped", "running"}
         seqs = [d["seq"] for d in states]

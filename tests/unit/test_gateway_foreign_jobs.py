@@ -91,3 +91,12 @@ def test_foreign_jobs_are_forgotten_like_finished_ones() -> None:
     for i in range(25):
         jobs.on_event(outcome(id=f"j{i}"))
     assert [j.id for j in jobs.all()] == [f"j{i}" for i in range(24, 14, -1)]
+
+
+def test_only_a_plain_command_from_set_is_told_apart_from_another_gateways() -> None:
+    from gateway.job import foreign_job, from_set
+
+    assert from_set(foreign_job(outcome(id="set-1732950000000000000", by="mqtt-set")))
+    assert not from_set(foreign_job(outcome()))  # another gateway's job
+    # A token that happens to be named like the agent's marker does not make a job plain.
+    assert not from_set(foreign_job(outcome(id="9cdfda4567d744c0ac2560da69ffc8a7", by="mqtt-set")))
