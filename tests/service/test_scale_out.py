@@ -88,6 +88,15 @@ def test_two_gateways_on_one_broker_share_the_fleet_and_each_others_jobs(
     for key in ("host", "vm", "name", "action", "by", "status", "state"):
         assert seen[key] == job[key], key
     assert any(j["id"] == job["id"] for j in gw_b.get("/jobs").json()["jobs"])
+    # Each audit holds what its own gateway handled; both hold the outcome in their events.
+    wait_until(lambda: any(a["id"] == job["id"] for a in gw_a.get("/audit").json()["audit"]))
+    assert all(a["id"] != job["id"] for a in gw_b.get("/audit").json()["audit"])
+    wait_until(
+        lambda: any(
+            e.get("id") == job["id"] for e in gw_b.get("/events?kind=command").json()["events"]
+        ),
+        SLOW,
+    )
     pushed = on_b.wait_for("job_update", lambda d: d.get("id") == job["id"], SLOW)
     assert (pushed["status"], pushed["foreign"]) == ("succeeded", True)
     # The issuing gateway's own clients follow each step, from its replies.
