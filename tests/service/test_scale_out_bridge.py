@@ -3,6 +3,7 @@ gateway on the central one, and the whole contract through the bridge (docs/SCAL
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.service
 BRIDGE_CONF = ROOT / "broker" / "bridge.example.conf"
 SLOW = 30.0  # a busy machine slows every process: generous, never timed
 WEB_01 = "a0000000-0000-4000-8000-000000000001"
+STATE_TOPIC = f"kvmsup/v1/demo-a/vm/{WEB_01}/state"
+BRIDGE_STATE = "$SYS/broker/connection/kvmsup-bridge-site1/state"
 
 
 def bridge_section(central_port: int) -> str:
@@ -80,9 +83,12 @@ def test_the_whole_contract_crosses_a_bridge(
     recorder.wait_for(lambda m: m.topic.startswith("homeassistant/switch/kvmsup_demo-a/"), SLOW)
     late = Recorder(broker.port)  # joins later: gets what the central broker retained
     try:
-        late.subscribe("homeassistant/switch/#")
+        late.subscribe("homeassistant/switch/#", BRIDGE_STATE)
         kept = late.wait_for(lambda m: "kvmsup_demo-a" in m.topic, SLOW)
         assert any(m.retain for m in kept)  # (live ones may follow, not flagged)
+        # The bridge's own state, which docs/SCALING.md tells operators to watch.
+        state = late.wait_for(lambda m: m.topic == BRIDGE_STATE, SLOW)
+        assert (state[-1].payload, state[-1].retain) == (b"1", True)
     finally:
         late.close()
     recorder.clear()
@@ -117,3 +123,28 @@ def test_the_whole_contract_crosses_a_bridge(
     # And a command for one of its VMs is refused at once, not sent into the void.
     refused = gw.post("/vm/backup/start")
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "host_offline"
+
+    # A central broker that restarts empty (no persistence) is filled again from the site: the
+    # bridge sends the site's retained statuses and states again when it reconnects.
+    broker.restart()
+    wait_until(lambda: gw.get("/health").json()["broker_connected"], SLOW)
+    watch = Recorder(broker.port)
+    try:
+        watch.subscribe(BRIDGE_STATE)
+        watch.wait_for(lambda m: m.topic == BRIDGE_STATE and m.payload == b"1", SLOW)
+    finally:
+        watch.close()
+    wanted = {"kvmsup/v1/demo-a/status", "kvmsup/v1/demo-b/status", STATE_TOPIC}
+
+    def retained() -> dict[str, bytes] | None:
+        fresh = Recorder(broker.port)  # what the broker keeps arrives flagged retained
+        try:
+            fresh.subscribe("kvmsup/v1/+/status", STATE_TOPIC, settle=1.0)
+            got = {m.topic: m.payload for m in fresh.matching(lambda m: m.retain)}
+        finally:
+            fresh.close()
+        return got if wanted <= got.keys() else None
+
+    kept = wait_until(retained, SLOW, every=1.0)
+    online = {t: json.loads(kept[t])["online"] for t in wanted - {STATE_TOPIC}}
+    assert online == {"kvmsup/v1/demo-a/status": True, "kvmsup/v1/demo-b/status": False}
