@@ -83,9 +83,11 @@ class Settings(BaseSettings):
     @field_validator("sio_message_queue")
     @classmethod
     def _message_queue(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://")):
+        if not value:
+            return None  # set but empty (a compose file's `KVMSUP_SIO_MESSAGE_QUEUE=`): off
+        if not value.startswith(("redis://", "rediss://")):
             raise ValueError("must be a redis:// or rediss:// URL")
-        return value or None
+        return value
 
     @field_validator("gateway_id")
     @classmethod
