@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
+from socketio import RedisManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from gateway import views
@@ -33,6 +34,7 @@ MAX_TEXT = 1024  # longest name, host or action accepted in an event; an error q
 # jobs it did not send) from its own MQTT subscriptions, so they stay local, or each client
 # would get one copy per gateway.
 QUEUED_EVENTS = frozenset({"job_update"})
+REDIS_CONNECT_TIMEOUT_S = 2.0
 Outgoing = tuple[str, dict[str, Any], str | list[str] | None]
 Handler = Callable[[Principal, Any], dict[str, Any]]
 
@@ -159,11 +161,14 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     origins = settings.cors_list()
     queue: dict[str, Any] = {}
     if settings.sio_message_queue:
-        # One channel per topic prefix: deployments sharing a Redis stay apart.
-        queue = {
-            "message_queue": settings.sio_message_queue,
-            "channel": f"{settings.topic_prefix}-socketio",
-        }
+        queue["client_manager"] = RedisManager(
+            settings.sio_message_queue,
+            # One channel per topic prefix: deployments sharing a Redis stay apart.
+            channel=f"{settings.topic_prefix}-socketio",
+            # The bridge publishes job updates to Redis itself: a Redis host that does not
+            # answer holds every push behind it, so a connection attempt is cut short.
+            redis_options={"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S},
+        )
     socketio = SocketIO(
         app,
         # Auto-detection would pick eventlet, which loses emits made from real threads.

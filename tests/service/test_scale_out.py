@@ -174,5 +174,25 @@ def test_with_a_redis_queue_a_client_of_any_gateway_gets_each_job_step_once(
         wait_until(lambda: len(on_b.of("vm_metrics")) >= 3, SLOW)
         stamps = [(d["uuid"], d["ts"]) for d in on_b.of("vm_metrics")]
         assert len(stamps) == len(set(stamps)), stamps
+
+        # Redis away: commands and the pushes each gateway derives itself go on (job updates
+        # are lost meanwhile, and REST still has the jobs) ...
+        redis.stop()
+        seen = len(on_b.of("vm_state"))
+        down = command(gw_a, "/vm/web-01/start")
+        assert job_on(gw_b, down["id"])["status"] == "succeeded"
+        wait_until(
+            lambda: any(
+                d["uuid"] == web["uuid"] and d["state"] == "running"
+                for d in on_b.of("vm_state")[seen:]
+            ),
+            SLOW,
+        )
+        # ... and job updates cross again once it is back (on the same address).
+        redis.start()
+        wait_until(lambda: redis.subscribers("kvmsup-socketio") == 2, 90)
+        back = command(gw_a, "/vm/web-01/stop", json={"force": True})
+        wait_until(lambda: "succeeded" in steps(on_b, back["id"]), SLOW)
+        assert steps(on_b, back["id"]) == ["pending", "accepted", "succeeded"]
     finally:
         redis.stop()

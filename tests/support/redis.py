@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import redis
+
 from tests.support.ports import free_port, wait_port
 
 
@@ -49,6 +51,16 @@ class RedisServer:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_port(self.port)
         return self
+
+    def subscribers(self, channel: str) -> int:
+        """Clients subscribed to `channel` now (0 while the server is down)."""
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
+        try:
+            return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
+        except redis.RedisError:
+            return 0
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
