@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     # Seconds the broker keeps this gateway's session (subscriptions, QoS 1 replies and events)
     # while it is away, so a restarted gateway learns how its jobs ended; 0 = a clean session.
     mqtt_session_expiry: int = Field(600, ge=0, le=7 * 24 * 3600)
+    # Several gateways behind one load balancer (docs/SCALING.md): a Redis URL through which
+    # each gateway's `job_update`s reach the clients of the others. May hold a password.
+    sio_message_queue: str | None = Field(None, repr=False)
+
+    @field_validator("sio_message_queue")
+    @classmethod
+    def _message_queue(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # set but empty (a compose file's `KVMSUP_SIO_MESSAGE_QUEUE=`): off
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
 
     @field_validator("gateway_id")
     @classmethod

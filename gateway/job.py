@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.messages import CommandParams, CommandReply, iso_z, utc_now
+from shared.messages import CommandParams, CommandReply, VmEvent, iso_z, utc_now
 
 GATEWAY_FINAL = ("succeeded", "failed", "rejected", "timed_out")
 # The agent never begins a command after its `not_after` (now + accept_timeout at publish),
@@ -58,6 +58,9 @@ class Job:
     # The gateway's own guess ({status, error, at}) that the agent's real outcome replaced.
     revised: dict[str, Any] | None = None
     watched: bool = False  # a request thread waits on it (and times out its acceptance)
+    # Sent by another gateway (or Home Assistant): known here only from its outcome on the
+    # host's `events` stream, never from replies of ours.
+    foreign: bool = False
 
     @property
     def finished(self) -> bool:
@@ -83,6 +86,7 @@ class Job:
             "accepted_at": iso_or_none(self.accepted_at),
             "finished_at": iso_or_none(self.finished_at),
             "revised": self.revised,
+            "foreign": self.foreign,
         }
 
 
@@ -119,3 +123,34 @@ def final_budget(action: str, params: CommandParams) -> float:
     if action == "shutdown":
         return params.timeout_s + FINAL_MARGIN_S
     return DEFAULT_FINAL_S
+
+
+# The agent runs a plain command from a VM's `set` topic (Home Assistant's) as a job with this
+# `by` and an id of its own beginning `set-` (a gateway's ids are bare hex): no gateway sent it.
+PLAIN_COMMAND_BY = "mqtt-set"
+
+
+def from_set(job: Job) -> bool:
+    return job.foreign and job.by == PLAIN_COMMAND_BY and job.id.startswith("set-")
+
+
+def foreign_job(event: VmEvent) -> Job:
+    """The record of a command another gateway (or Home Assistant, through `set`) sent, from
+    its final outcome on the host's `events` stream: that is all of it this gateway ever sees,
+    so it begins finished, and what the event does not carry (params) stays empty."""
+    return Job(
+        id=str(event.id),
+        host=event.host,
+        vm=event.uuid or "",
+        name=event.name or "",
+        action=event.action or event.event,
+        params={},
+        by=event.by or "",
+        status=str(event.status),
+        state=event.state,
+        error=event.error.model_dump() if event.error else None,
+        created_at=event.ts,
+        updated_at=event.ts,
+        finished_at=event.ts,
+        foreign=True,
+    )

@@ -22,6 +22,7 @@ from gateway.job import (
     Job,
     blocking_job,
     final_budget,
+    foreign_job,
     mismatch,
     unheard,
 )
@@ -290,12 +291,23 @@ class JobManager:
 
     def on_event(self, event: VmEvent) -> Drop | None:
         """A command outcome on the host's `events` is the same fact as its final reply: it
-        ends a job whose reply was lost (a gateway restart with no session left)."""
+        ends a job whose reply was lost (a gateway restart with no session left). An outcome
+        of a job this gateway never sent (another gateway's, Home Assistant's) is recorded as
+        a foreign job, so a client of any gateway sees every command."""
         if event.kind != "command" or not event.id or event.status not in FINAL_STATUSES:
             return None
         with self._cond:
             if event.id not in self._jobs:
-                return None  # Home Assistant's, another gateway's: not ours to count
+                job = foreign_job(event)
+                # Not counted: the Prometheus counters are this gateway's own commands.
+                self._jobs[job.id] = job
+                self._trim()
+                foreign = True
+            else:
+                foreign = False
+        if foreign:
+            self._publish(job)
+            return None
         reply = CommandReply(
             id=event.id,
             host=event.host,

@@ -9,11 +9,13 @@ from typing import Any
 
 from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
+from socketio import RedisManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from gateway import views
 from gateway.auth import MALFORMED, Principal, Role, client_address
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
+from gateway.job import from_set
 from gateway.jobs import Job
 from gateway.service import Gateway
 from gateway.sessions import SessionGuard
@@ -26,6 +28,13 @@ ALL_METRICS_ROOM = "metrics:*"
 # broadcast to the namespace would also reach sessions still in (or stuck in) their connect.
 AUTHENTICATED_ROOM = "authenticated"
 MAX_TEXT = 1024  # longest name, host or action accepted in an event; an error quotes it
+# With a message queue (KVMSUP_SIO_MESSAGE_QUEUE) only these pushes go through it, to the
+# clients of every gateway: a job's steps are known as they happen only to the gateway that
+# sent it. Every gateway derives the others (states, statuses, metrics, and the outcomes of
+# jobs it did not send) from its own MQTT subscriptions, so they stay local, or each client
+# would get one copy per gateway.
+QUEUED_EVENTS = frozenset({"job_update"})
+REDIS_CONNECT_TIMEOUT_S = 2.0
 Outgoing = tuple[str, dict[str, Any], str | list[str] | None]
 Handler = Callable[[Principal, Any], dict[str, Any]]
 
@@ -82,6 +91,8 @@ class Bridge:
                     )
 
     def on_job(self, job: Job) -> None:
+        if job.foreign and self.gateway.settings.sio_message_queue and not from_set(job):
+            return  # the gateway that sent it pushed each of its steps through the queue
         self._put(("job_update", self.gateway.jobs.snapshot(job), None))
 
     def _run(self) -> None:
@@ -91,7 +102,12 @@ class Bridge:
                 return
             event, data, to = item
             try:
-                self.socketio.emit(event, data, to=to or AUTHENTICATED_ROOM)
+                self.socketio.emit(
+                    event,
+                    data,
+                    to=to or AUTHENTICATED_ROOM,
+                    ignore_queue=event not in QUEUED_EVENTS or bool(data.get("foreign")),
+                )
             except Exception:
                 logger.exception("emitting %s failed", event)
 
@@ -143,6 +159,16 @@ def number(data: dict[str, Any], key: str) -> float | None:
 def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     settings = gateway.settings
     origins = settings.cors_list()
+    queue: dict[str, Any] = {}
+    if settings.sio_message_queue:
+        queue["client_manager"] = RedisManager(
+            settings.sio_message_queue,
+            # One channel per topic prefix: deployments sharing a Redis stay apart.
+            channel=f"{settings.topic_prefix}-socketio",
+            # The bridge publishes job updates to Redis itself: a Redis host that does not
+            # answer holds every push behind it, so a connection attempt is cut short.
+            redis_options={"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S},
+        )
     socketio = SocketIO(
         app,
         # Auto-detection would pick eventlet, which loses emits made from real threads.
@@ -150,6 +176,7 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         cors_allowed_origins=origins or None,
         logger=False,
         engineio_logger=False,
+        **queue,
     )
     guard = SessionGuard(
         socketio.server,
@@ -170,7 +197,7 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
 
     def answer(exc: GatewayError, event: str) -> dict[str, Any]:
         body = _error(exc, event)
-        emit("error", body)
+        emit("error", body, ignore_queue=True)  # its own client is here
         return body
 
     def guarded(event: str, role: Role = "viewer") -> Callable[[Handler], Handler]:
@@ -236,21 +263,21 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         name = text(args, "name", required=True)
         vm = gateway.cache.find(str(name), text(args, "host"))
         body = views.vm_metrics(vm, gateway.cache.metrics_of((vm.host, vm.uuid)))
-        emit("vm_metrics", body)
+        emit("vm_metrics", body, ignore_queue=True)  # its own client is here
         return body
 
     @guarded("request_all_metrics")
     def request_all_metrics(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_all_metrics")
         body = views.all_metrics(gateway.cache.snapshot(with_metrics=True))
-        emit("all_metrics", body)
+        emit("all_metrics", body, ignore_queue=True)  # its own client is here
         return {"count": body["count"]}
 
     @guarded("request_vms_list")
     def request_vms_list(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_vms_list")
         body = views.vms_list(gateway.cache.snapshot())
-        emit("vms_list", body)
+        emit("vms_list", body, ignore_queue=True)  # its own client is here
         return {"count": body["count"]}
 
     @guarded("subscribe_metrics")

@@ -168,8 +168,14 @@ class Gateway:
             settings.jobs_keep,
             persist=lambda job: self.store.record_now(audit_of(job)),
         )
-        self.jobs.listen(lambda job: self.store.record(audit_of(job)))
+        self.jobs.listen(self._audit)
         self._started = False
+
+    def _audit(self, job: Job) -> None:
+        # The audit is what this gateway handled; a job another gateway sent is in that
+        # gateway's audit, and its outcome in every gateway's events (GET /events).
+        if not job.foreign:
+            self.store.record(audit_of(job))
 
     def start(self) -> None:
         if not self._started:
