@@ -36,10 +36,27 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test shows the logs of the agents it started: a failure seen only on a busy CI
+    runner is otherwise gone with its temporary directory."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        for svc in item.stash.get(STARTED_AGENTS, []):
+            report.sections.append((f"{svc.name} log ({svc.log})", svc.tail()))
+
+
+STARTED_AGENTS = pytest.StashKey[list[Service]]()
+
+
 @pytest.fixture
-def start_agent(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Service]]:
+def start_agent(
+    request: pytest.FixtureRequest, tmp_path: Path, broker: Broker
+) -> Iterator[Callable[..., Service]]:
     """Start `python -m agent` processes; every one is stopped and its log checked at teardown."""
     started: list[Service] = []
+    request.node.stash[STARTED_AGENTS] = started
 
     def start(host_id: str, libvirt_uri: str, **extra: str) -> Service:
         svc = agent_service(tmp_path, host_id, broker.url, libvirt_uri, **extra)
