@@ -28,6 +28,10 @@ from tests.support.linuxguest import (
 )
 from tests.support.mqtt import Received
 
+# A TCG boot on a loaded 2-core host took up to ~40 s, a reboot up to ~75 s (its kernel starts
+# over memory full of the code TCG translated before): more than the tiers' 180 s per test.
+pytestmark = pytest.mark.timeout(300)
+
 KIB_PER_MIB = 1024
 # Agent vs guest memory, MiB. The agent rounds to whole MiB (±0.5); the balloon's figures are
 # up to one stats period (5 s) older than the console line they are compared with, and this

@@ -1,0 +1,108 @@
+"""The e2e Linux guest's builders, where a mistake would only show as a guest that never boots."""
+
+from __future__ import annotations
+
+import gzip
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.support.linuxguest import Console, Cpio, Kernel, build_initramfs, module_order
+
+pytestmark = pytest.mark.unit
+
+DEP = """\
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko \
+kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/virtio/virtio_balloon.ko: kernel/drivers/virtio/virtio.ko \
+kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/acpi/button.ko:
+"""
+
+
+def read_newc(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
+    """name -> (mode, data, (rdevmajor, rdevminor)), the way the kernel unpacks the archive."""
+    out, pos = {}, 0
+    while True:
+        assert data[pos : pos + 6] == b"070701", pos
+        f = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        mode, size, rmaj, rmin, namesize = f[1], f[6], f[9], f[10], f[11]
+        name_at = pos + 110
+        name = data[name_at : name_at + namesize - 1].decode()
+        body_at = name_at + namesize + (-(110 + namesize) % 4)
+        if name == "TRAILER!!!":
+            return out
+        out[name] = (mode, data[body_at : body_at + size], (rmaj, rmin))
+        pos = body_at + size + (-size % 4)
+
+
+def test_modules_come_after_their_dependencies_once_each(tmp_path: Path) -> None:
+    (tmp_path / "modules.dep").write_text(DEP.replace("\\\n", ""))
+    order = module_order(tmp_path, ("virtio_net", "virtio_balloon", "button", "not_there"))
+    assert order == [
+        "kernel/net/core/failover.ko",
+        "kernel/drivers/net/net_failover.ko",
+        "kernel/drivers/virtio/virtio_ring.ko",
+        "kernel/drivers/virtio/virtio.ko",
+        "kernel/drivers/net/virtio_net.ko",
+        "kernel/drivers/virtio/virtio_balloon.ko",
+        "kernel/drivers/acpi/button.ko",
+    ]
+
+
+def test_cpio_is_newc_with_padding_the_kernel_accepts() -> None:
+    cpio = Cpio()
+    cpio.dir("bin")
+    cpio.file("bin/x", b"abcde", 0o755)  # odd sizes: padding after name and data
+    cpio.chardev("dev/console", 5, 1)
+    cpio.file("init", b"#!/bin/sh\n", 0o755)
+    entries = read_newc(cpio.finish())
+    assert stat.S_ISDIR(entries["bin"][0])
+    assert entries["bin/x"][1] == b"abcde" and entries["bin/x"][0] & 0o777 == 0o755
+    assert stat.S_ISCHR(entries["dev/console"][0]) and entries["dev/console"][2] == (5, 1)
+    assert entries["init"][1] == b"#!/bin/sh\n"
+
+
+def test_initramfs_holds_init_busybox_and_the_modules_in_load_order(tmp_path: Path) -> None:
+    if not Path("/bin/busybox").exists():
+        pytest.skip("busybox-static is not installed (make install)")
+    mods = tmp_path / "modules"
+    for line in DEP.replace("\\\n", "").splitlines():
+        ko = mods / line.split(":")[0]
+        ko.parent.mkdir(parents=True, exist_ok=True)
+        ko.write_bytes(b"\x7fELF" + ko.name.encode())
+    (mods / "modules.dep").write_text(DEP.replace("\\\n", ""))
+    kernel = Kernel("test", tmp_path / "vmlinuz", mods)
+    entries = read_newc(gzip.decompress(build_initramfs(kernel, tmp_path / "i.gz").read_bytes()))
+    assert "ping6" in entries["init"][1].decode() and "acpid" in entries["init"][1].decode()
+    assert b"poweroff -f" in entries["etc/acpi/PWRF/00000080"][1]
+    load = entries["modules.load"][1].decode().split()
+    assert load == [
+        "kernel/net/core/failover.ko",
+        "kernel/drivers/net/net_failover.ko",
+        "kernel/drivers/virtio/virtio_ring.ko",
+        "kernel/drivers/virtio/virtio.ko",
+        "kernel/drivers/net/virtio_net.ko",
+        "kernel/drivers/virtio/virtio_balloon.ko",
+        "kernel/drivers/acpi/button.ko",
+    ]
+    for path in load:
+        assert entries[f"lib/modules/{path}"][1].startswith(b"\x7fELF")
+    assert entries["bin/busybox"][1][:4] == b"\x7fELF"
+
+
+def test_console_reads_whole_lines_as_they_arrive(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    console = Console(log)
+    assert console.poll() == []  # no file yet
+    log.write_bytes(b"KVS boot 1.5\r\nKVS tick up=2.00 mem_total_kib=93776 mem_avail")
+    assert [line.text for line in console.poll()] == ["KVS boot 1.5"]
+    with log.open("ab") as f:
+        f.write(b"able_kib=70184 tx_bytes=356\n")
+    assert console.ticks()[0][1] == {"up": 2.0, "total": 93776, "avail": 70184, "tx": 356}
+    assert console.count("KVS boot") == 1
