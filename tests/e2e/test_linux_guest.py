@@ -28,8 +28,8 @@ from tests.support.linuxguest import (
 )
 from tests.support.mqtt import Received
 
-# A TCG boot on a loaded 2-core host took up to ~40 s, a reboot up to ~75 s (its kernel starts
-# over memory full of the code TCG translated before): more than the tiers' 180 s per test.
+# Under TCG on a loaded 2-core host a cold boot took up to ~40 s and a reboot up to ~75 s (the
+# kernel's early start is slower after a reset there): more than the tiers' 180 s per test.
 pytestmark = pytest.mark.timeout(300)
 
 KIB_PER_MIB = 1024
