@@ -33,6 +33,7 @@ MODULES_ROOT = Path("/lib/modules")
 # button with the evdev node acpid reads it from.
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_balloon", "button", "evdev")
 BOOT_MARK = "KVS boot"
+PANIC = "Kernel panic - not syncing"
 TICK = re.compile(
     r"KVS tick up=(?P<up>[\d.]+) mem_total_kib=(?P<total>\d+)"
     r" mem_available_kib=(?P<avail>\d+) tx_bytes=(?P<tx>\d+)"
@@ -245,16 +246,20 @@ class Console:
         return new
 
     def wait_for(self, pattern: str, timeout: float, since: float = 0.0) -> ConsoleLine:
-        """The first line containing `pattern` seen at or after `since` (monotonic)."""
+        """The first line containing `pattern` seen at or after `since` (monotonic).
+
+        A kernel panic after `since` ends the wait at once: the line will never come."""
         deadline = time.monotonic() + timeout
         while True:
             self.poll()
             for line in self.lines:
                 if line.at >= since and pattern in line.text:
                     return line
-            if time.monotonic() > deadline:
+            panicked = any(ln.at >= since and PANIC in ln.text for ln in self.lines)
+            if panicked or time.monotonic() > deadline:
                 tail = "\n".join(x.text for x in self.lines[-15:])
-                raise TimeoutError(f"no {pattern!r} on {self.path} in {timeout}s; tail:\n{tail}")
+                why = "the guest kernel panicked" if panicked else f"not in {timeout}s"
+                raise TimeoutError(f"no {pattern!r} on {self.path}: {why}; tail:\n{tail}")
             time.sleep(0.05)
 
     def count(self, pattern: str) -> int:

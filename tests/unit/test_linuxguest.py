@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,12 @@ def test_console_reads_whole_lines_as_they_arrive(tmp_path: Path) -> None:
         f.write(b"able_kib=70184 tx_bytes=356\n")
     assert console.ticks()[0][1] == {"up": 2.0, "total": 93776, "avail": 70184, "tx": 356}
     assert console.count("KVS boot") == 1
+
+
+def test_console_wait_ends_at_a_kernel_panic(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_bytes(b"[0.04] Kernel panic - not syncing: IO-APIC + timer doesn't work!\n")
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="panicked"):
+        Console(log).wait_for("KVS boot", timeout=60)
+    assert time.monotonic() - t0 < 5
