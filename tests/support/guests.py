@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Literal
 from xml.sax.saxutils import escape, quoteattr
 
-from tests.support.linuxguest import BOOT_MARK, Console, Kernel, build_initramfs, find_kernel
+from tests.support.linuxguest import (
+    BOOT_MARK,
+    Console,
+    build_initramfs,
+    extract_pvh,
+    find_kernel,
+)
 
 Kind = Literal["idle", "spin"]
 
@@ -157,7 +163,8 @@ class Guests:
         workdir.mkdir(parents=True, exist_ok=True)
         # Linux guests: the kernel and initramfs (built once), the accelerator that boots them
         # (found by the first one) and how long finding it took.
-        self._linux: tuple[Kernel, Path] | None = None
+        self._linux: tuple[Path, Path] | None = None  # the kernel QEMU boots, the initramfs
+        self.linux_kernel: str | None = None  # 'pvh' (the ELF vmlinux) or 'bzImage'
         self.linux_accel: str | None = None
         self.linux_probe_s: float | None = None
 
@@ -198,8 +205,11 @@ class Guests:
 
         if self._linux is None:
             kernel = find_kernel()
-            self._linux = (kernel, build_initramfs(kernel, self.workdir / f"{self.tag}-initrd.gz"))
-        kernel, initrd = self._linux
+            initrd = build_initramfs(kernel, self.workdir / f"{self.tag}-initrd.gz")
+            vmlinux = extract_pvh(kernel.image, self.workdir / f"{self.tag}-vmlinux")
+            self.linux_kernel = "pvh" if vmlinux else "bzImage"
+            self._linux = (vmlinux or kernel.image, initrd)
+        kernel_image, initrd = self._linux
         n = len(self.made)
         guest_name = name or f"kvs-{self.tag}-linux-{n}"
         image = self.workdir / f"{self.tag}-{n}-linux.img"
@@ -218,7 +228,7 @@ class Guests:
                 tap,
                 accel,
                 LINUX_MEMORY_MIB,
-                boot=linux_boot(kernel.image, initrd),
+                boot=linux_boot(kernel_image, initrd),
                 cpu=linux_cpu(accel),
                 serial=console.path,
             )

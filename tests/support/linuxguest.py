@@ -1,7 +1,8 @@
 """A tiny Linux guest for the e2e tier, built offline from the Debian packages `make install` adds.
 
 The distribution kernel (linux-image-cloud-amd64, or any /boot/vmlinuz-* whose modules are in
-/lib/modules) is booted directly by libvirt; the initramfs is written here, in Python, as a
+/lib/modules) is booted directly by libvirt, unpacked to its ELF vmlinux when it has a PVH entry
+(see `extract_pvh`); the initramfs is written here, in Python, as a
 gzip'd newc cpio holding busybox-static, the virtio modules (with their dependencies from
 modules.dep) and an init script. The init answers the ACPI power button (busybox acpid → a
 `poweroff -f` after a sync: nothing is mounted from a disk, so that is a clean power-off), and
@@ -19,14 +20,21 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
+import lzma
 import os
 import re
+import shutil
 import stat
+import struct
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEB_PACKAGES = ("linux-image-cloud-amd64", "busybox-static")
+logger = logging.getLogger(__name__)
+
+DEB_PACKAGES = ("linux-image-cloud-amd64", "busybox-static", "lz4")
 BUSYBOX = Path("/bin/busybox")
 MODULES_ROOT = Path("/lib/modules")
 # What the guest needs: the virtio PCI transport, its disk, NIC and balloon, and the ACPI power
@@ -88,6 +96,10 @@ poweroff -f
 """
 
 
+# XEN_ELFNOTE_PHYS32_ENTRY: the kernel's 32-bit PVH entry point, which QEMU boots an ELF through.
+PVH_NOTE = 18
+
+
 class LinuxGuestUnavailable(RuntimeError):
     """No kernel or busybox here; the message names the packages to install."""
 
@@ -113,6 +125,68 @@ def find_kernel() -> Kernel:
         )
     found.sort(key=lambda k: ("cloud" in k.version, k.image.stat().st_mtime))
     return found[-1]
+
+
+def extract_pvh(bzimage: Path, dest: Path) -> Path | None:
+    """The uncompressed kernel (vmlinux) of a bzImage, written to `dest`, if QEMU can boot it.
+
+    Why: under TCG, the bzImage's own decompressor is slow, and after a reset it took ~20-70 s
+    on a busy host (a reboot then costs more than a cold boot). QEMU boots an ELF vmlinux with a
+    PVH entry note directly, skipping it: a reboot then takes as long as a cold boot. Returns None
+    (boot the bzImage) when the payload's compression has no decompressor here or the kernel has
+    no PVH entry.
+    """
+    data = bzimage.read_bytes()
+    try:
+        setup_sects = data[0x1F1] or 4
+        offset, length = struct.unpack_from("<II", data, 0x248)  # boot protocol >= 2.08
+    except (IndexError, struct.error):
+        return None
+    payload = data[(setup_sects + 1) * 512 + offset :][:length]
+    try:
+        if payload.startswith(b"\x1f\x8b"):
+            vmlinux = gzip.decompress(payload)
+        elif payload.startswith(b"\xfd7zXZ"):
+            vmlinux = lzma.decompress(payload)
+        elif payload.startswith(b"\x02\x21\x4c\x18") and shutil.which("lz4"):
+            # The kernel's LZ4 "legacy" frames: `lz4 -dc` reads them, stops at the size trailer
+            # after them, and exits non-zero for it.
+            out = subprocess.run(["lz4", "-dc"], input=payload, capture_output=True, timeout=60)
+            vmlinux = out.stdout
+        else:
+            return None
+    except (OSError, EOFError, lzma.LZMAError, subprocess.SubprocessError) as exc:
+        logger.info("cannot decompress %s (%s): booting the bzImage", bzimage, exc)
+        return None
+    # The kernel's build appends the uncompressed size to the payload: a whole kernel or none.
+    if len(vmlinux) != struct.unpack("<I", payload[-4:])[0] or not has_pvh_entry(vmlinux):
+        return None
+    dest.write_bytes(vmlinux)
+    return dest
+
+
+def has_pvh_entry(elf: bytes) -> bool:
+    """True for a 64-bit little-endian ELF with a Xen PHYS32_ENTRY note in a PT_NOTE segment."""
+    if elf[:6] != b"\x7fELF\x02\x01":
+        return False
+    phoff, phentsize, phnum = (
+        struct.unpack_from("<Q", elf, 0x20)[0],
+        *struct.unpack_from("<HH", elf, 0x36),
+    )
+    for i in range(phnum):
+        p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from(
+            "<IIQQQQ", elf, phoff + i * phentsize
+        )
+        if p_type != 4:  # PT_NOTE
+            continue
+        pos, end = p_offset, p_offset + p_filesz
+        while pos + 12 <= end:
+            namesz, descsz, n_type = struct.unpack_from("<III", elf, pos)
+            name = elf[pos + 12 : pos + 12 + namesz].rstrip(b"\0")
+            if name == b"Xen" and n_type == PVH_NOTE:
+                return True
+            pos += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+    return False
 
 
 def module_order(modules_dir: Path, wanted: tuple[str, ...] = MODULES) -> list[str]:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import gzip
 import stat
+import struct
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.linuxguest import Console, Cpio, Kernel, build_initramfs, module_order
+from tests.support.linuxguest import (
+    Console,
+    Cpio,
+    Kernel,
+    build_initramfs,
+    extract_pvh,
+    has_pvh_entry,
+    module_order,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +125,40 @@ def test_console_wait_ends_at_a_kernel_panic(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError, match="panicked"):
         Console(log).wait_for("KVS boot", timeout=60)
     assert time.monotonic() - t0 < 5
+
+
+def elf_with_notes(*notes: tuple[bytes, int]) -> bytes:
+    """A minimal 64-bit ELF: a header, one PT_NOTE program header, the notes."""
+    body = b""
+    for name, n_type in notes:
+        padded = name + b"\0" * (-len(name) % 4)
+        body += struct.pack("<III", len(name), 4, n_type) + padded + b"\0\0\0\0"
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 0x20, 64)  # e_phoff
+    struct.pack_into("<HH", header, 0x36, 56, 1)  # e_phentsize, e_phnum
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 120, 0, 0, len(body), len(body), 4)
+    return bytes(header) + phdr + body
+
+
+def bzimage(payload: bytes) -> bytes:
+    """A bzImage as the boot protocol lays it out: setup sectors, then the payload."""
+    setup = bytearray(2 * 512)  # the boot sector and one setup sector
+    setup[0x1F1] = 1
+    struct.pack_into("<II", setup, 0x248, 0, len(payload))
+    return bytes(setup) + payload
+
+
+def test_pvh_kernel_is_unpacked_only_when_whole_and_bootable(tmp_path: Path) -> None:
+    pvh = elf_with_notes((b"Xen\0", 6), (b"Xen\0", 18))
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(bzimage(gzip.compress(pvh)))  # gzip ends with the size, as the build's
+    out = extract_pvh(image, tmp_path / "vmlinux")
+    assert out is not None and out.read_bytes() == pvh
+
+    image.write_bytes(bzimage(gzip.compress(elf_with_notes((b"Xen\0", 6)))))
+    assert extract_pvh(image, tmp_path / "none") is None  # no PVH entry: boot the bzImage
+    image.write_bytes(bzimage(b"\x28\xb5\x2f\xfd unknown compression"))
+    assert extract_pvh(image, tmp_path / "none") is None
+    assert not (tmp_path / "none").exists()
+    assert not has_pvh_entry(b"\x7fELF\x01\x01" + bytes(64))  # 32-bit: not a kernel we boot
