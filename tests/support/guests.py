@@ -11,6 +11,7 @@ Where those matter, `create_linux` boots the Debian kernel with a busybox initra
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 import uuid
 from dataclasses import dataclass
@@ -160,6 +161,8 @@ class Guests:
         self.accel = accel
         self.tag = uuid.uuid4().hex[:6]
         self.made: list[Guest] = []
+        # Not len(made): a guest removed early would let the next one reuse a live one's tap.
+        self._serial = itertools.count()
         workdir.mkdir(parents=True, exist_ok=True)
         # Linux guests: the kernel and initramfs (built once), the accelerator that boots them
         # (found by the first one) and how long finding it took.
@@ -172,7 +175,7 @@ class Guests:
         """Write the image, define the domain, start it unless start=False."""
         import libvirt
 
-        n = len(self.made)
+        n = next(self._serial)
         tap = f"kvs{self.tag}{n}"  # IFNAMSIZ: at most 15 characters
         guest = Guest(
             name=name or f"kvs-{self.tag}-{kind}-{n}",
@@ -210,7 +213,7 @@ class Guests:
             self.linux_kernel = "pvh" if vmlinux else "bzImage"
             self._linux = (vmlinux or kernel.image, initrd)
         kernel_image, initrd = self._linux
-        n = len(self.made)
+        n = next(self._serial)
         guest_name = name or f"kvs-{self.tag}-linux-{n}"
         image = self.workdir / f"{self.tag}-{n}-linux.img"
         with image.open("wb") as f:
