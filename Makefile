@@ -11,6 +11,9 @@ APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-conf
 # Only to validate docker-compose.yml (`docker-compose config`); without its recommended Docker
 # engine, which cannot run here anyway.
 APT_LEAN := docker-compose
+# The e2e tier's Linux guest: a Debian kernel booted directly, busybox in its initramfs, lz4
+# to unpack the kernel so QEMU can boot it without its (under TCG, slow) decompressor.
+APT_PACKAGES += linux-image-cloud-amd64 busybox-static lz4
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \

@@ -92,6 +92,7 @@ def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> 
         )
     balloon = BalloonStats(
         current_kib=_int(stats, "balloon.current"),
+        available_kib=_int(stats, "balloon.available"),
         usable_kib=_int(stats, "balloon.usable"),
         last_update_s=_int(stats, "balloon.last-update"),
         rss_kib=_int(stats, "balloon.rss"),

@@ -34,6 +34,7 @@ class BalloonStats:
     """What libvirt reports of a guest's memory, in KiB (balloon.* and rss), seconds for time."""
 
     current_kib: int | None = None
+    available_kib: int | None = None
     usable_kib: int | None = None
     last_update_s: int | None = None
     rss_kib: int | None = None
@@ -50,7 +51,7 @@ class MemoryView:
 def balloon_is_fresh(stats: BalloonStats, now_s: float, period_s: int) -> bool:
     """Guest figures count when the guest reported within three periods; an older
     `balloon.last-update` means the guest stopped reporting."""
-    if stats.usable_kib is None or stats.current_kib is None:
+    if stats.usable_kib is None or not stats.available_kib or stats.current_kib is None:
         return False
     if stats.last_update_s is None or stats.last_update_s <= 0:
         return False
@@ -61,14 +62,21 @@ def balloon_is_fresh(stats: BalloonStats, now_s: float, period_s: int) -> bool:
 def memory_view(
     stats: BalloonStats, fallback_total_kib: int | None, now_s: float, period_s: int
 ) -> MemoryView:
-    """Guest view (`current − usable`) when fresh, else the host view (rss), else none."""
+    """Guest view when fresh, else the host view (rss), else none.
+
+    The guest view is what `free` shows inside the guest: `available − usable`, i.e. MemTotal −
+    MemAvailable, as a share of `available` (MemTotal). `current − usable` would count the
+    memory the guest kernel reserved for itself at boot as used; on a small guest that is most
+    of the figure. `total_mb` stays the VM's current (balloon) size in every view.
+    """
     total_kib = stats.current_kib or fallback_total_kib
     total_mb = round(total_kib / KIB_PER_MIB) if total_kib else None
     if total_kib and balloon_is_fresh(stats, now_s, period_s):
-        assert stats.usable_kib is not None
-        used_kib = max(0, total_kib - stats.usable_kib)
+        assert stats.usable_kib is not None and stats.available_kib is not None
+        guest_kib = stats.available_kib
+        used_kib = max(0, guest_kib - stats.usable_kib)
         return MemoryView(
-            round(used_kib / KIB_PER_MIB), total_mb, _percent(used_kib, total_kib), "guest"
+            round(used_kib / KIB_PER_MIB), total_mb, _percent(used_kib, guest_kib), "guest"
         )
     if total_kib and stats.rss_kib:
         return MemoryView(

@@ -1,5 +1,10 @@
 """The e2e tier: a private libvirtd with tiny real guests; every test in tests/e2e is marked e2e.
 
+Boot-sector guests where a vCPU, a disk and a tap are enough; one small Linux guest
+(test_linux_guest.py) for guest memory, ACPI power-off and NIC traffic. That one boots with
+KVM when the kernel reaches its init within a few seconds, else with TCG (nested KVM on some
+hosts hangs a directly booted kernel); the report line says which (`linux_accel`).
+
 When libvirtd or QEMU cannot run here the tier is skipped with the reason; set
 KVMSUP_E2E_REQUIRE=1 (CI) to turn that skip into a failure, so a missing install step shows.
 Other knobs: KVMSUP_E2E_ACCEL=tcg forces TCG; KVMSUP_E2E_DIR=<dir> reuses (and then leaves

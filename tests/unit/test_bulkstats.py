@@ -69,6 +69,7 @@ def test_qemu_record() -> None:
     assert raw.max_memory_kib == 4_194_304
     assert raw.balloon == BalloonStats(
         current_kib=2_097_152,
+        available_kib=2_000_000,
         usable_kib=1_500_000,
         last_update_s=1_700_000_000,
         rss_kib=1_900_000,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agent.metrics import (
@@ -89,15 +91,47 @@ NOW = 1_700_000_000.0
 def test_memory_guest_view_when_balloon_is_fresh() -> None:
     stats = BalloonStats(
         current_kib=4 * 1024 * 1024,
+        available_kib=4 * 1024 * 1024,
         usable_kib=3 * 1024 * 1024,
         last_update_s=int(NOW) - 4,
         rss_kib=2 * 1024 * 1024,
     )
     view = memory_view(stats, None, NOW, 5)
     assert view.source == "guest"
-    assert view.used_mb == 1024.0  # current − usable
+    assert view.used_mb == 1024.0  # available − usable
     assert view.total_mb == 4096.0
-    assert view.percent == 25.0  # used / current
+    assert view.percent == 25.0  # used / available
+
+
+def test_memory_guest_view_is_what_free_shows_inside_the_guest() -> None:
+    # Figures of a real 128 MiB Debian cloud-kernel guest: its kernel keeps 36 MiB for itself
+    # (MemTotal 93776 KiB), `free` inside says 23 MiB used (MemTotal − MemAvailable). Counting
+    # from the balloon's current size would report 59 MiB, most of it the kernel's reservation.
+    stats = BalloonStats(
+        current_kib=131_072,
+        available_kib=93_776,
+        usable_kib=70_184,
+        last_update_s=int(NOW) - 1,
+        rss_kib=239_340,
+    )
+    view = memory_view(stats, None, NOW, 5)
+    assert view.source == "guest"
+    assert view.used_mb == 23  # (93776 − 70184) / 1024
+    assert view.total_mb == 128  # the VM's size, as the seed showed it
+    assert view.percent == 25.16  # of the memory the guest has
+
+
+def test_memory_guest_view_needs_the_guest_total() -> None:
+    # No MemTotal from the guest: its used figure cannot be known, so the host view shows.
+    stats = BalloonStats(
+        current_kib=1024 * 1024,
+        available_kib=None,
+        usable_kib=512 * 1024,
+        last_update_s=int(NOW) - 1,
+        rss_kib=300 * 1024,
+    )
+    assert memory_view(stats, None, NOW, 5).source == "rss"
+    assert memory_view(replace(stats, available_kib=0), None, NOW, 5).source == "rss"
 
 
 def test_memory_stale_balloon_falls_back_to_rss() -> None:
@@ -140,6 +174,7 @@ def test_memory_period_zero_still_uses_recent_guest_figures() -> None:
     # With period 0 the agent leaves guests alone; figures someone else asked for still count.
     fresh = BalloonStats(
         current_kib=1024 * 1024,
+        available_kib=1000 * 1024,
         usable_kib=768 * 1024,
         last_update_s=int(NOW) - 30,
         rss_kib=900 * 1024,
@@ -147,6 +182,7 @@ def test_memory_period_zero_still_uses_recent_guest_figures() -> None:
     assert memory_view(fresh, None, NOW, 0).source == "guest"
     old = BalloonStats(
         current_kib=1024 * 1024,
+        available_kib=1000 * 1024,
         usable_kib=768 * 1024,
         last_update_s=int(NOW) - 600,
         rss_kib=900 * 1024,
@@ -155,15 +191,11 @@ def test_memory_period_zero_still_uses_recent_guest_figures() -> None:
 
 
 def test_balloon_freshness_horizon() -> None:
-    base = BalloonStats(current_kib=1, usable_kib=1)
-    assert balloon_is_fresh(
-        BalloonStats(current_kib=1, usable_kib=1, last_update_s=int(NOW) - 15), NOW, 5
-    )
-    assert not balloon_is_fresh(
-        BalloonStats(current_kib=1, usable_kib=1, last_update_s=int(NOW) - 16), NOW, 5
-    )
+    base = BalloonStats(current_kib=1, available_kib=1, usable_kib=1)
+    assert balloon_is_fresh(replace(base, last_update_s=int(NOW) - 15), NOW, 5)
+    assert not balloon_is_fresh(replace(base, last_update_s=int(NOW) - 16), NOW, 5)
     assert not balloon_is_fresh(base, NOW, 5)  # never updated
-    assert not balloon_is_fresh(BalloonStats(current_kib=1, usable_kib=1, last_update_s=0), NOW, 5)
+    assert not balloon_is_fresh(replace(base, last_update_s=0), NOW, 5)
 
 
 def test_memory_percent_never_exceeds_100() -> None:
@@ -194,7 +226,12 @@ def test_node_cpu_missing_keys_or_no_progress_is_none() -> None:
 
 def test_memory_figures_are_whole_mib_as_the_seed_sent_them() -> None:
     # The seed's `memory_used_mb: 925`, `memory_total_mb: 2048`: a Dart `as int` must not throw.
-    stats = BalloonStats(current_kib=2048 * 1024, usable_kib=1123 * 1024 - 300, last_update_s=100)
+    stats = BalloonStats(
+        current_kib=2048 * 1024,
+        available_kib=2048 * 1024,
+        usable_kib=1123 * 1024 - 300,
+        last_update_s=100,
+    )
     view = memory_view(stats, None, now_s=101, period_s=5)
     assert view.source == "guest"
     assert (view.used_mb, view.total_mb) == (925, 2048)

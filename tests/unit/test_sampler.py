@@ -63,7 +63,8 @@ def raw(
         max_memory_kib=2048 * 1024,
         balloon=BalloonStats(
             current_kib=2048 * 1024,
-            usable_kib=1536 * 1024,
+            available_kib=2000 * 1024,  # MemTotal: the guest kernel keeps 48 MiB for itself
+            usable_kib=1500 * 1024,
             last_update_s=int(NOW_S) - 2,
             rss_kib=1800 * 1024,
         ),
@@ -108,11 +109,11 @@ def test_two_ticks_give_cpu_rates_and_interval() -> None:
     assert (net.interface, net.rx_bytes, net.tx_bytes) == ("vnet0", 5_000, 2_000)
     assert (net.rx_bps, net.tx_bps) == (2_000.0, 1_000.0)
     assert (net.rx_errors, net.tx_drops) == (1, 2)
-    # Guest memory view: 2048 − 1536 MiB used of 2048.
+    # Guest memory view: MemTotal 2000 − MemAvailable 1500 MiB used, of the 2048 MiB VM.
     assert m.memory_source == "guest"
-    assert m.memory_used_mb == 512.0
-    assert m.memory_total_mb == 2048.0
-    assert m.memory_percent == 25.0
+    assert m.memory_used_mb == 500
+    assert m.memory_total_mb == 2048
+    assert m.memory_percent == 25.0  # of what the guest has: 500 / 2000
 
 
 def test_cumulative_counters_are_passed_on_for_prometheus() -> None:
