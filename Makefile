@@ -13,7 +13,10 @@ APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-conf
 APT_LEAN := docker-compose
 # The e2e tier's Linux guest: a Debian kernel booted directly, busybox in its initramfs, lz4
 # to unpack the kernel so QEMU can boot it without its (under TCG, slow) decompressor.
-APT_PACKAGES += linux-image-cloud-amd64 busybox-static lz4
+# Debian's small cloud kernel; Ubuntu's equivalent is its kvm flavour.
+GUEST_KERNEL := $(shell . /etc/os-release 2>/dev/null; \
+	if [ "$$ID" = ubuntu ]; then echo linux-image-kvm; else echo linux-image-cloud-amd64; fi)
+APT_PACKAGES += $(GUEST_KERNEL) busybox-static lz4
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \
