@@ -11,7 +11,7 @@ from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from gateway import views
+from gateway import blocking, views
 from gateway.auth import MALFORMED, Principal, Role, client_address
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from gateway.jobs import Job
@@ -35,15 +35,16 @@ def metrics_room(host: str, uuid: str) -> str:
 
 
 class Bridge:
-    """Turns cache and job changes into Socket.IO emits, on one thread fed by a queue, so no
-    emit ever happens inside a paho callback or the ingest thread (an emit can block on a slow
-    client, and a blocked paho thread stops every MQTT delivery)."""
+    """Turns cache and job changes into Socket.IO emits, on one thread (a greenlet under gevent)
+    fed by a queue, so no emit ever happens inside a paho callback or the ingest thread (an
+    emit can block on a slow client, and a blocked paho thread stops every MQTT delivery)."""
 
     def __init__(self, socketio: SocketIO, gateway: Gateway) -> None:
         self.socketio = socketio
         self.gateway = gateway
         self.queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=10000)
         self.started = False
+        self.cooperative = socketio.async_mode == "gevent"
 
     def start(self) -> None:
         if not self.started:
@@ -94,6 +95,10 @@ class Bridge:
                 self.socketio.emit(event, data, to=to or AUTHENTICATED_ROOM)
             except Exception:
                 logger.exception("emitting %s failed", event)
+            if self.cooperative:
+                # A backlog of emits would otherwise run back to back without giving REST and
+                # the websockets' own greenlets a turn (queue.get does not yield when not empty).
+                self.socketio.sleep(0)
 
 
 def _error(exc: GatewayError, event: str | None) -> dict[str, Any]:
@@ -145,8 +150,10 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     origins = settings.cors_list()
     socketio = SocketIO(
         app,
-        # Auto-detection would pick eventlet, which loses emits made from real threads.
-        async_mode="threading",
+        # gevent under gunicorn's gevent worker (the process is patched, every thread is a
+        # greenlet); real threads under Werkzeug (--dev) and the test client. Never left to
+        # auto-detection, which would pick eventlet if it happened to be installed.
+        async_mode="gevent" if blocking.under_gevent() else "threading",
         cors_allowed_origins=origins or None,
         logger=False,
         engineio_logger=False,
