@@ -13,8 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.broker_url import parse_broker_url
 from shared.topics import validate_gateway_id, validate_prefix
 
-# Default cap on open Socket.IO sessions. Measured under gunicorn's gevent worker, an idle
-# authenticated websocket costs about 30-40 kB of gateway memory, so 10,000 is ~0.4 GB.
+# Default cap on open Socket.IO sessions. Under gunicorn's gevent worker an authenticated
+# websocket client costs about 70 kB of gateway memory (measured by benchmarks/sio_fanout.py:
+# its greenlets, queues and buffers), so 10,000 of them are about 0.7 GB.
 DEFAULT_MAX_SOCKETS = 10_000
 MAX_MAX_SOCKETS = 1_000_000
 # Connections the gevent worker keeps for REST on top of every Socket.IO request.
@@ -72,8 +73,8 @@ class Settings(BaseSettings):
 
     # Trust boundary of client connections (README settings table).
     sio_auth_timeout: float = Field(10.0, gt=0, le=300)
-    # Under the gevent worker an open Socket.IO session costs memory (tens of kB, one greenlet
-    # or two), not a thread: the total is a memory bound, see `worker_connections`.
+    # Under the gevent worker an open Socket.IO session costs memory (~70 kB, a few greenlets),
+    # not a thread: the total is a memory bound, and `worker_connections` stays above it.
     max_sockets: int = Field(DEFAULT_MAX_SOCKETS, ge=1, le=MAX_MAX_SOCKETS)
     max_sockets_per_client: int = Field(16, ge=1)
     auth_fail_burst: int = Field(10, ge=1, le=10000)

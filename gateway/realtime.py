@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
+from socketio import PubSubManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from gateway import blocking, views
@@ -74,13 +75,23 @@ class Bridge:
             data.pop("v", None)
             self._put(("host_status", data, None))
         elif kind == "metrics" and isinstance(item, MetricsBatch):
+            everything = self._listened(ALL_METRICS_ROOM)
             for m in item.vms:
+                room = metrics_room(item.host, m.uuid)
+                if not (everything or self._listened(room)):
+                    continue  # nobody subscribed: no view to build, no packet to encode
                 vm = cache.vm((item.host, m.uuid))
                 if vm is not None:
                     data = views.vm_metrics(vm, m)
-                    self._put(
-                        ("vm_metrics", data, [ALL_METRICS_ROOM, metrics_room(item.host, m.uuid)])
-                    )
+                    self._put(("vm_metrics", data, [ALL_METRICS_ROOM, room]))
+
+    def _listened(self, room: str) -> bool:
+        """Whether a room may have members. Only this process's manager is known: with a
+        message queue the members may be another gateway's clients, so it is assumed."""
+        manager = self.socketio.server.manager
+        if isinstance(manager, PubSubManager):
+            return True
+        return bool(manager.rooms.get("/", {}).get(room))
 
     def on_job(self, job: Job) -> None:
         self._put(("job_update", self.gateway.jobs.snapshot(job), None))
