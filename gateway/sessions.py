@@ -324,6 +324,12 @@ def _limited(driver: type, limit: int) -> type:
             if isinstance(server_args, dict):
                 server_args["max_message_size"] = limit
 
+        def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            raw = environ.get("gunicorn.socket")
+            if raw is not None:
+                environ = {**environ, "gunicorn.socket": WholeSends(raw)}
+            return super().__call__(environ, start_response)
+
         def close(self) -> None:
             # engine.io's writer closes the websocket once its session ends; when the session
             # ended because its request failed (a malformed frame), the server may have closed
@@ -333,6 +339,26 @@ def _limited(driver: type, limit: int) -> type:
 
     Limited.__name__ = Limited.__qualname__ = driver.__name__
     return Limited
+
+
+class WholeSends:
+    """A websocket's TCP socket whose `send` writes all it is given. simple-websocket ignores
+    what `send` returns; gevent's socket (unlike a blocking one) writes what fits in the send
+    buffer and returns, so a frame larger than that (a fleet's `all_metrics` to a client on a
+    slow link) would be cut short and the rest of the stream be garbage. The lock keeps the
+    writer's frames and the reader's pongs and close from interleaving mid-frame."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes, *flags: int) -> int:
+        with self._lock:
+            self._sock.sendall(data, *flags)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def request_kind(environ: dict[str, Any]) -> str:
