@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import atexit
+from typing import TYPE_CHECKING
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
+# Nothing else at import time: `python -m gateway` imports this package before its entry runs,
+# and the production entry must monkey-patch for gevent before ssl, socket or threading users
+# (Flask pulls in http.client, which imports ssl) are loaded.
+if TYPE_CHECKING:
+    from flask import Flask
 
-from gateway.config import Settings
+    from gateway.config import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app, its Socket.IO server and the gateway behind them, and connect."""
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from gateway import api, errors, openapi, prometheus, realtime
+    from gateway.config import Settings
     from gateway.service import Gateway
 
     settings = settings or Settings()

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from gateway.auth import TokenError, read_tokens
-from gateway.config import Settings
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 logger = logging.getLogger("gateway")
+
+# How pydantic reads a true boolean from the environment (FLASK_DEBUG is read again, and
+# validated, by Settings once the process is patched).
+TRUE_WORDS = frozenset({"1", "on", "t", "true", "y", "yes"})
 
 
 def _exit_on_term(_sig: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _patch_for_gevent() -> None:
+    """Make socket, ssl, threading, select, time.sleep… cooperative, before anything that
+    uses them is imported: paho imports ssl and keeps its own network thread, and a module
+    that copied an unpatched name would block the whole worker. Done in gunicorn's master, so
+    the worker it forks starts patched too (gunicorn's gevent worker patches again, a no-op)."""
+    from gevent import monkey
+
+    monkey.patch_all()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         help="Werkzeug's threaded server instead of gunicorn (FLASK_DEBUG=1 too)",
     )
     args = parser.parse_args(argv)
+    dev = args.dev or os.environ.get("FLASK_DEBUG", "").strip().lower() in TRUE_WORDS
+    if not dev:
+        _patch_for_gevent()
+    # Only now: pydantic, Flask and the gateway's modules import ssl and threading users.
+    from pydantic import ValidationError
+
+    from gateway.auth import TokenError, read_tokens
+    from gateway.config import Settings
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -44,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except (TokenError, OSError) as exc:
         logger.error("bad setting KVMSUP_API_TOKENS(_FILE): %s", exc)
         return 2
+    if settings.threads is not None:
+        logger.warning(
+            "KVMSUP_THREADS is ignored: the gateway serves every connection from one gevent "
+            "worker now; KVMSUP_MAX_SOCKETS bounds the Socket.IO clients"
+        )
     if settings.flask_debug:
         logging.getLogger().setLevel(logging.DEBUG)
-    if args.dev or settings.flask_debug:
+    if dev:
         return _run_dev(settings)
     from gateway.serve import GatewayServer
 

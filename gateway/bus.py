@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.blocking import under_gevent
 from gateway.config import Settings
 from gateway.drops import Drops
 from gateway.errors import BusError
@@ -73,6 +74,17 @@ def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
         logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
 
 
+def _cooperative_yield() -> Callable[[], None]:
+    """Under gevent the ingest thread is a greenlet, and a full inbox never blocks its `get`:
+    it must hand the loop over between messages or REST and the websockets wait for the whole
+    backlog. With real threads the interpreter switches on its own, so it does nothing."""
+    if not under_gevent():
+        return lambda: None
+    import gevent
+
+    return functools.partial(gevent.sleep, 0)
+
+
 class Bus:
     """paho 2.x client (MQTT v5): connects in the background, re-subscribes on every CONNACK,
     hands decoded models to `handler` on one ingest thread (never on paho's network thread)."""
@@ -95,6 +107,7 @@ class Bus:
         self._status_topic = self.topics.gateway_status(self.gateway_id)
         self._client = self._make_client()
         self._ingest = threading.Thread(target=self._ingest_loop, name="mqtt-ingest", daemon=True)
+        self._yield = _cooperative_yield()
 
     @property
     def connected(self) -> bool:
@@ -230,6 +243,7 @@ class Bus:
             except Exception:
                 logger.exception("handling a message on %s failed", topic)
                 self.drops.drop("handler_error", topic, "see the traceback above", payload)
+            self._yield()
 
     # -- commands (request threads) ------------------------------------------------------------
     def send_command(self, host: str, request: CommandRequest, expiry_s: int) -> None:

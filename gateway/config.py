@@ -13,6 +13,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.broker_url import parse_broker_url
 from shared.topics import validate_gateway_id, validate_prefix
 
+# Default cap on open Socket.IO sessions. Under gunicorn's gevent worker an authenticated
+# websocket client costs about 70 kB of gateway memory (measured by benchmarks/sio_fanout.py:
+# its greenlets, queues and buffers), so 10,000 of them are about 0.7 GB.
+DEFAULT_MAX_SOCKETS = 10_000
+MAX_MAX_SOCKETS = 1_000_000
+# Connections the gevent worker keeps for REST on top of every Socket.IO request.
+REST_CONNECTIONS = 1000
+
 
 def default_gateway_id() -> str:
     """The hostname, lowercased and reduced to the characters a topic id may hold."""
@@ -59,11 +67,15 @@ class Settings(BaseSettings):
     history_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
     audit_days: int = Field(90, ge=1)
     jobs_keep: int = Field(1000, ge=10)
-    threads: int = Field(64, ge=4, le=1024)
+    # Deprecated and ignored: the thread pool of the former gthread worker. Still accepted (and
+    # bounded as before) so an existing configuration starts; a warning says it does nothing.
+    threads: int | None = Field(None, ge=4, le=1024)
 
     # Trust boundary of client connections (README settings table).
     sio_auth_timeout: float = Field(10.0, gt=0, le=300)
-    max_sockets: int | None = Field(None, ge=1)
+    # Under the gevent worker an open Socket.IO session costs memory (~70 kB, a few greenlets),
+    # not a thread: the total is a memory bound, and `worker_connections` stays above it.
+    max_sockets: int = Field(DEFAULT_MAX_SOCKETS, ge=1, le=MAX_MAX_SOCKETS)
     max_sockets_per_client: int = Field(16, ge=1)
     auth_fail_burst: int = Field(10, ge=1, le=10000)
     auth_fail_per_minute: float = Field(6.0, gt=0, le=60000)
@@ -108,11 +120,15 @@ class Settings(BaseSettings):
         return validate_prefix(value)
 
     def socket_limit(self) -> int:
-        """Open Socket.IO sessions at most: by default the thread pool less a few threads kept
-        for REST, since each websocket holds a gunicorn thread for as long as it is open."""
-        if self.max_sockets is not None:
-            return self.max_sockets
-        return max(1, self.threads - max(2, self.threads // 8))
+        """Open Socket.IO sessions at most, from all addresses together (503 beyond)."""
+        return self.max_sockets
+
+    def worker_connections(self) -> int:
+        """Connections gunicorn's gevent worker serves at once. It stops accepting beyond that,
+        so it must exceed what Socket.IO may hold: a session holds at most one request of each
+        kind (long-poll GET, POST, websocket), two at once in practice (a poll and a POST, or
+        the poll an upgrade replaces), and REST keeps its own room on top."""
+        return 2 * self.socket_limit() + REST_CONNECTIONS
 
     def cors_list(self) -> list[str]:
         """Exact origins only, never `*` (tokens ride on these requests); empty: same origin."""

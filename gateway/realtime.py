@@ -9,10 +9,10 @@ from typing import Any
 
 from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
-from socketio import RedisManager
+from socketio import PubSubManager, RedisManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from gateway import views
+from gateway import blocking, views
 from gateway.auth import MALFORMED, Principal, Role, client_address
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from gateway.job import from_set
@@ -44,15 +44,16 @@ def metrics_room(host: str, uuid: str) -> str:
 
 
 class Bridge:
-    """Turns cache and job changes into Socket.IO emits, on one thread fed by a queue, so no
-    emit ever happens inside a paho callback or the ingest thread (an emit can block on a slow
-    client, and a blocked paho thread stops every MQTT delivery)."""
+    """Turns cache and job changes into Socket.IO emits, on one thread (a greenlet under gevent)
+    fed by a queue, so no emit ever happens inside a paho callback or the ingest thread (an
+    emit can block on a slow client, and a blocked paho thread stops every MQTT delivery)."""
 
     def __init__(self, socketio: SocketIO, gateway: Gateway) -> None:
         self.socketio = socketio
         self.gateway = gateway
         self.queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=10000)
         self.started = False
+        self.cooperative = socketio.async_mode == "gevent"
 
     def start(self) -> None:
         if not self.started:
@@ -82,13 +83,23 @@ class Bridge:
             data.pop("v", None)
             self._put(("host_status", data, None))
         elif kind == "metrics" and isinstance(item, MetricsBatch):
+            everything = self._listened(ALL_METRICS_ROOM)
             for m in item.vms:
+                room = metrics_room(item.host, m.uuid)
+                if not (everything or self._listened(room)):
+                    continue  # nobody subscribed: no view to build, no packet to encode
                 vm = cache.vm((item.host, m.uuid))
                 if vm is not None:
                     data = views.vm_metrics(vm, m)
-                    self._put(
-                        ("vm_metrics", data, [ALL_METRICS_ROOM, metrics_room(item.host, m.uuid)])
-                    )
+                    self._put(("vm_metrics", data, [ALL_METRICS_ROOM, room]))
+
+    def _listened(self, room: str) -> bool:
+        """Whether a room may have members. Only this process's manager is known: with a
+        message queue the members may be another gateway's clients, so it is assumed."""
+        manager = self.socketio.server.manager
+        if isinstance(manager, PubSubManager):
+            return True
+        return bool(manager.rooms.get("/", {}).get(room))
 
     def on_job(self, job: Job) -> None:
         if job.foreign and self.gateway.settings.sio_message_queue and not from_set(job):
@@ -110,6 +121,10 @@ class Bridge:
                 )
             except Exception:
                 logger.exception("emitting %s failed", event)
+            if self.cooperative:
+                # A backlog of emits would otherwise run back to back without giving REST and
+                # the websockets' own greenlets a turn (queue.get does not yield when not empty).
+                self.socketio.sleep(0)
 
 
 def _error(exc: GatewayError, event: str | None) -> dict[str, Any]:
@@ -171,8 +186,10 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         )
     socketio = SocketIO(
         app,
-        # Auto-detection would pick eventlet, which loses emits made from real threads.
-        async_mode="threading",
+        # gevent under gunicorn's gevent worker (the process is patched, every thread is a
+        # greenlet); real threads under Werkzeug (--dev) and the test client. Never left to
+        # auto-detection, which would pick eventlet if it happened to be installed.
+        async_mode="gevent" if blocking.under_gevent() else "threading",
         cors_allowed_origins=origins or None,
         logger=False,
         engineio_logger=False,

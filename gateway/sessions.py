@@ -1,14 +1,14 @@
 """Engine.IO session admission and lifetime: per-address and total caps, the deadline to
 authenticate, closing refused sessions, and packets that do not decode (SPEC §5, §7).
 
-Under gunicorn's gthread worker every open websocket holds one of the worker's threads for as
-long as it lives, so sessions nobody has authenticated must not linger, and no one address (nor
-all of them together) may take every thread away from REST."""
+Under gunicorn's gevent worker an open session costs memory (its greenlets, queues and
+buffers), not a thread, and the worker takes a bounded number of connections at once: sessions
+nobody has authenticated must not linger, no one address may hold many, and all of them
+together stay below a total that leaves the worker room for REST."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import heapq
 import itertools
 import json
@@ -111,12 +111,8 @@ class SessionGuard:
         # async driver module's own, shared by every server).
         drivers = dict(self.eio._async)
         driver: Any = drivers.get("websocket")
-        if driver is not None:
-            if isinstance(driver, type):
-                quiet = {"close": _quiet_close(driver.close)}  # type: ignore[attr-defined]
-                driver = type(driver.__name__, (driver,), quiet)
-            limit = self.eio.max_http_buffer_size
-            drivers["websocket"] = functools.partial(driver, max_message_size=limit)
+        if isinstance(driver, type):
+            drivers["websocket"] = _limited(driver, self.eio.max_http_buffer_size)
             self.eio._async = drivers
 
     def _middleware(self, inner: WSGIApp) -> WSGIApp:
@@ -184,7 +180,8 @@ class SessionGuard:
 
         Only a handshake takes a slot, so a session may not hold more than one request of a
         kind at a time: engine.io itself lets any number of long-poll GETs (or websocket
-        upgrades) wait on one session, and each of them holds a worker thread."""
+        upgrades) wait on one session, and each of them holds one of the worker's
+        connections."""
         with self._lock:
             session = self.sessions.get(eio_sid)
             if session is None or session.released:
@@ -278,7 +275,8 @@ class SessionGuard:
             self._release(eio_sid)
 
     def _schedule(self, when: float, kind: str, eio_sid: str) -> None:
-        """Called with the lock held. One reaper thread serves every session's deadline."""
+        """Called with the lock held. One reaper thread (a greenlet under gevent) serves every
+        session's deadline."""
         heapq.heappush(self._due, (when, next(self._tie), kind, eio_sid))
         if self._reaper is None:
             self._reaper = threading.Thread(target=self._reap, name="sio-reaper", daemon=True)
@@ -314,16 +312,53 @@ class SessionGuard:
                     raw.shutdown(socket.SHUT_RDWR)
 
 
-def _quiet_close(close: Callable[[Any], None]) -> Callable[[Any], None]:
-    """engine.io's writer thread closes the websocket once its session ends; when the session
-    ended because its request failed (a malformed frame), the server may have closed the TCP
-    socket already, and the close must not become a traceback in a background thread."""
+def _limited(driver: type, limit: int) -> type:
+    """engine.io's websocket driver, with simple-websocket's message size limit and a quiet
+    close. The gevent driver passes its own arguments to simple-websocket and takes no extra
+    ones, so the limit is added to the arguments it keeps rather than to its constructor."""
 
-    def quiet(self: Any) -> None:
-        with contextlib.suppress(OSError):
-            close(self)
+    class Limited(driver):  # type: ignore[misc]
+        def __init__(self, handler: Any, server: Any, **kwargs: Any) -> None:
+            super().__init__(handler, server, **kwargs)
+            server_args = getattr(self, "server_args", None)
+            if isinstance(server_args, dict):
+                server_args["max_message_size"] = limit
 
-    return quiet
+        def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            raw = environ.get("gunicorn.socket")
+            if raw is not None:
+                environ = {**environ, "gunicorn.socket": WholeSends(raw)}
+            return super().__call__(environ, start_response)
+
+        def close(self) -> None:
+            # engine.io's writer closes the websocket once its session ends; when the session
+            # ended because its request failed (a malformed frame), the server may have closed
+            # the TCP socket already, and the close must not become a background traceback.
+            with contextlib.suppress(OSError):
+                super().close()
+
+    Limited.__name__ = Limited.__qualname__ = driver.__name__
+    return Limited
+
+
+class WholeSends:
+    """A websocket's TCP socket whose `send` writes all it is given. simple-websocket ignores
+    what `send` returns; gevent's socket (unlike a blocking one) writes what fits in the send
+    buffer and returns, so a frame larger than that (a fleet's `all_metrics` to a client on a
+    slow link) would be cut short and the rest of the stream be garbage. The lock keeps the
+    writer's frames and the reader's pongs and close from interleaving mid-frame."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes, *flags: int) -> int:
+        with self._lock:
+            self._sock.sendall(data, *flags)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def request_kind(environ: dict[str, Any]) -> str:

@@ -319,9 +319,9 @@ def test_tokens_never_reach_the_log(gw: GatewayProc) -> None:
         assert secret not in out
 
 
-# -- thread exhaustion: every websocket holds one of the gateway's threads ---------------------
+# -- socket exhaustion: the caps on open sessions, per address and in all ---------------------
 
-THREADS = 8  # → at most 8 - 2 = 6 sockets in all, 2 threads always left for REST
+TOTAL = 6  # KVMSUP_MAX_SOCKETS, small enough to reach here
 PER_CLIENT = 4
 
 
@@ -330,7 +330,7 @@ def small(
     demo_agents: dict[str, Service], start_gateway: Callable[..., GatewayProc]
 ) -> GatewayProc:
     g = start_gateway(
-        KVMSUP_THREADS=str(THREADS),
+        KVMSUP_MAX_SOCKETS=str(TOTAL),
         KVMSUP_MAX_SOCKETS_PER_CLIENT=str(PER_CLIENT),
         KVMSUP_SIO_AUTH_TIMEOUT=str(AUTH_TIMEOUT),
     )
@@ -362,13 +362,13 @@ def test_sockets_that_never_authenticate_cannot_starve_rest(small: GatewayProc) 
         assert int(refused.headers.get("retry-after", "0")) > 0
         other, refused = open_until_refused(small.port, "127.0.0.2", PER_CLIENT + 5)
         held += other
-        assert len(other) == THREADS - 2 - PER_CLIENT  # the total cap, not the per-client one
+        assert len(other) == TOTAL - PER_CLIENT  # the total cap, not the per-client one
         assert refused is not None and refused.status == 503
-        # Every socket allowed is open and holds a thread: REST still answers.
+        # Every socket allowed is open: REST still answers.
         assert health_answers(small)
         assert small.get("/vms").json()["count"] == 7
         # None of them authenticates, and none reads what the server sends: each is closed
-        # and its thread given back, so as many real clients fit in afterwards.
+        # and its slot given back, so as many real clients fit in afterwards.
         fresh: list[RawSio] = wait_until(
             lambda: open_until_refused(small.port, "127.0.0.3", PER_CLIENT)[0] or None,
             timeout=CLOSED_WITHIN + 20,
@@ -384,11 +384,11 @@ def test_sockets_that_never_authenticate_cannot_starve_rest(small: GatewayProc) 
             raw.close()
 
 
-def test_many_dashboards_leave_threads_for_rest(small: GatewayProc) -> None:
+def test_many_dashboards_leave_room_for_rest(small: GatewayProc) -> None:
     dashboards: list[RawSio] = []
     try:
         for source in ("127.0.0.2", "127.0.0.3"):
-            for _ in range((THREADS - 2) // 2):
+            for _ in range(TOTAL // 2):
                 raw = RawSio(small.port, source=source)
                 dashboards.append(raw)
                 assert raw.connect({"token": small.tokens.viewer}).startswith("40{")
@@ -485,7 +485,8 @@ def test_many_long_polls_on_one_session_cannot_starve_rest(small: GatewayProc) -
     sid = polling_handshake(small.port)
     poll = f"{small.url}/socket.io/?EIO=4&transport=polling&sid={sid}"
     results, threads = flood(64, lambda: requests.get(poll, timeout=60).status_code)
-    # Without a limit each GET would wait out the ping interval on a worker thread.
+    # Without a limit each GET would wait out the ping interval holding one of the worker's
+    # connections.
     assert wait_until(lambda: results.count(400) >= 63, timeout=30, every=0.1)
     assert health_within(small, 5)
     assert small.get("/vms").json()["count"] == 7
@@ -509,7 +510,7 @@ def test_many_websocket_upgrades_on_one_session_cannot_starve_rest(small: Gatewa
             ws = websocket.create_connection(url, timeout=60)
         except websocket.WebSocketBadStatusException as exc:
             return int(exc.status_code)
-        opened.append(ws)  # never sends the probe: it would hold its thread
+        opened.append(ws)  # never sends the probe: it would hold its connection
         return 101
 
     results, threads = flood(32, upgrade)

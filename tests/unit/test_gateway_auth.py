@@ -168,11 +168,17 @@ def test_socketio_connect_refuses_tokens_of_the_wrong_type(make_app, auth: objec
     assert socketio.test_client(app, auth={"token": "viewer-secret"}).is_connected()
 
 
-def test_socket_limit_keeps_threads_for_rest() -> None:
-    assert Settings(gateway_id="gw", threads=64).socket_limit() == 56
-    assert Settings(gateway_id="gw", threads=8).socket_limit() == 6
-    assert Settings(gateway_id="gw", threads=4).socket_limit() == 2
+def test_socket_limit_is_a_memory_bound_the_worker_has_room_above() -> None:
+    assert Settings(gateway_id="gw").socket_limit() == 10_000
+    # KVMSUP_THREADS of an older configuration is still accepted, and no longer shrinks the cap.
+    assert Settings(gateway_id="gw", threads=8).socket_limit() == 10_000
     assert Settings(gateway_id="gw", threads=8, max_sockets=100).socket_limit() == 100
+    for cap in (1, 100, 10_000, 250_000):
+        settings = Settings(gateway_id="gw", max_sockets=cap)
+        # Every session's requests fit in gunicorn's connections, with room left for REST.
+        assert settings.worker_connections() >= 2 * cap + 1000
+    with pytest.raises(ValueError):
+        Settings(gateway_id="gw", threads=2)  # still bounded as before
 
 
 def test_concurrent_guesses_get_no_more_tries_than_the_burst() -> None:
