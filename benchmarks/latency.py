@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -199,7 +200,6 @@ def print_rest(stack: Stack, dom: libvirt.virDomain, name: str, cycles: int) -> 
 def run_kvm(args: argparse.Namespace) -> None:
     if args.accel:
         os.environ["KVMSUP_E2E_ACCEL"] = args.accel
-    workdir = Path(tempfile.mkdtemp(prefix="kvs-latency-"))
     env = Libvirtd().up(owner=os.getpid())
     try:
         accel = env.accel
@@ -208,7 +208,7 @@ def run_kvm(args: argparse.Namespace) -> None:
         guests.wait_booted(guest, timeout=60)
         head = {"driver": "qemu", "accel": accel.upper(), "libvirt_uri": env.uri}
         print(json.dumps({**head, "guest": guest.name, **machine()}))
-        with running_stack(workdir, env.uri) as stack:
+        with running_stack(args.workdir, env.uri) as stack:
             stack.wait_vm(guest.name, "running")
             clock = EventClock(env.uri, guest.uuid)
             sio = stack.sio()
@@ -233,11 +233,10 @@ def run_test_driver(args: argparse.Namespace) -> None:
     """The agent on test:///default (its running domain `test`), the bare call on this
     process's own test:///default: a separate in-memory node, the same driver code."""
     uri = "test:///default"
-    workdir = Path(tempfile.mkdtemp(prefix="kvs-latency-"))
     conn = libvirt.open(uri)
     dom = conn.lookupByName("test")
     print(json.dumps({"driver": "test", "libvirt_uri": uri, "guest": "test", **machine()}))
-    with running_stack(workdir, uri) as stack:
+    with running_stack(args.workdir, uri) as stack:
         stack.wait_vm("test", "running")
         print_rest(stack, dom, "test", args.cycles)
     conn.close()
@@ -250,10 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=10, help="destroy/start cycles too")
     parser.add_argument("--accel", choices=["kvm", "tcg"], help="default: KVM when usable")
     args = parser.parse_args(argv)
-    if args.driver == "test":
-        run_test_driver(args)
-    else:
-        run_kvm(args)
+    # The broker's, agent's and gateway's logs and the gateway's database: gone after the run.
+    args.workdir = Path(tempfile.mkdtemp(prefix="kvs-latency-"))
+    try:
+        if args.driver == "test":
+            run_test_driver(args)
+        else:
+            run_kvm(args)
+    finally:
+        shutil.rmtree(args.workdir, ignore_errors=True)
     return 0
 
 
