@@ -56,7 +56,8 @@ __all__ = [
 
 
 class JobManager:
-    """Thread-safe; request threads wait on a condition the ingest thread notifies."""
+    """Thread-safe; a request thread waits on a condition of its own job, which the ingest
+    thread notifies when that job changes."""
 
     def __init__(
         self,
@@ -70,7 +71,11 @@ class JobManager:
         self.accept_timeout = accept_timeout
         self._keep = keep
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # guards the table and every job in it
+        # Job id -> the condition its request thread waits on (the same lock): an update wakes
+        # only the waiters of that job, not every request in flight.
+        self._waiters: dict[str, threading.Condition] = {}
         self._listeners: list[JobListener] = []
         # Jobs that entered each status since start (Prometheus counters: never decrease). A
         # job is counted under one final status only, its first: when the agent's reply
@@ -110,7 +115,9 @@ class JobManager:
             setattr(job, name, value)
         if job.finished and job.finished_at is None:
             job.finished_at = job.updated_at
-        self._cond.notify_all()
+        waiter = self._waiters.get(job.id)
+        if waiter is not None:
+            waiter.notify_all()
 
     def _trim(self) -> None:
         """Caller holds the condition. Forget the oldest finished jobs beyond `keep`; never an
@@ -215,24 +222,12 @@ class JobManager:
         the final status. True when the job finished in time."""
         start = time.monotonic()
         with self._cond:
-            self._cond.wait_for(
-                lambda: job.status != "pending", max(0.0, job.accept_deadline - start)
-            )
-            if job.status == "pending":
-                self._update(
-                    job,
-                    "timed_out",
-                    error={
-                        "code": "agent_timeout",
-                        "message": f"host {job.host} did not accept the command within "
-                        f"{self.accept_timeout + CLOCK_MARGIN_S:g} s",
-                    },
-                )
-                timed_out = True
-            else:
-                timed_out = False
-                left = max(0.0, wait_s - (time.monotonic() - start))
-                self._cond.wait_for(lambda: job.finished, left)
+            # One request thread runs a job: the one that submitted it.
+            waiter = self._waiters[job.id] = threading.Condition(self._lock)
+            try:
+                timed_out = self._wait(job, waiter, start, wait_s)
+            finally:
+                del self._waiters[job.id]
             finished = job.finished
         if timed_out:
             self._publish(job)
@@ -240,6 +235,24 @@ class JobManager:
                 job.error["message"] if job.error else "no answer", job=job.to_dict()
             )
         return finished
+
+    def _wait(self, job: Job, waiter: threading.Condition, start: float, wait_s: float) -> bool:
+        """Caller holds the lock. True when the job timed out waiting for `accepted`."""
+        waiter.wait_for(lambda: job.status != "pending", max(0.0, job.accept_deadline - start))
+        if job.status == "pending":
+            self._update(
+                job,
+                "timed_out",
+                error={
+                    "code": "agent_timeout",
+                    "message": f"host {job.host} did not accept the command within "
+                    f"{self.accept_timeout + CLOCK_MARGIN_S:g} s",
+                },
+            )
+            return True
+        left = max(0.0, wait_s - (time.monotonic() - start))
+        waiter.wait_for(lambda: job.finished, left)
+        return False
 
     # -- replies and host changes (ingest thread) ---------------------------------------------
     def on_reply(self, reply: CommandReply) -> Drop | None:

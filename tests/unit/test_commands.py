@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -738,3 +739,32 @@ def test_agent_stop_with_calls_still_queued_answers_each_once_and_logs_no_crash(
     assert gate.count("begun") == 0 and lv.truth(WEB) == "running"
     assert len([r for r in lv.replies if r.is_final]) == 2
     assert "crashed" not in caplog.text
+
+
+def test_a_quick_command_is_answered_when_its_call_returns_and_only_once() -> None:
+    # The final reply goes out from the call's worker: it does not wait for the job's own
+    # thread (here held busy), and that thread, once it runs, sends nothing more.
+    from agent.callpool import DaemonPool
+
+    hv = StandIn(domstate.RUNNING)
+    inventory = Inventory("h")
+    inventory.update(DomainInfo(UUID, "vm", domstate.RUNNING, 0, 1, 1024, 1024, False, True))
+    replies: queue.Queue[CommandReply] = queue.Queue()
+    executor = CommandExecutor("h", hv, inventory, lambda *_: None, lambda _u: None)  # type: ignore[arg-type]
+    release = threading.Event()
+    executor._jobs = DaemonPool(1, "held")
+    executor._jobs.submit(lambda: release.wait(10))
+    request = CommandRequest(
+        id="quick-1", action="suspend", vm=UUID, not_after=utc_now() + timedelta(seconds=30)
+    )
+    executor.submit(request, replies.put)
+    assert replies.get(timeout=5).status == "accepted"
+    final = replies.get(timeout=5)  # while the job thread cannot run
+    assert (final.status, final.state, final.changed) == ("succeeded", "paused", True)
+    release.set()
+    deadline = time.monotonic() + 10
+    while executor._pending and time.monotonic() < deadline:  # the job thread has run
+        time.sleep(0.01)
+    assert executor._pending == 0
+    executor.shutdown(wait=True)
+    assert replies.empty() and hv.performed == ["suspend"]

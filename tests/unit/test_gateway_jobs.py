@@ -351,3 +351,39 @@ def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
     job = jobs.all()[0]
     assert job.status == "rejected" and job.error is not None
     assert job.error["code"] == "store_slow" and exc.value.extra["job"]["id"] == job.id
+
+
+def test_requests_in_flight_each_wait_for_their_own_job() -> None:
+    # Twenty commands on twenty VMs at once, answered in reverse order, and one whose agent
+    # never sends its end: each request returns with its own outcome, the silent one only
+    # when its wait runs out (the others' replies do not end it).
+    jobs = JobManager(lambda *a: None, accept_timeout=2)
+    vms = [f"a0000000-0000-4000-8000-{i:012d}" for i in range(21)]
+    submitted = [
+        jobs.submit("h1", vm, f"vm{i}", "suspend", CommandParams(), "bob")
+        for i, vm in enumerate(vms)
+    ]
+    results: dict[str, tuple[bool, float]] = {}
+
+    def run(job) -> None:
+        t0 = time.monotonic()
+        results[job.id] = (jobs.run(job, wait_s=1.5), time.monotonic() - t0)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in submitted]
+    for thread in threads:
+        thread.start()
+    for job in submitted:
+        jobs.on_reply(
+            CommandReply(id=job.id, host="h1", status="accepted", vm=job.vm, action="suspend")
+        )
+    for i, job in reversed(list(enumerate(submitted[:-1]))):
+        status = "succeeded" if i % 2 else "failed"
+        jobs.on_reply(
+            CommandReply(id=job.id, host="h1", status=status, vm=job.vm, action="suspend")
+        )
+    for thread in threads:
+        thread.join(10)
+    for i, job in enumerate(submitted[:-1]):
+        assert results[job.id][0] and job.status == ("succeeded" if i % 2 else "failed")
+    finished, waited = results[submitted[-1].id]
+    assert not finished and submitted[-1].status == "accepted" and waited >= 1.4
