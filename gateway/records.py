@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.messages import VmMetrics
+from gateway.history import Agg
 
 # An audit entry's `result` for a command the gateway refused before any job existed.
 REFUSED = "refused"
@@ -15,28 +15,60 @@ REFUSED = "refused"
 
 @dataclass(frozen=True)
 class HistoryPoint:
+    """One point of a VM's history: one tick, or the average (and maximum) of `samples`
+    ticks from `ts` on. Rates are summed over the VM's disks and interfaces."""
+
     ts: datetime
     cpu_percent: float | None
     memory_percent: float | None
     memory_used_mb: int | None  # whole MiB, as the seed sends memory figures
-    disk_read_bps: float
-    disk_write_bps: float
-    net_rx_bps: float
-    net_tx_bps: float
+    disk_read_bps: float | None
+    disk_write_bps: float | None
+    net_rx_bps: float | None
+    net_tx_bps: float | None
+    samples: int = 1
+    maxima: tuple[float | int | None, ...] = ()  # in FIELDS order
 
 
-def history_point(m: VmMetrics) -> HistoryPoint:
-    """One VM's tick, summed over its disks and interfaces."""
-    return HistoryPoint(
-        ts=m.ts,
-        cpu_percent=m.cpu_percent,
-        memory_percent=m.memory_percent,
-        memory_used_mb=m.memory_used_mb,
-        disk_read_bps=sum(d.read_bps or 0.0 for d in m.disk_io),
-        disk_write_bps=sum(d.write_bps or 0.0 for d in m.disk_io),
-        net_rx_bps=sum(n.rx_bps or 0.0 for n in m.network_io),
-        net_tx_bps=sum(n.tx_bps or 0.0 for n in m.network_io),
-    )
+@dataclass(frozen=True)
+class History:
+    """What `GET /vm/<name>/history` answers: the tier the points come from (`full`: every
+    tick, `1m`, `15m`) and how many seconds each point covers (None: one tick each)."""
+
+    resolution: str
+    resolution_s: float | None
+    points: list[HistoryPoint]
+
+
+def _mib(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _avg(value: float | None, samples: int) -> float | None:
+    # A mean of two-decimal figures has a long tail of digits no graph needs.
+    return value if value is None or samples == 1 else round(value, 3)
+
+
+def history_points(aggs: list[Agg]) -> list[HistoryPoint]:
+    out = []
+    for a in aggs:
+        cpu, mem, used, rd, wr, rx, tx = a.avgs()
+        peaks = a.maxs
+        out.append(
+            HistoryPoint(
+                from_epoch(a.t),
+                _avg(cpu, a.n),
+                _avg(mem, a.n),
+                _mib(used),
+                _avg(rd, a.n),
+                _avg(wr, a.n),
+                _avg(rx, a.n),
+                _avg(tx, a.n),
+                samples=a.n,
+                maxima=(peaks[0], peaks[1], _mib(peaks[2]), *peaks[3:]),
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
