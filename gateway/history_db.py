@@ -74,6 +74,8 @@ _SPAN = "WITH RECURSIVE k(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM k WHERE x 
 # A minute is complete (its rows written) a little after it ends: ticks arrive, a quiet
 # VM's minute is swept. The 15-minute rollup waits that long past the quarter's end.
 SETTLE_MINUTES = 3
+# Rows stamped further ahead of the gateway's clock than this are pruned like expired ones.
+FUTURE_MINUTES = 10
 # How often a VM's `last_minute` is refreshed: it only has to outlive the longest window.
 LAST_SEEN_EVERY = 60
 
@@ -166,10 +168,14 @@ class HistoryTables:
                 conn.execute("UPDATE history_meta SET value = ? WHERE key = 'rolled'", (rolled,))
         else:
             rolled = now_min // 15
-        conn.execute("DELETE FROM history_ticks WHERE minute < ?", (now_min - w.full,))
+        # A tick stamped far ahead (an agent's clock, or a forged `ts`) would never age out.
+        ahead = now_min + FUTURE_MINUTES
+        conn.execute(
+            "DELETE FROM history_ticks WHERE minute < ? OR minute > ?", (now_min - w.full, ahead)
+        )
         # Minute rows wait for their rollup even when the 1-minute tier is shorter.
         keep_1m = min(now_min - w.minute, rolled * 15)
-        conn.execute("DELETE FROM history_1m WHERE t < ?", (keep_1m,))
+        conn.execute("DELETE FROM history_1m WHERE t < ? OR t > ?", (keep_1m, ahead))
         conn.execute("DELETE FROM history_15m WHERE t < ?", ((now_min - w.quarter) // 15,))
         gone = conn.execute(
             "DELETE FROM history_vms WHERE last_minute < ?",

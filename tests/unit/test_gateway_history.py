@@ -180,6 +180,24 @@ def test_reads_see_ticks_still_in_memory_and_a_quiet_vm_is_written(tmp_path: Pat
     assert [p.cpu_percent for p in again.history(HOST, uuid(1), 5).points] == [0.0, 1.0, 2.0]
 
 
+def test_ticks_stamped_far_ahead_do_not_stay_on_disk(tmp_path: Path) -> None:
+    """An agent whose clock (or a forged `ts`) is days ahead must not grow the file for good."""
+    path = tmp_path / "gw.db"
+    clock = Clock(T0)
+    store = Store(str(path), 60, 1, clock=clock)
+    store.start()
+    for day in range(1, 6):
+        ts = T0 + day * 86400
+        store.add_metrics(batch(ts, [vm(0, ts, 1.0, 0)]))
+    feed(store, clock, 1, 0, 31)  # a minute of honest ticks, and a prune
+    clock.t += 61
+    store.add_metrics(batch(clock.t, []))
+    store.stop()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT max(minute) FROM history_ticks").fetchone()[0] <= T0 // 60 + 1
+    assert db.execute("SELECT max(t) FROM history_1m").fetchone()[0] <= T0 // 60 + 1
+
+
 def test_a_file_of_the_per_tick_schema_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old = sqlite3.connect(path)
