@@ -13,12 +13,11 @@ from gateway import views
 from gateway.auth import require
 from gateway.bus import gateway_version
 from gateway.errors import BadRequest, NotFound
+from gateway.history import MAX_POINTS
 from gateway.service import VERBS, Gateway, job_of
 from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)
-# Most points one history answer carries (`?points=`): a day of ticks at 2 s is 43,200.
-MAX_POINTS = 10000
 
 
 def gw() -> Gateway:

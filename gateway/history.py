@@ -27,6 +27,9 @@ FIELDS = (
 # milliseconds of the tick's `ts` within its minute: the wire's own precision. Little-endian
 # whatever the machine, and tick after tick, so two parts of one minute join by concatenation.
 TICK = struct.Struct("<Hfffdddd")
+# Most points one history answer may ask for (`?points=`); without it an answer holds at most
+# an hour of ticks, a day of minutes or 30 days of quarters (1,800, 1,440, 2,880 by default).
+MAX_POINTS = 10000
 NAN = math.nan
 
 Key = tuple[str, str]  # (host, uuid)

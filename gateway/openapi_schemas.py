@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from gateway.history import MAX_POINTS
 from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics
 
 REF = "#/components/schemas/{model}"
@@ -48,7 +49,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "points",
         "most points returned: beyond it, the window is cut into this many equal intervals, "
         "each the average (and `*_max` the maximum) of its points; default: every point",
-        {"type": "integer", "minimum": 1, "maximum": 10000},
+        {"type": "integer", "minimum": 1, "maximum": MAX_POINTS},
     ),
     "limit": _q(
         "limit",
