@@ -17,49 +17,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import blocking
+from gateway import audit_db, blocking
 from gateway.drops import Drops
 from gateway.history import Closed, Tail, at_most
 from gateway.history_db import HistoryTables, Windows, migrate_rows
-from gateway.records import REFUSED, AuditEntry, History, history_points
+from gateway.records import AuditEntry, History, history_points
 from shared.messages import MetricsBatch, VmEvent
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, host TEXT NOT NULL,
-    kind TEXT NOT NULL, uuid TEXT, name TEXT, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE TABLE IF NOT EXISTS audit (
-    id TEXT PRIMARY KEY, ts REAL NOT NULL, by TEXT NOT NULL, host TEXT, vm TEXT, name TEXT,
-    action TEXT NOT NULL, params TEXT NOT NULL, result TEXT NOT NULL, error TEXT,
-    updated_at REAL NOT NULL, finished_at REAL);
-CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
-"""
-AUDIT_COLUMNS = (
-    "id, ts, by, host, vm, name, action, params, result, error, updated_at, finished_at, "
-    "state, changed, escalated, accepted_at, revised"
-)
-AUDIT_UPSERT = (
-    f"INSERT OR REPLACE INTO audit ({AUDIT_COLUMNS}) "
-    f"VALUES ({', '.join('?' for _ in AUDIT_COLUMNS.split(','))})"
-)
-# Added since the first schema: a file written by an older gateway gets them on open.
-AUDIT_ADDED = {
-    "state": "TEXT",
-    "changed": "INTEGER",
-    "escalated": "INTEGER",
-    "accepted_at": "REAL",
-    "revised": "TEXT",
-}
 Write = tuple[str, Sequence[tuple[Any, ...]], int]  # sql, rows, droppable weight (0: never)
 Item = Write | list[Closed] | threading.Event | None  # a write, ended minutes, a flush, stop
 PRUNE_EVERY_S = 60.0
 SWEEP_EVERY_S = 10.0  # how often minutes of VMs that went quiet are ended
 BATCH_MAX = 1000
-READERS_KEPT = 8
-WAL_LIMIT_BYTES = 64 * 1024 * 1024  # idle reader connections kept open
+READERS_KEPT = 8  # idle reader connections kept open
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
 R = TypeVar("R")
 
 
@@ -127,11 +100,7 @@ class Store:
         # hold two and waste a third. Only a new file takes it (before WAL is on).
         conn.execute("PRAGMA page_size=8192")
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(SCHEMA)
-        have = {r[1] for r in conn.execute("PRAGMA table_info(audit)")}
-        for column, kind in AUDIT_ADDED.items():
-            if column not in have:
-                conn.execute(f"ALTER TABLE audit ADD COLUMN {column} {kind}")
+        audit_db.create(conn)
         self._tables.create(conn, self._clock())
         migrate_rows(conn, self._tables)
         conn.commit()
@@ -221,7 +190,7 @@ class Store:
 
     def record(self, entry: AuditEntry) -> None:
         """Insert or update (same id) one audit entry."""
-        self._put(AUDIT_UPSERT, [entry.row()])
+        self._put(audit_db.AUDIT_UPSERT, [entry.row()])
 
     def record_now(self, entry: AuditEntry) -> None:
         """Insert or update one audit entry and commit before returning: a job is on disk
@@ -332,50 +301,24 @@ class Store:
         limit: int = 100,
     ) -> list[VmEvent]:
         """Newest first (by arrival)."""
-        where, args = _filters(host=host, kind=kind)
-        if vm:
-            where.append("(uuid = ? OR name = ?)")
-            args += [vm, vm]
-        rows = self._read(
-            _all,
-            f"SELECT body FROM events {_where(where)} ORDER BY seq DESC LIMIT ?",
-            [*args, limit],
-        )
+        rows = self._read(_all, *audit_db.events_query(host, vm, kind, limit))
         return [VmEvent.model_validate_json(r[0]) for r in rows]
 
     def audit(
         self, *, limit: int = 100, vm: str | None = None, **equal: str | None
     ) -> list[AuditEntry]:
         """Newest first; `equal` filters on by, host, action, result."""
-        where, args = _filters(**equal)
-        if vm:
-            where.append("(vm = ? OR name = ?)")
-            args += [vm, vm]
-        rows = self._read(
-            _all,
-            f"SELECT {AUDIT_COLUMNS} FROM audit {_where(where)} ORDER BY ts DESC LIMIT ?",
-            [*args, limit],
-        )
+        rows = self._read(_all, *audit_db.audit_query(limit, vm, equal))
         return [AuditEntry.from_row(tuple(r)) for r in rows]
 
     def jobs(self, limit: int) -> list[AuditEntry]:
         """The newest `limit` entries that are jobs (not refusals), and every unfinished job
         however old (a restarted gateway must still end it), newest first."""
-        rows = self._read(
-            _all,
-            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE result != ? AND (finished_at IS NULL "
-            "OR id IN (SELECT id FROM audit WHERE result != ? ORDER BY ts DESC LIMIT ?)) "
-            "ORDER BY ts DESC",
-            (REFUSED, REFUSED, limit),
-        )
+        rows = self._read(_all, *audit_db.jobs_query(limit))
         return [AuditEntry.from_row(tuple(r)) for r in rows]
 
     def job(self, job_id: str) -> AuditEntry | None:
-        rows = self._read(
-            _all,
-            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE id = ? AND result != ?",
-            (job_id, REFUSED),
-        )
+        rows = self._read(_all, *audit_db.job_query(job_id))
         return AuditEntry.from_row(tuple(rows[0])) if rows else None
 
 
@@ -385,14 +328,4 @@ def _all(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Any]:
 
 def _upsert_now(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     with conn:
-        conn.execute(AUDIT_UPSERT, row)
-
-
-def _filters(**equal: str | None) -> tuple[list[str], list[Any]]:
-    # Column names come from the callers' keyword names (fixed in code), never from requests.
-    where = [f"{column} = ?" for column, value in equal.items() if value]
-    return where, [value for value in equal.values() if value]
-
-
-def _where(clauses: list[str]) -> str:
-    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        conn.execute(audit_db.AUDIT_UPSERT, row)
