@@ -11,7 +11,7 @@ import math
 import sqlite3
 from dataclasses import dataclass
 
-from gateway.history import FIELDS, NAN, TICK, Agg, Closed, Key, Minute, bucket
+from gateway.history import FIELDS, NAN, TICK, Agg, Closed, Key, Minute, Tick, bucket
 
 _AGG_COLS = ", ".join(f"{f}_avg REAL, {f}_max REAL" for f in FIELDS)
 SCHEMA = f"""
@@ -185,26 +185,30 @@ class HistoryTables:
             self._ids.clear()
 
     # -- reads -------------------------------------------------------------------------------
-    def read(
+    def read_ticks(
+        self, conn: sqlite3.Connection, key: Key, since: float, until: float, tail: list[Minute]
+    ) -> list[Tick]:
+        """One VM's ticks in [since, until], the uncommitted `tail` merged in (it wins over
+        a row of the same minute: a minute committed a moment ago is still in it, whole)."""
+        first, last = math.floor(since / 60), math.floor(until / 60)
+        by_minute = {m.minute: m for m in self._ticks(conn, _vm(conn, key), first, last)}
+        by_minute.update((m.minute, m) for m in tail)
+        ticks = [p for m in sorted(by_minute) for p in by_minute[m].ticks()]
+        return [p for p in ticks if since <= p[0] <= until]
+
+    def read_aggs(
         self,
         conn: sqlite3.Connection,
         key: Key,
         since: float,
         until: float,
         tail: list[Minute],
-    ) -> tuple[str, list[Agg]]:
-        """One VM's points in [since, until] at the finest tier reaching back that far,
-        the uncommitted `tail` merged in (it wins over a row of the same minute)."""
-        tier = self.windows.tier((until - since) / 60.0)
-        row = conn.execute("SELECT id FROM history_vms WHERE host = ? AND uuid = ?", key).fetchone()
-        vm = None if row is None else int(row[0])
+        tier: str,
+    ) -> list[Agg]:
+        """One VM's minutes (`1m`) or quarters (`15m`) from the one holding `since`, the
+        uncommitted `tail` merged in."""
+        vm = _vm(conn, key)
         first, last = math.floor(since / 60), math.floor(until / 60)
-        if tier == "full":
-            by_minute = {m.minute: m for m in self._ticks(conn, vm, first, last)}
-            # The tail wins: a minute committed a moment ago is still in it, whole.
-            by_minute.update((m.minute, m) for m in tail)
-            ticks = [p for m in sorted(by_minute) for p in by_minute[m].ticks()]
-            return tier, [p for p in ticks if since <= p.t <= until]
         quarters: list[Agg] = []
         if tier == "15m":
             rolled = _rolled(conn, last)
@@ -213,7 +217,7 @@ class HistoryTables:
         minutes = {int(a.t // 60): a for a in self._aggs(conn, "history_1m", vm, first, last, 60)}
         minutes.update((m.minute, m.summary()) for m in tail if m.minute >= first)
         points = quarters + [minutes[k] for k in sorted(minutes)]
-        return tier, bucket(points, 900.0) if tier == "15m" else points
+        return bucket(points, 900.0) if tier == "15m" else points
 
     def _ticks(
         self, conn: sqlite3.Connection, vm: int | None, first: int, last: int
@@ -237,6 +241,11 @@ class HistoryTables:
             (first, last, vm),
         ).fetchall()
         return [Agg.of_row(t * width, n, r[0::2], r[1::2]) for t, n, *r in rows]
+
+
+def _vm(conn: sqlite3.Connection, key: Key) -> int | None:
+    row = conn.execute("SELECT id FROM history_vms WHERE host = ? AND uuid = ?", key).fetchone()
+    return None if row is None else int(row[0])
 
 
 def _rolled(conn: sqlite3.Connection, now_min: int) -> int:

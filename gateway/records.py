@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from gateway.history import Agg
+from gateway.history import Agg, Tick
 
 # An audit entry's `result` for a command the gateway refused before any job existed.
 REFUSED = "refused"
@@ -47,6 +47,17 @@ def _mib(value: float | None) -> int | None:
 def _avg(value: float | None, samples: int) -> float | None:
     # A mean of two-decimal figures has a long tail of digits no graph needs.
     return value if value is None or samples == 1 else round(value, 3)
+
+
+def tick_points(ticks: list[Tick]) -> list[HistoryPoint]:
+    """Ticks as they were sent: each its own maximum."""
+    out = []
+    for t, values in ticks:
+        cpu, mem, used, rd, wr, rx, tx = values
+        mib = _mib(used)
+        peaks = (cpu, mem, mib, rd, wr, rx, tx)
+        out.append(HistoryPoint(from_epoch(t), cpu, mem, mib, rd, wr, rx, tx, 1, peaks))
+    return out
 
 
 def history_points(aggs: list[Agg]) -> list[HistoryPoint]:

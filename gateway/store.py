@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from gateway import audit_db, blocking
 from gateway.drops import Drops
-from gateway.history import Closed, Tail, at_most
+from gateway.history import Closed, Tail, at_most, ticks_at_most
 from gateway.history_db import HistoryTables, Windows, migrate_rows
-from gateway.records import AuditEntry, History, history_points
+from gateway.records import AuditEntry, History, history_points, tick_points
 from shared.messages import MetricsBatch, VmEvent
 
 logger = logging.getLogger(__name__)
@@ -283,14 +283,20 @@ class Store:
         back, as at most `points` points (averages and maxima over equal intervals)."""
         until = self._clock()
         start = until - minutes * 60.0
-        tail = self._tail.of((host, uuid))
-        tier, aggs = self._read(self._tables.read, (host, uuid), start, until, tail)
-        if points is not None and len(aggs) > points:
-            aggs = blocking.call(at_most, aggs, points, start, until)
-            width: float | None = minutes * 60.0 / points
+        key = (host, uuid)
+        tail = self._tail.of(key)
+        tier = self.windows.tier(minutes)
+        if tier == "full":
+            ticks = self._read(self._tables.read_ticks, key, start, until, tail)
+            if points is None or len(ticks) <= points:
+                return History(tier, None, tick_points(ticks))
+            aggs = blocking.call(ticks_at_most, ticks, points, start, until)
         else:
-            width = {"full": None, "1m": 60.0, "15m": 900.0}[tier]
-        return History(tier, width, history_points(aggs))
+            aggs = self._read(self._tables.read_aggs, key, start, until, tail, tier)
+            if points is None or len(aggs) <= points:
+                return History(tier, 60.0 if tier == "1m" else 900.0, history_points(aggs))
+            aggs = blocking.call(at_most, aggs, points, start, until)
+        return History(tier, minutes * 60.0 / points, history_points(aggs))
 
     def events(
         self,

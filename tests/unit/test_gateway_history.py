@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.history import Agg, Tail, at_most
+from gateway.history import Agg, Tail, at_most, ticks_at_most
 from gateway.store import Store
 from shared.messages import DiskIO, HostMetrics, MetricsBatch, NetIO, VmMetrics
 
@@ -245,3 +245,8 @@ def test_at_most_keeps_the_average_and_the_maximum_of_each_interval() -> None:
     assert merged[-1].maxs[0] == 99.0 and merged[0].avgs()[1] is None
     assert at_most(points, 100, T0, T0 + 99) is points
     assert len(at_most(points, 1, T0, T0 + 99)) == 1
+    ticks = [(T0 + s, (float(s), None, 1.0, 0.0, 0.0, 0.0, 0.0)) for s in range(100)]
+    same = ticks_at_most(ticks, 7, T0, T0 + 99)
+    assert [(p.t, p.n, p.sums, p.counts, p.maxs) for p in same] == [
+        (p.t, p.n, p.sums, p.counts, p.maxs) for p in merged
+    ]
