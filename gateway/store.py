@@ -124,9 +124,10 @@ class Store:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         """Commit what is queued and the minutes in memory, then end the writer. Writes queued
-        after this are lost: stop whatever makes them (the ingest thread) first."""
+        after this are lost: stop whatever makes them (the ingest thread) first. The wait
+        allows for a big fleet: 10,000 VMs' open minutes are 10,000 rows."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
