@@ -172,6 +172,7 @@ def main() -> None:
     store.start()
     rng = random.Random(1)
     sim = Fleet(args.hosts, args.vms)
+    rss_models = rss_mib()  # the benchmark's own models, not the store's
     build_cpu = add_cpu = 0.0
     cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.monotonic()
     for k in range(ticks):
@@ -207,6 +208,7 @@ def main() -> None:
     points = ticks * fleet
     drops = store.drops.counts()
     rss_filled = rss_mib()
+    tail_counts = store.minutes_in_memory()
     reads = [
         read_latency(store, args, 60, None),
         read_latency(store, args, 60, 300),
@@ -229,7 +231,9 @@ def main() -> None:
                 "db_bytes": db_bytes(path),
                 "db_bytes_per_vm_hour": round(db_bytes(path) / fleet / args.hours),
                 "rss_mib_before": round(rss_before, 1),
+                "rss_mib_fleet_models": round(rss_models - rss_before, 1),
                 "rss_mib_filled": round(rss_filled, 1),
+                "tail_minutes_open_pending": list(tail_counts),
                 "rss_mib_peak": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "add_cpu_s_per_10k_points": round(add_cpu / points * 10_000, 4),
                 "writer_cpu_s_per_10k_points": round(writer_cpu / points * 10_000, 4),

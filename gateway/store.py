@@ -136,6 +136,10 @@ class Store:
         for conn in idle:
             blocking.call(conn.close)
 
+    def minutes_in_memory(self) -> tuple[int, int]:
+        """VM-minutes of history held in memory: (open, ended but not committed yet)."""
+        return self._tail.counts()
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every write queued so far is committed (tests, shutdown)."""
         done = threading.Event()
