@@ -34,11 +34,17 @@ _NAMES = ", ".join(f"{f}_avg, {f}_max" for f in FIELDS)
 _MARKS = ", ".join("?" for _ in range(3 + 2 * len(FIELDS)))
 
 
+# Aggregates are kept in hundredths (MiB whole), rounded: SQLite writes a REAL with no
+# fraction as a small integer (1 to 6 bytes instead of 8), which halves these rows; the
+# agent's figures have two decimals, so maxima stay exact and averages keep two decimals.
+SCALES = (100, 100, 1, 100, 100, 100, 100)
+
+
 def _merge_avg(f: str) -> str:
     return (
         f"{f}_avg = CASE WHEN {f}_avg IS NULL THEN excluded.{f}_avg "
         f"WHEN excluded.{f}_avg IS NULL THEN {f}_avg "
-        f"ELSE ({f}_avg * n + excluded.{f}_avg * excluded.n) / (n + excluded.n) END"
+        f"ELSE round(({f}_avg * n + excluded.{f}_avg * excluded.n) / (n + excluded.n)) END"
     )
 
 
@@ -63,7 +69,7 @@ _ROLLUP = (
     f"INSERT OR REPLACE INTO history_15m (t, vm, n, {_NAMES}) "
     "SELECT t / 15, vm, sum(n), "
     + ", ".join(
-        f"sum({f}_avg * n) / sum(CASE WHEN {f}_avg IS NOT NULL THEN n END), max({f}_max)"
+        f"round(sum({f}_avg * n) / sum(CASE WHEN {f}_avg IS NOT NULL THEN n END)), max({f}_max)"
         for f in FIELDS
     )
     + " FROM history_1m WHERE t >= ? AND t < ? GROUP BY t / 15, vm"
@@ -142,9 +148,9 @@ class HistoryTables:
             vm = self._vm_id(conn, key, buf.minute)
             agg = buf.summary()
             avgs = agg.avgs()
-            values: list[float | None] = []
-            for avg, peak in zip(avgs, agg.maxs, strict=True):
-                values += (avg, peak)
+            values: list[int | None] = []
+            for avg, peak, scale in zip(avgs, agg.maxs, SCALES, strict=True):
+                values += (_scaled(avg, scale), _scaled(peak, scale))
             ticks.append((buf.minute, vm, bytes(buf.raw)))
             minutes.append((buf.minute, vm, agg.n, *values))
         if self.windows.full:
@@ -240,7 +246,17 @@ class HistoryTables:
             _SPAN + f"SELECT t, n, {_NAMES} FROM k JOIN {table} ON t = x AND vm = ?",
             (first, last, vm),
         ).fetchall()
-        return [Agg.of_row(t * width, n, r[0::2], r[1::2]) for t, n, *r in rows]
+        return [
+            Agg.of_row(t * width, n, _unscaled(r[0::2]), _unscaled(r[1::2])) for t, n, *r in rows
+        ]
+
+
+def _scaled(value: float | None, scale: int) -> int | None:
+    return None if value is None else round(value * scale)
+
+
+def _unscaled(values: list[float | None]) -> list[float | None]:
+    return [None if v is None else v / s for v, s in zip(values, SCALES, strict=True)]
 
 
 def _vm(conn: sqlite3.Connection, key: Key) -> int | None:

@@ -44,9 +44,11 @@ def _mib(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def _avg(value: float | None, samples: int) -> float | None:
-    # A mean of two-decimal figures has a long tail of digits no graph needs.
-    return value if value is None or samples == 1 else round(value, 3)
+def _cents(value: float | None) -> float | None:
+    # Aggregates in hundredths, rounded as the minute rows keep them: a mean of two-decimal
+    # figures has a tail of digits no graph needs, and a minute reads the same before and
+    # after it is written.
+    return None if value is None else round(value * 100) / 100
 
 
 def tick_points(ticks: list[Tick]) -> list[HistoryPoint]:
@@ -61,22 +63,24 @@ def tick_points(ticks: list[Tick]) -> list[HistoryPoint]:
 
 
 def history_points(aggs: list[Agg]) -> list[HistoryPoint]:
+    """Aggregated points: averages and maxima in hundredths, memory in whole MiB."""
     out = []
     for a in aggs:
         cpu, mem, used, rd, wr, rx, tx = a.avgs()
-        peaks = a.maxs
+        p = a.maxs
+        peaks = (_cents(p[0]), _cents(p[1]), _mib(p[2]), *(_cents(x) for x in p[3:]))
         out.append(
             HistoryPoint(
                 from_epoch(a.t),
-                _avg(cpu, a.n),
-                _avg(mem, a.n),
+                _cents(cpu),
+                _cents(mem),
                 _mib(used),
-                _avg(rd, a.n),
-                _avg(wr, a.n),
-                _avg(rx, a.n),
-                _avg(tx, a.n),
-                samples=a.n,
-                maxima=(peaks[0], peaks[1], _mib(peaks[2]), *peaks[3:]),
+                _cents(rd),
+                _cents(wr),
+                _cents(rx),
+                _cents(tx),
+                a.n,
+                peaks,
             )
         )
     return out
