@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -14,6 +13,7 @@ from gateway import views
 from gateway.auth import require
 from gateway.bus import gateway_version
 from gateway.errors import BadRequest, NotFound
+from gateway.history import MAX_POINTS
 from gateway.service import VERBS, Gateway, job_of
 from shared.messages import iso_z, utc_now
 
@@ -42,7 +42,7 @@ def index() -> ResponseReturnValue:
                 "GET /vms",
                 "GET /vm/<name>",
                 "GET /vm/<name>/metrics",
-                "GET /vm/<name>/history?minutes=",
+                "GET /vm/<name>/history?minutes=&points=",
                 *(f"POST /vm/<name>/{verb}" for verb in VERBS),
                 "GET /hosts",
                 "GET /hosts/<host>",
@@ -136,15 +136,25 @@ def vm_metrics(name: str) -> ResponseReturnValue:
 @require("viewer")
 def vm_history(name: str) -> ResponseReturnValue:
     gateway = gw()
-    try:
-        minutes = float(request.args.get("minutes", "10"))
-    except ValueError as exc:
-        raise BadRequest("minutes must be a number") from exc
-    if not 0 < minutes <= gateway.settings.history_minutes:
-        raise BadRequest(f"minutes must be in (0, {gateway.settings.history_minutes}]")
+    longest = gateway.store.windows.longest
+    minutes = _number("minutes", "10", float)
+    if not 0 < minutes <= longest:  # NaN fails both
+        raise BadRequest(f"minutes must be in (0, {longest}]")
+    points = request.args.get("points")
+    limit = None if points is None else _number("points", points, int)
+    if limit is not None and not 1 <= limit <= MAX_POINTS:
+        raise BadRequest(f"points must be an integer in [1, {MAX_POINTS}]")
     vm = gateway.cache.find(name, host_arg())
-    points = gateway.store.history(vm.host, vm.uuid, utc_now() - timedelta(minutes=minutes))
-    return jsonify(views.history(vm, minutes, points))
+    history = gateway.store.history(vm.host, vm.uuid, minutes, limit)
+    return jsonify(views.history(vm, minutes, history))
+
+
+def _number(name: str, default: str, kind: type[float] | type[int]) -> Any:
+    try:
+        return kind(request.args.get(name, default))
+    except ValueError as exc:
+        what = "an integer" if kind is int else "a number"
+        raise BadRequest(f"{name} must be {what}") from exc
 
 
 def json_body(raw: bytes) -> Any:

@@ -64,7 +64,11 @@ class Settings(BaseSettings):
     accept_timeout: float = Field(5.0, gt=0, le=60)
     default_wait: float = Field(10.0, ge=0, le=300)
     max_wait: float = Field(120.0, gt=0)
+    # History (docs/API.md): every tick for `history_minutes`, then 1-minute averages and
+    # maxima for `history_1m_hours`, then 15-minute ones for `history_15m_days` (0: off).
     history_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    history_1m_hours: int = Field(24, ge=0, le=31 * 24)
+    history_15m_days: int = Field(30, ge=0, le=3660)
     audit_days: int = Field(90, ge=1)
     jobs_keep: int = Field(1000, ge=10)
     # Deprecated and ignored: the thread pool of the former gthread worker. Still accepted (and

@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from gateway.bus import gateway_version
 from gateway.errors import BadRequest
+from gateway.history_db import Windows
 from gateway.openapi_schemas import PARAMS, SCHEMAS, ref
 
 bp = Blueprint("docs", __name__)
@@ -18,7 +19,8 @@ _S = {"type": "string"}
 
 # Statuses every route may answer, and what each means (the body is always the Error schema).
 ERRORS = {
-    400: "Bad input (body, `?wait=`, `?minutes=`, `?limit=`, a query parameter given twice)",
+    400: "Bad input (body, `?wait=`, `?minutes=`, `?points=`, `?limit=`, a query parameter "
+    "given twice)",
     401: "No or unknown token",
     403: "The token's role is too low",
     404: "Unknown VM, host or job",
@@ -79,7 +81,7 @@ ROUTES: dict[str, Doc] = {
     "api.vm_detail": Doc("One VM", "VmDetail", ("host",), _VM_ERRORS),
     "api.vm_metrics": Doc("A VM's latest metrics", "VmMetrics", ("host",), _VM_ERRORS),
     "api.vm_history": Doc(
-        "A VM's metrics history", "History", ("host", "minutes"), (400, *_VM_ERRORS)
+        "A VM's metrics history", "History", ("host", "minutes", "points"), (400, *_VM_ERRORS)
     ),
     "api.vm_start": Doc("Start a VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
     "api.vm_stop": Doc(
@@ -140,7 +142,10 @@ def _bounded(params: dict[str, dict[str, Any]], app: Flask) -> dict[str, dict[st
     settings = getattr(app.extensions.get("kvmsup"), "settings", None)
     if settings is None:
         return params
-    caps = {"wait": settings.max_wait, "minutes": settings.history_minutes}
+    longest = Windows.of(
+        settings.history_minutes, settings.history_1m_hours, settings.history_15m_days
+    ).longest
+    caps = {"wait": settings.max_wait, "minutes": longest}
     bounded = dict(params)
     for name, cap in caps.items():
         param = bounded[name]

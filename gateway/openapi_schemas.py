@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from gateway.history import MAX_POINTS
 from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics
 
 REF = "#/components/schemas/{model}"
@@ -39,8 +40,16 @@ PARAMS: dict[str, dict[str, Any]] = {
     ),
     "minutes": _q(
         "minutes",
-        "window, at most KVMSUP_HISTORY_MINUTES",
+        "window in minutes, at most the longest history kept: every tick up to "
+        "KVMSUP_HISTORY_MINUTES, 1-minute points up to KVMSUP_HISTORY_1M_HOURS, 15-minute "
+        "points up to KVMSUP_HISTORY_15M_DAYS",
         {"type": "number", "exclusiveMinimum": 0, "default": 10},
+    ),
+    "points": _q(
+        "points",
+        "most points returned: beyond it, the window is cut into this many equal intervals, "
+        "each the average (and `*_max` the maximum) of its points; default: every point",
+        {"type": "integer", "minimum": 1, "maximum": MAX_POINTS},
     ),
     "limit": _q(
         "limit",
@@ -224,6 +233,8 @@ SCHEMAS: dict[str, Any] = {
             "host": _S,
             "uuid": _S,
             "minutes": _N,
+            "resolution": {"type": "string", "enum": ["full", "1m", "15m"]},
+            "resolution_s": _opt(_N),
             "count": _I,
             "points": {
                 "type": "array",
@@ -233,10 +244,18 @@ SCHEMAS: dict[str, Any] = {
                         "cpu_percent": _opt(_N),
                         "memory_percent": _opt(_N),
                         "memory_used_mb": _opt(_I),
-                        "disk_read_bps": _N,
-                        "disk_write_bps": _N,
-                        "net_rx_bps": _N,
-                        "net_tx_bps": _N,
+                        "disk_read_bps": _opt(_N),
+                        "disk_write_bps": _opt(_N),
+                        "net_rx_bps": _opt(_N),
+                        "net_tx_bps": _opt(_N),
+                        "samples": _I,
+                        "cpu_percent_max": _opt(_N),
+                        "memory_percent_max": _opt(_N),
+                        "memory_used_mb_max": _opt(_I),
+                        "disk_read_bps_max": _opt(_N),
+                        "disk_write_bps_max": _opt(_N),
+                        "net_rx_bps_max": _opt(_N),
+                        "net_tx_bps_max": _opt(_N),
                     }
                 ),
             },

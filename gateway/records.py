@@ -5,38 +5,85 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from shared.messages import VmMetrics
+from gateway.history import Agg, Tick
 
 # An audit entry's `result` for a command the gateway refused before any job existed.
 REFUSED = "refused"
 
 
-@dataclass(frozen=True)
-class HistoryPoint:
+class HistoryPoint(NamedTuple):
+    """One point of a VM's history: one tick, or the average (and maximum) of `samples`
+    ticks from `ts` on. Rates are summed over the VM's disks and interfaces. A tuple: an
+    hour of ticks is 1,800 of them per answer."""
+
     ts: datetime
     cpu_percent: float | None
     memory_percent: float | None
     memory_used_mb: int | None  # whole MiB, as the seed sends memory figures
-    disk_read_bps: float
-    disk_write_bps: float
-    net_rx_bps: float
-    net_tx_bps: float
+    disk_read_bps: float | None
+    disk_write_bps: float | None
+    net_rx_bps: float | None
+    net_tx_bps: float | None
+    samples: int = 1
+    maxima: tuple[float | int | None, ...] = ()  # in FIELDS order
 
 
-def history_point(m: VmMetrics) -> HistoryPoint:
-    """One VM's tick, summed over its disks and interfaces."""
-    return HistoryPoint(
-        ts=m.ts,
-        cpu_percent=m.cpu_percent,
-        memory_percent=m.memory_percent,
-        memory_used_mb=m.memory_used_mb,
-        disk_read_bps=sum(d.read_bps or 0.0 for d in m.disk_io),
-        disk_write_bps=sum(d.write_bps or 0.0 for d in m.disk_io),
-        net_rx_bps=sum(n.rx_bps or 0.0 for n in m.network_io),
-        net_tx_bps=sum(n.tx_bps or 0.0 for n in m.network_io),
-    )
+@dataclass(frozen=True)
+class History:
+    """What `GET /vm/<name>/history` answers: the tier the points come from (`full`: every
+    tick, `1m`, `15m`) and how many seconds each point covers (None: one tick each)."""
+
+    resolution: str
+    resolution_s: float | None
+    points: list[HistoryPoint]
+
+
+def _mib(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _cents(value: float | None) -> float | None:
+    # Aggregates in hundredths, rounded as the minute rows keep them: a mean of two-decimal
+    # figures has a tail of digits no graph needs, and a minute reads the same before and
+    # after it is written.
+    return None if value is None else round(value * 100) / 100
+
+
+def tick_points(ticks: list[Tick]) -> list[HistoryPoint]:
+    """Ticks as they were sent: each its own maximum."""
+    out = []
+    for t, values in ticks:
+        cpu, mem, used, rd, wr, rx, tx = values
+        mib = _mib(used)
+        peaks = (cpu, mem, mib, rd, wr, rx, tx)
+        out.append(HistoryPoint(from_epoch(t), cpu, mem, mib, rd, wr, rx, tx, 1, peaks))
+    return out
+
+
+def history_points(aggs: list[Agg]) -> list[HistoryPoint]:
+    """Aggregated points: averages and maxima in hundredths, memory in whole MiB."""
+    out = []
+    for a in aggs:
+        cpu, mem, used, rd, wr, rx, tx = a.avgs()
+        p = a.maxs
+        peaks = (_cents(p[0]), _cents(p[1]), _mib(p[2]), *(_cents(x) for x in p[3:]))
+        out.append(
+            HistoryPoint(
+                from_epoch(a.t),
+                _cents(cpu),
+                _cents(mem),
+                _mib(used),
+                _cents(rd),
+                _cents(wr),
+                _cents(rx),
+                _cents(tx),
+                a.n,
+                peaks,
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)

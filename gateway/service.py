@@ -159,7 +159,12 @@ class Gateway:
         self.cache = StateCache()
         self.drops = Drops()
         self.store = Store(
-            settings.db, settings.history_minutes, settings.audit_days, drops=self.drops
+            settings.db,
+            settings.history_minutes,
+            settings.audit_days,
+            drops=self.drops,
+            minute_hours=settings.history_1m_hours,
+            quarter_days=settings.history_15m_days,
         )
         self.bus = Bus(settings, self.handle, drops=self.drops)
         self.jobs = JobManager(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from gateway.records import AuditEntry, HistoryPoint
+from gateway.history import FIELDS
+from gateway.records import AuditEntry, History, HistoryPoint
 from gateway.state import HostLoad, Snapshot
 from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics, VmState, as_dict, iso_z
 
@@ -123,26 +124,36 @@ def summary(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-def history(vm: VmState, minutes: float, points: list[HistoryPoint]) -> dict[str, Any]:
+def history(vm: VmState, minutes: float, history: History) -> dict[str, Any]:
+    """The seed-era fields of each point are averages when a point stands for several
+    ticks; `*_max` and `samples` say what they hide."""
     return {
         "name": vm.name,
         "host": vm.host,
         "uuid": vm.uuid,
         "minutes": minutes,
-        "count": len(points),
-        "points": [
-            {
-                "ts": iso_z(p.ts),
-                "cpu_percent": p.cpu_percent,
-                "memory_percent": p.memory_percent,
-                "memory_used_mb": p.memory_used_mb,
-                "disk_read_bps": p.disk_read_bps,
-                "disk_write_bps": p.disk_write_bps,
-                "net_rx_bps": p.net_rx_bps,
-                "net_tx_bps": p.net_tx_bps,
-            }
-            for p in points
-        ],
+        "resolution": history.resolution,
+        "resolution_s": history.resolution_s,
+        "count": len(history.points),
+        "points": [_history_point(p) for p in history.points],
+    }
+
+
+def _history_point(p: HistoryPoint) -> dict[str, Any]:
+    values = (
+        p.cpu_percent,
+        p.memory_percent,
+        p.memory_used_mb,
+        p.disk_read_bps,
+        p.disk_write_bps,
+        p.net_rx_bps,
+        p.net_tx_bps,
+    )
+    return {
+        "ts": iso_z(p.ts),
+        **dict(zip(FIELDS, values, strict=True)),
+        "samples": p.samples,
+        **{f"{f}_max": peak for f, peak in zip(FIELDS, p.maxima, strict=True)},
     }
 
 

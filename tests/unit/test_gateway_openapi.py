@@ -85,7 +85,7 @@ def test_roles_bodies_and_parameters(app: Flask) -> None:
     assert set(body) == {"force", "timeout_s", "force_after"}
     assert set(doc["components"]["schemas"]["RestartBody"]["properties"]) == {"force"}
     history = paths["/vm/{name}/history"]["get"]
-    assert {p["name"] for p in history["parameters"]} == {"name", "host", "minutes"}
+    assert {p["name"] for p in history["parameters"]} == {"name", "host", "minutes", "points"}
     error = doc["components"]["schemas"]["Error"]["properties"]["error"]
     assert set(error["required"]) == {"code", "message"}
     assert "text/plain; version=0.0.4" in paths["/metrics"]["get"]["responses"]["200"]["content"]
@@ -98,7 +98,7 @@ def test_flask_paths_become_openapi_paths() -> None:
 
 def test_parameter_maxima_follow_the_settings(make_app: Callable[..., Flask]) -> None:
     """What the server refuses with a 400 is what the document says it accepts, no more."""
-    app = make_app(max_wait=30, history_minutes=90)
+    app = make_app(max_wait=30, history_minutes=90, history_1m_hours=1, history_15m_days=0)
     client = app.test_client()
     paths = client.get("/openapi.json").get_json()["paths"]
     wait = next(p for p in paths["/vm/{name}/stop"]["post"]["parameters"] if p["name"] == "wait")
@@ -106,7 +106,7 @@ def test_parameter_maxima_follow_the_settings(make_app: Callable[..., Flask]) ->
         p for p in paths["/vm/{name}/history"]["get"]["parameters"] if p["name"] == "minutes"
     )
     assert wait["schema"]["maximum"] == 30
-    assert minutes["schema"]["maximum"] == 90
+    assert minutes["schema"]["maximum"] == 90  # the longest window kept: every tick here
     headers = {"Authorization": "Bearer operator-secret"}
     refused = client.post("/vm/web-01/stop?wait=30.5", headers=headers)
     assert refused.status_code == 400, refused.get_json()

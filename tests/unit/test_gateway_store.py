@@ -81,13 +81,15 @@ def test_history_sums_devices_keeps_its_window_and_survives_reopen(
     store.add_metrics(batch(3))
     store.stop()  # commits and prunes
     again = Store(str(tmp_path / "sub" / "gw.db"), history_minutes=1, audit_days=1)
-    points = again.history("a", UA, utc_now() - timedelta(minutes=5))
+    history = again.history("a", UA, minutes=1)
+    assert history.resolution == "full" and history.resolution_s is None
+    points = history.points
     assert [p.cpu_percent for p in points] == [2, 3]
     assert (points[-1].disk_read_bps, points[-1].disk_write_bps) == (11, 20)
     assert (points[-1].net_rx_bps, points[-1].net_tx_bps) == (5, 0)
     # Whole MiB as the seed sends them, though the column is REAL (files of older versions).
     assert points[-1].memory_used_mb == 512 and type(points[-1].memory_used_mb) is int
-    assert again.history("a", UA, utc_now() + timedelta(seconds=5)) == []
+    assert again.history("a", "another-uuid", minutes=1).points == []
 
 
 def test_events_newest_first_with_filters(store: Store) -> None:
@@ -133,16 +135,18 @@ def test_writes_never_block_and_audit_is_never_dropped_when_the_writer_is_behind
 ) -> None:
     s = Store(str(tmp_path / "gw.db"), 1, 1, queue_max=2)  # writer not started yet
     t0 = time.monotonic()
-    for i in range(10):
+    for i in range(11):  # one tick a minute: each one ends its VM's previous minute
         s.record(entry(f"j{i}", "pending"))
-        s.add_metrics(batch(float(i)))
+        s.add_metrics(batch(float(i), ts_offset_s=60 * (i - 11)))
     assert time.monotonic() - t0 < 0.5
     # History past the bound is dropped, and counted where /health and /metrics show drops.
     assert s.drops.counts() == {"store_full": 8}
     s.start()
     assert s.flush()
-    assert len(s.audit(limit=100)) == 10  # every job's row, whatever the history did
-    assert len(s.history("a", UA, utc_now() - timedelta(hours=1))) == 2
+    assert len(s.audit(limit=100)) == 11  # every job's row, whatever the history did
+    kept = s.history("a", UA, 60).points
+    # The two minutes queued, and the last one, still in memory: the rest was dropped.
+    assert [p.cpu_percent for p in kept] == [0, 1, 10]
     s.stop()
 
 
