@@ -197,6 +197,24 @@ def auth_failures(gateway_id: str, counts: Mapping[tuple[str, str], int]) -> Fam
     return fam
 
 
+def ingest_lag(gateway_id: str, late: Mapping[str, int]) -> list[Family]:
+    """Metrics applied late (as `metrics_late` in /health); shed ones are a drop reason."""
+    gw = {"gateway": gateway_id}
+    batches = Family(
+        "kvmsup_gateway_metrics_batches_late_total",
+        "counter",
+        "Metrics batches applied more than two intervals after they were taken",
+    )
+    batches.add(gw, late.get("batches", 0))
+    vms = Family(
+        "kvmsup_gateway_vm_metrics_late_total",
+        "counter",
+        "VM metrics in the batches applied more than two intervals after they were taken",
+    )
+    vms.add(gw, late.get("vm_metrics", 0))
+    return [batches, vms]
+
+
 @bp.get("/metrics")
 @require("viewer")
 def metrics() -> ResponseReturnValue:
@@ -213,6 +231,7 @@ def metrics() -> ResponseReturnValue:
         job_revisions=gateway.jobs.revision_counts(),
     )
     families.append(auth_failures(gateway.settings.gateway_id, gateway.auth.failures()))
+    families.extend(ingest_lag(gateway.settings.gateway_id, gateway.drops.late_counts()))
     text = render(families)
     return Response(text, headers={"Content-Type": CONTENT_TYPE})
 

@@ -73,13 +73,9 @@ class Bridge:
             data.pop("v", None)
             self._put(("host_status", data, None))
         elif kind == "metrics" and isinstance(item, MetricsBatch):
-            for m in item.vms:
-                vm = cache.vm((item.host, m.uuid))
-                if vm is not None:
-                    data = views.vm_metrics(vm, m)
-                    self._put(
-                        ("vm_metrics", data, [ALL_METRICS_ROOM, metrics_room(item.host, m.uuid)])
-                    )
+            # The whole batch as one item: the bridge works out who listens (the ingest must
+            # not pay per VM for streams nobody subscribed to).
+            self._put(("metrics", {"batch": item}, None))
 
     def on_job(self, job: Job) -> None:
         self._put(("job_update", self.gateway.jobs.snapshot(job), None))
@@ -91,9 +87,27 @@ class Bridge:
                 return
             event, data, to = item
             try:
-                self.socketio.emit(event, data, to=to or AUTHENTICATED_ROOM)
+                if event == "metrics":
+                    self._emit_metrics(data["batch"])
+                else:
+                    self.socketio.emit(event, data, to=to or AUTHENTICATED_ROOM)
             except Exception:
                 logger.exception("emitting %s failed", event)
+
+    def _emit_metrics(self, batch: MetricsBatch) -> None:
+        """`vm_metrics` of each VM someone subscribed to (one VM, or `*`), none otherwise."""
+        rooms = self.socketio.server.manager.rooms.get("/", {})
+        everyone = bool(rooms.get(ALL_METRICS_ROOM))
+        cache = self.gateway.cache
+        for m in batch.vms:
+            room = metrics_room(batch.host, m.uuid)
+            if not everyone and not rooms.get(room):
+                continue
+            vm = cache.vm((batch.host, m.uuid))
+            if vm is not None:
+                self.socketio.emit(
+                    "vm_metrics", views.vm_metrics(vm, m), to=[ALL_METRICS_ROOM, room]
+                )
 
 
 def _error(exc: GatewayError, event: str | None) -> dict[str, Any]:
@@ -242,14 +256,14 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     @guarded("request_all_metrics")
     def request_all_metrics(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_all_metrics")
-        body = views.all_metrics(gateway.cache.snapshot(with_metrics=True))
+        body = gateway.reads.all_metrics()
         emit("all_metrics", body)
         return {"count": body["count"]}
 
     @guarded("request_vms_list")
     def request_vms_list(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_vms_list")
-        body = views.vms_list(gateway.cache.snapshot())
+        body = gateway.reads.vms_list()
         emit("vms_list", body)
         return {"count": body["count"]}
 
