@@ -90,6 +90,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the ingest thread")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() (an experiment)")
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="store.add_metrics does nothing: the share of the history writes (an experiment)",
+    )
     parser.add_argument("--gc-threshold", type=int, nargs=3, help="gc.set_threshold (experiment)")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() (experiment)")
     parser.add_argument(
@@ -152,6 +157,8 @@ def main() -> int:
 
     if args.no_gc:
         gc.disable()
+    if args.no_history:
+        gw.store.add_metrics = lambda _batch: None  # type: ignore[method-assign]
     if args.gc_threshold:
         gc.set_threshold(*args.gc_threshold)
     if args.gc_freeze:

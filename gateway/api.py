@@ -81,8 +81,10 @@ def health() -> ResponseReturnValue:
             "gateway_id": gateway.settings.gateway_id,
             # MQTT messages (or parts) dropped since start, by reason (docs/API.md).
             "messages_dropped": gateway.drops.by_reason(),
-            # Metrics batches applied more than two intervals after they were taken, and what
-            # waits for the ingest now: both grow when the gateway falls behind its fleet.
+            # Metrics batches (and VM metrics in them) applied since start; of those, the ones
+            # applied more than two intervals after they were taken; and what waits for the
+            # ingest now. The last two grow when the gateway falls behind its fleet.
+            "metrics_applied": dict(gateway.applied),
             "metrics_late": gateway.drops.late_counts(),
             "ingest_queue": {
                 "metrics_batches": queued.metrics_batches,

@@ -90,7 +90,7 @@ class Bus:
         self.url = parse_broker_url(settings.mqtt_url)
         self._connected = threading.Event()
         self.drops = drops or Drops()
-        self._inbox = Inbox(inbox_size)
+        self._inbox = Inbox(inbox_size, on_shed=self._shed)
         self._status_topic = self.topics.gateway_status(self.gateway_id)
         self._client = self._make_client()
         self._ingest = threading.Thread(target=self._ingest_loop, name="mqtt-ingest", daemon=True)
@@ -205,18 +205,14 @@ class Bus:
         """Queue one raw message for the ingest thread; never waits (paho's network thread)."""
         item: Raw = (topic, bytes(payload), retained, correlation)
         if topic.endswith("/metrics"):
-            # The oldest batches make room: the next tick supersedes them anyway.
-            for old in self._inbox.put_metrics(item):
-                self.drops.drop(
-                    "ingest_behind",
-                    old[0],
-                    f"over {self._inbox.metrics_max_bytes} bytes of metrics batches wait for "
-                    "the ingest thread: the oldest is shed",
-                )
+            self._inbox.put_metrics(item)
         elif not self._inbox.put(item):
             self.drops.drop(
                 "inbox_full", topic, f"{self._inbox.maxsize} messages wait for the ingest thread"
             )
+
+    def _shed(self, item: Raw, why: str) -> None:
+        self.drops.drop("ingest_behind", item[0], f"{why}: the ingest thread is behind")
 
     def queued(self) -> Queued:
         """The ingest thread's backlog (for /health and /metrics)."""

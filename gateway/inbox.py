@@ -1,16 +1,18 @@
 """What paho's thread hands the ingest loop: two bounded queues, metrics batches and the rest.
 
-Metrics batches are QoS 0 and superseded by the next tick: when the ingest falls behind, the
-oldest queued batches are shed (and counted) so the cache shows recent figures instead of an
-ever older backlog. States, statuses, replies and events are never shed in favour of metrics;
-they are served first, so a VM's state precedes the batch that names it. Works under threads
-and under gevent's monkey-patched `threading` alike (a Condition and two deques)."""
+Metrics batches are QoS 0 and superseded by the next tick: when the ingest falls behind, a
+batch with a newer one of its host already queued is shed (and counted), as are the oldest past
+a byte bound, so the cache shows recent figures instead of an ever older backlog. States,
+statuses, replies and events are never shed in favour of metrics; they are served first, so a
+VM's state precedes the batch that names it. Works under threads and under gevent's
+monkey-patched `threading` alike (a Condition and two deques)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # (topic, payload, retained, correlation data)
@@ -34,15 +36,23 @@ class Queued:
 
 
 class Inbox:
-    """Many producers (paho's thread), one consumer (the ingest loop)."""
+    """Many producers (paho's thread), one consumer (the ingest loop). `on_shed(item, why)` is
+    told of each metrics batch shed, outside the lock."""
 
-    def __init__(self, other_max: int = OTHER_MAX, metrics_max_bytes: int = METRICS_MAX_BYTES):
+    def __init__(
+        self,
+        other_max: int = OTHER_MAX,
+        metrics_max_bytes: int = METRICS_MAX_BYTES,
+        on_shed: Callable[[Raw, str], None] | None = None,
+    ) -> None:
         self.maxsize = other_max
         self.metrics_max_bytes = metrics_max_bytes
+        self._on_shed = on_shed or (lambda _item, _why: None)
         self._cond = threading.Condition(threading.Lock())
         self._other: deque[Raw] = deque()
         self._metrics: deque[Raw] = deque()
         self._metrics_bytes = 0
+        self._per_topic: Counter[str] = Counter()  # queued metrics batches of each host
         self._closed = False
 
     def put(self, item: Raw) -> bool:
@@ -54,19 +64,28 @@ class Inbox:
             self._cond.notify()
         return True
 
-    def put_metrics(self, item: Raw) -> list[Raw]:
-        """Queue a metrics batch; return the oldest ones shed to stay within the byte bound
-        (never the one just queued)."""
+    def put_metrics(self, item: Raw) -> None:
+        """Queue a metrics batch; past the byte bound the oldest go (never this one)."""
         shed: list[Raw] = []
         with self._cond:
             self._metrics.append(item)
             self._metrics_bytes += len(item[1])
+            self._per_topic[item[0]] += 1
             while self._metrics_bytes > self.metrics_max_bytes and len(self._metrics) > 1:
-                old = self._metrics.popleft()
-                self._metrics_bytes -= len(old[1])
-                shed.append(old)
+                shed.append(self._pop_metrics())
             self._cond.notify()
-        return shed
+        for old in shed:
+            self._on_shed(old, f"over {self.metrics_max_bytes} bytes of metrics batches wait")
+
+    def _pop_metrics(self) -> Raw:
+        item = self._metrics.popleft()
+        self._metrics_bytes -= len(item[1])
+        left = self._per_topic[item[0]] - 1
+        if left:
+            self._per_topic[item[0]] = left
+        else:
+            del self._per_topic[item[0]]
+        return item
 
     def close(self) -> None:
         """Once what is queued now has been got, `get` returns None (the loop ends)."""
@@ -76,21 +95,30 @@ class Inbox:
 
     def get(self, timeout: float | None = None) -> Raw | None:
         """The next message, the others before metrics; None once closed and empty. Raises
-        TimeoutError when nothing came within `timeout`."""
+        TimeoutError when nothing came within `timeout`. A metrics batch with a newer one of
+        the same host queued behind it is shed: that one supersedes it, and applying both
+        would keep the ingest a whole tick behind."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._other and not self._metrics:
-                if self._closed:
-                    return None
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError
-                self._cond.wait(left)
-            if self._other:
-                return self._other.popleft()
-            item = self._metrics.popleft()
-            self._metrics_bytes -= len(item[1])
-            return item
+        shed: list[Raw] = []
+        try:
+            with self._cond:
+                while True:
+                    if self._other:
+                        return self._other.popleft()
+                    while self._metrics:
+                        item = self._pop_metrics()
+                        if item[0] not in self._per_topic:
+                            return item
+                        shed.append(item)
+                    if self._closed:
+                        return None
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError
+                    self._cond.wait(left)
+        finally:
+            for old in shed:
+                self._on_shed(old, "a newer batch of the same host waits behind it")
 
     def qsize(self) -> int:
         return len(self._other) + len(self._metrics)

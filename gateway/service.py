@@ -190,6 +190,8 @@ class Gateway:
         )
         self.jobs.listen(lambda job: self.store.record(audit_of(job)))
         self._started = False
+        # Metrics batches, and the VM metrics in them, that reached the cache (ingest only).
+        self.applied = {"batches": 0, "vm_metrics": 0}
 
     def start(self) -> None:
         if not self._started:
@@ -254,6 +256,8 @@ class Gateway:
                 self.drops.drop(reason, topic, detail + more, count=n)
         if kept is None:
             return
+        self.applied["batches"] += 1
+        self.applied["vm_metrics"] += len(kept.vms)
         # Late: taken more than two of its host's intervals ago. The agent's clock is the
         # reference, so a broker backlog counts as much as the gateway's own queue.
         age = time.time() - kept.ts.timestamp()
