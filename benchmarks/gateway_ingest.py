@@ -411,13 +411,17 @@ def main() -> int:
             json.dumps({"figure": "freshness", **common, **freshness(api, fleet, args.samples)}),
             flush=True,
         )
+        # RSS before the /metrics scrape (rendering every VM's series is a peak of its own,
+        # and freed memory is seldom given back), then after it.
+        status = proc_status(worker)
         totals = counters(api)
         print(
             json.dumps(
                 {
                     "figure": "gateway_worker",
                     **common,
-                    **proc_status(worker),
+                    **status,
+                    "rss_kb_after_metrics_scrape": proc_status(worker)["rss_kb"],
                     "gateway_cpu_s_total": round(cpu_seconds(worker), 2),
                     **behind(totals),
                     "counters": totals,

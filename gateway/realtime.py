@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ from shared.messages import HostStatus, MetricsBatch, VmState, as_dict
 logger = logging.getLogger(__name__)
 
 ALL_METRICS_ROOM = "metrics:*"
+METRICS_BACKLOG = 50  # metrics batches waiting to be emitted; past it a tick's stream is skipped
 # Pushes go to this room, which only a session that passed the connect handler joins: a
 # broadcast to the namespace would also reach sessions still in (or stuck in) their connect.
 AUTHENTICATED_ROOM = "authenticated"
@@ -44,6 +47,11 @@ class Bridge:
         self.gateway = gateway
         self.queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=10000)
         self.started = False
+        # Metrics batches waiting in the queue: each holds a whole host's tick, so far fewer
+        # of them may wait than single events.
+        self._batches = 0
+        self._batches_lock = threading.Lock()
+        self._next_warning = 0.0
 
     def start(self) -> None:
         if not self.started:
@@ -73,9 +81,32 @@ class Bridge:
             data.pop("v", None)
             self._put(("host_status", data, None))
         elif kind == "metrics" and isinstance(item, MetricsBatch):
-            # The whole batch as one item: the bridge works out who listens (the ingest must
-            # not pay per VM for streams nobody subscribed to).
-            self._put(("metrics", {"batch": item}, None))
+            # The whole batch as one item, and only when someone listens to a stream of its
+            # VMs: the ingest must not pay per VM for streams nobody subscribed to.
+            if not self._listened(item):
+                return
+            with self._batches_lock:
+                behind = self._batches >= METRICS_BACKLOG
+                if not behind:
+                    self._batches += 1
+            if not behind:
+                try:
+                    self.queue.put_nowait(("metrics", {"batch": item}, None))
+                    return
+                except queue.Full:
+                    with self._batches_lock:
+                        self._batches -= 1
+            now = time.monotonic()
+            if now >= self._next_warning:  # one line per 10 s: a tick brings one per host
+                self._next_warning = now + 10.0
+                logger.warning("Socket.IO bridge behind: metrics streams of a tick skipped")
+
+    def _listened(self, batch: MetricsBatch) -> bool:
+        rooms = self.socketio.server.manager.rooms.get("/", {})
+        if rooms.get(ALL_METRICS_ROOM):
+            return True
+        host = batch.host
+        return any(rooms.get(metrics_room(host, m.uuid)) for m in batch.vms)
 
     def on_job(self, job: Job) -> None:
         self._put(("job_update", self.gateway.jobs.snapshot(job), None))
@@ -88,6 +119,8 @@ class Bridge:
             event, data, to = item
             try:
                 if event == "metrics":
+                    with self._batches_lock:
+                        self._batches -= 1
                     self._emit_metrics(data["batch"])
                 else:
                     self.socketio.emit(event, data, to=to or AUTHENTICATED_ROOM)

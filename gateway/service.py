@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 # 700 allocations, and its full passes over the whole cache took about 40% of the ingest's CPU
 # (measured with benchmarks/ingest_profile.py). Collect far less often; cyclic garbage, rare
 # here, waits a little longer.
-GC_THRESHOLD = (50_000, 20, 100)
+GC_THRESHOLD = (50_000, 10, 10)
 
 
 def tune_gc() -> None:
