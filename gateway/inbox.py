@@ -1,8 +1,9 @@
 """What paho's thread hands the ingest loop: two bounded queues, metrics batches and the rest.
 
 Metrics batches are QoS 0 and superseded by the next tick: when the ingest falls behind, a
-batch with a newer one of its host already queued is shed (and counted), as are the oldest past
-a byte bound, so the cache shows recent figures instead of an ever older backlog. States,
+batch whose host sent a newer one before it was applied is shed (and counted), as are the
+longest-waiting past a byte bound, so the cache shows recent figures instead of an ever older
+backlog. States,
 statuses, replies and events are never shed in favour of metrics; they are served first, so a
 VM's state precedes the batch that names it. Works under threads and under gevent's
 monkey-patched `threading` alike (a Condition and two deques)."""
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,7 +38,13 @@ class Queued:
 
 class Inbox:
     """Many producers (paho's thread), one consumer (the ingest loop). `on_shed(item, why)` is
-    told of each metrics batch shed, outside the lock."""
+    told of each metrics batch shed, outside the lock.
+
+    Metrics wait as the newest batch of each host, in the order the hosts first queued one: a
+    batch arriving while its host's previous one still waits replaces it there. Behind, the
+    ingest then goes round the hosts, each with its freshest figures; a plain queue shedding
+    superseded batches would chase the newest arrivals and could skip the same hosts tick after
+    tick."""
 
     def __init__(
         self,
@@ -50,9 +57,8 @@ class Inbox:
         self._on_shed = on_shed or (lambda _item, _why: None)
         self._cond = threading.Condition(threading.Lock())
         self._other: deque[Raw] = deque()
-        self._metrics: deque[Raw] = deque()
+        self._metrics: OrderedDict[str, Raw] = OrderedDict()  # topic -> its newest batch
         self._metrics_bytes = 0
-        self._per_topic: Counter[str] = Counter()  # queued metrics batches of each host
         self._closed = False
 
     def put(self, item: Raw) -> bool:
@@ -65,27 +71,24 @@ class Inbox:
         return True
 
     def put_metrics(self, item: Raw) -> None:
-        """Queue a metrics batch; past the byte bound the oldest go (never this one)."""
-        shed: list[Raw] = []
+        """Queue a metrics batch in place of its host's waiting one, if any; past the byte
+        bound the longest-waiting hosts' batches go (never this one)."""
+        shed: list[tuple[Raw, str]] = []
+        topic = item[0]
         with self._cond:
-            self._metrics.append(item)
+            old = self._metrics.get(topic)
+            if old is not None:
+                self._metrics_bytes -= len(old[1])
+                shed.append((old, "a newer batch of the same host came before it was applied"))
+            self._metrics[topic] = item
             self._metrics_bytes += len(item[1])
-            self._per_topic[item[0]] += 1
             while self._metrics_bytes > self.metrics_max_bytes and len(self._metrics) > 1:
-                shed.append(self._pop_metrics())
+                _, first = self._metrics.popitem(last=False)
+                self._metrics_bytes -= len(first[1])
+                shed.append((first, f"over {self.metrics_max_bytes} bytes of batches waited"))
             self._cond.notify()
-        for old in shed:
-            self._on_shed(old, f"over {self.metrics_max_bytes} bytes of metrics batches wait")
-
-    def _pop_metrics(self) -> Raw:
-        item = self._metrics.popleft()
-        self._metrics_bytes -= len(item[1])
-        left = self._per_topic[item[0]] - 1
-        if left:
-            self._per_topic[item[0]] = left
-        else:
-            del self._per_topic[item[0]]
-        return item
+        for old_item, why in shed:
+            self._on_shed(old_item, why)
 
     def close(self) -> None:
         """Once what is queued now has been got, `get` returns None (the loop ends)."""
@@ -95,30 +98,22 @@ class Inbox:
 
     def get(self, timeout: float | None = None) -> Raw | None:
         """The next message, the others before metrics; None once closed and empty. Raises
-        TimeoutError when nothing came within `timeout`. A metrics batch with a newer one of
-        the same host queued behind it is shed: that one supersedes it, and applying both
-        would keep the ingest a whole tick behind."""
+        TimeoutError when nothing came within `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        shed: list[Raw] = []
-        try:
-            with self._cond:
-                while True:
-                    if self._other:
-                        return self._other.popleft()
-                    while self._metrics:
-                        item = self._pop_metrics()
-                        if item[0] not in self._per_topic:
-                            return item
-                        shed.append(item)
-                    if self._closed:
-                        return None
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise TimeoutError
-                    self._cond.wait(left)
-        finally:
-            for old in shed:
-                self._on_shed(old, "a newer batch of the same host waits behind it")
+        with self._cond:
+            while True:
+                if self._other:
+                    return self._other.popleft()
+                if self._metrics:
+                    _, item = self._metrics.popitem(last=False)
+                    self._metrics_bytes -= len(item[1])
+                    return item
+                if self._closed:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                self._cond.wait(left)
 
     def qsize(self) -> int:
         return len(self._other) + len(self._metrics)
