@@ -106,6 +106,11 @@ class Bridge:
         if rooms.get(ALL_METRICS_ROOM):
             return True
         host = batch.host
+        if len(rooms) < len(batch.vms):  # few sessions: look at their rooms, not every VM's
+            prefix = metrics_room(host, "")
+            # A copy taken in one step: sessions join and leave rooms on other threads.
+            snapshot = tuple(rooms.items())
+            return any(room.startswith(prefix) and members for room, members in snapshot)
         return any(rooms.get(metrics_room(host, m.uuid)) for m in batch.vms)
 
     def on_job(self, job: Job) -> None:
