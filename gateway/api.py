@@ -62,11 +62,11 @@ def index() -> ResponseReturnValue:
 @bp.get("/health")
 def health() -> ResponseReturnValue:
     gateway = gw()
-    snap = gateway.cache.snapshot()
     hosts = [
         {"host": h, "online": s.online, "libvirt_connected": bool(s.online and s.libvirt_connected)}
-        for h, s in sorted(snap.hosts.items())
+        for h, s in sorted(gateway.cache.hosts().items())
     ]
+    queued = gateway.bus.queued()
     online = [h for h in hosts if h["online"]]
     broker = gateway.bus.connected
     healthy = broker and all(h["libvirt_connected"] for h in online)
@@ -81,6 +81,16 @@ def health() -> ResponseReturnValue:
             "gateway_id": gateway.settings.gateway_id,
             # MQTT messages (or parts) dropped since start, by reason (docs/API.md).
             "messages_dropped": gateway.drops.by_reason(),
+            # Metrics batches (and VM metrics in them) applied since start; of those, the ones
+            # applied more than two intervals after they were taken; and what waits for the
+            # ingest now. The last two grow when the gateway falls behind its fleet.
+            "metrics_applied": dict(gateway.applied),
+            "metrics_late": gateway.drops.late_counts(),
+            "ingest_queue": {
+                "metrics_batches": queued.metrics_batches,
+                "metrics_bytes": queued.metrics_bytes,
+                "other_messages": queued.other,
+            },
             "timestamp": iso_z(utc_now()),
         }
     )
@@ -89,10 +99,7 @@ def health() -> ResponseReturnValue:
 @bp.get("/stats/summary")
 @require("viewer")
 def stats_summary() -> ResponseReturnValue:
-    return jsonify(views.summary(gw().cache.snapshot(with_metrics=True)))
-
-
-_vms_memo: dict[int, tuple[int, bytes]] = {}
+    return Response(gw().reads.summary_body(), mimetype="application/json")
 
 
 @bp.get("/vms")
@@ -106,14 +113,8 @@ def list_vms() -> ResponseReturnValue:
             raise NotFound(f"no host {host!r}", code="unknown_host")
         snap.vms = {k: v for k, v in snap.vms.items() if k[0] == host}
         return jsonify(views.vms_list(snap))
-    # The list only changes with a state or host message: serve the same bytes until then.
-    version = gateway.cache.version
-    memo = _vms_memo.get(id(gateway))
-    if memo is None or memo[0] != version:
-        body = jsonify(views.vms_list(gateway.cache.snapshot())).get_data()
-        memo = (version, body)
-        _vms_memo[id(gateway)] = memo
-    return Response(memo[1], mimetype="application/json")
+    # The list only changes with a state or host message: the same bytes until then.
+    return Response(gateway.reads.vms_body(), mimetype="application/json")
 
 
 @bp.get("/vm/<name>")
@@ -199,7 +200,7 @@ for _verb in VERBS:
 @bp.get("/hosts")
 @require("viewer")
 def hosts() -> ResponseReturnValue:
-    return jsonify(views.hosts_list(gw().cache.snapshot()))
+    return Response(gw().reads.hosts_body(), mimetype="application/json")
 
 
 @bp.get("/hosts/<host>")

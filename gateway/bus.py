@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import queue
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
@@ -18,10 +18,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.blocking import under_gevent
 from gateway.config import Settings
 from gateway.drops import Drops
 from gateway.errors import BusError
+from gateway.inbox import OTHER_MAX, Inbox, Queued, Raw
 from gateway.ingest import Drop, Inbound, VmRemoved, decode
 from shared.broker_url import parse_broker_url
 from shared.messages import CommandRequest, GatewayStatus, dump
@@ -32,12 +32,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["Bus", "Inbound", "VmRemoved", "decode", "gateway_version"]
 
 F = TypeVar("F", bound=Callable[..., None])
-# (topic, payload, retained, correlation data), or None to end the ingest thread.
-Raw = tuple[str, bytes, bool, bytes | None]
 
-# Messages waiting for the ingest thread. Bounded so a stalled handler cannot grow memory
-# without end; when full, paho's thread drops (and logs) rather than waits (STYLE 5).
-INBOX_SIZE = 10_000
+# Messages other than metrics waiting for the ingest thread. Bounded so a stalled handler
+# cannot grow memory without end; when full, paho's thread drops (and logs) rather than waits.
+INBOX_SIZE = OTHER_MAX
 # How long stopping waits for the ingest thread to apply what it was given before the stop.
 INGEST_DRAIN_S = 10.0
 
@@ -74,17 +72,6 @@ def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
         logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
 
 
-def _cooperative_yield() -> Callable[[], None]:
-    """Under gevent the ingest thread is a greenlet, and a full inbox never blocks its `get`:
-    it must hand the loop over between messages or REST and the websockets wait for the whole
-    backlog. With real threads the interpreter switches on its own, so it does nothing."""
-    if not under_gevent():
-        return lambda: None
-    import gevent
-
-    return functools.partial(gevent.sleep, 0)
-
-
 class Bus:
     """paho 2.x client (MQTT v5): connects in the background, re-subscribes on every CONNACK,
     hands decoded models to `handler` on one ingest thread (never on paho's network thread)."""
@@ -103,11 +90,10 @@ class Bus:
         self.url = parse_broker_url(settings.mqtt_url)
         self._connected = threading.Event()
         self.drops = drops or Drops()
-        self._inbox: queue.Queue[Raw | None] = queue.Queue(inbox_size)
+        self._inbox = Inbox(inbox_size, on_shed=self._shed)
         self._status_topic = self.topics.gateway_status(self.gateway_id)
         self._client = self._make_client()
         self._ingest = threading.Thread(target=self._ingest_loop, name="mqtt-ingest", daemon=True)
-        self._yield = _cooperative_yield()
 
     @property
     def connected(self) -> bool:
@@ -168,12 +154,8 @@ class Bus:
         self._client.loop_stop()  # nothing more reaches the inbox
         if not self._ingest.is_alive():
             return
-        try:
-            # Behind the messages already queued: the ingest thread applies them first.
-            self._inbox.put(None, timeout=INGEST_DRAIN_S)
-        except queue.Full:
-            logger.warning("the ingest thread did not drain its inbox; leaving it behind")
-            return
+        # The ingest thread applies what is queued, then ends.
+        self._inbox.close()
         self._ingest.join(INGEST_DRAIN_S)
         if self._ingest.is_alive():
             logger.warning("the ingest thread did not finish within %g s", INGEST_DRAIN_S)
@@ -211,13 +193,30 @@ class Bus:
             return
         props = getattr(msg, "properties", None)
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        item = (topic, bytes(msg.payload), bool(getattr(msg, "retain", False)), correlation)
-        try:
-            self._inbox.put_nowait(item)
-        except queue.Full:
+        self.deliver(topic, msg.payload, bool(getattr(msg, "retain", False)), correlation)
+
+    def deliver(
+        self,
+        topic: str,
+        payload: bytes | bytearray,
+        retained: bool = False,
+        correlation: bytes | None = None,
+    ) -> None:
+        """Queue one raw message for the ingest thread; never waits (paho's network thread)."""
+        item: Raw = (topic, bytes(payload), retained, correlation)
+        if topic.endswith("/metrics"):
+            self._inbox.put_metrics(item)
+        elif not self._inbox.put(item):
             self.drops.drop(
                 "inbox_full", topic, f"{self._inbox.maxsize} messages wait for the ingest thread"
             )
+
+    def _shed(self, item: Raw, why: str) -> None:
+        self.drops.drop("ingest_behind", item[0], f"{why}: the ingest thread is behind")
+
+    def queued(self) -> Queued:
+        """The ingest thread's backlog (for /health and /metrics)."""
+        return self._inbox.queued()
 
     # -- ingest thread -------------------------------------------------------------------------
     def _ingest_loop(self) -> None:
@@ -225,25 +224,30 @@ class Bus:
             item = self._inbox.get()
             if item is None:
                 return
-            topic, payload, retained, correlation = item
-            try:
-                model = decode(
-                    self.topics,
-                    self.gateway_id,
-                    topic,
-                    payload,
-                    retained=retained,
-                    correlation=correlation,
-                    max_bytes=self.settings.max_message_bytes,
-                )
-                if isinstance(model, Drop):
-                    self.drops.drop(model.reason, topic, model.detail, payload)
-                else:
-                    self.handler(model)
-            except Exception:
-                logger.exception("handling a message on %s failed", topic)
-                self.drops.drop("handler_error", topic, "see the traceback above", payload)
-            self._yield()
+            self._ingest_one(item)
+            # A pause point between messages: under gevent the ingest is a greenlet and must
+            # let the requests run; under threads it hands the GIL over at a message boundary.
+            time.sleep(0)
+
+    def _ingest_one(self, item: Raw) -> None:
+        topic, payload, retained, correlation = item
+        try:
+            model = decode(
+                self.topics,
+                self.gateway_id,
+                topic,
+                payload,
+                retained=retained,
+                correlation=correlation,
+                max_bytes=self.settings.max_message_bytes,
+            )
+            if isinstance(model, Drop):
+                self.drops.drop(model.reason, topic, model.detail, payload)
+            else:
+                self.handler(model)
+        except Exception:
+            logger.exception("handling a message on %s failed", topic)
+            self.drops.drop("handler_error", topic, "see the traceback above", payload)
 
     # -- commands (request threads) ------------------------------------------------------------
     def send_command(self, host: str, request: CommandRequest, expiry_s: int) -> None:

@@ -38,6 +38,7 @@ class GatewayFigures:
     job_revisions: Mapping[tuple[str, str], int] = field(default_factory=dict)
     dropped: Mapping[str, int] = field(default_factory=dict)
     auth_failures: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    late: Mapping[str, int] = field(default_factory=dict)  # "batches", "vm_metrics"
 
 
 class GatewayCollector:
@@ -86,6 +87,21 @@ class GatewayCollector:
         for reason, count in sorted(f.dropped.items()):
             dropped.add_metric([*gw, reason], count)
         yield dropped
+        # Applied, but more than two intervals after they were taken (shed ones are a drop).
+        late_batches = CounterMetricFamily(
+            "kvmsup_gateway_metrics_batches_late_total",
+            "Metrics batches applied more than two intervals after they were taken",
+            labels=["gateway"],
+        )
+        late_batches.add_metric(gw, f.late.get("batches", 0))
+        yield late_batches
+        late_vms = CounterMetricFamily(
+            "kvmsup_gateway_vm_metrics_late_total",
+            "VM metrics in the batches applied more than two intervals after they were taken",
+            labels=["gateway"],
+        )
+        late_vms.add_metric(gw, f.late.get("vm_metrics", 0))
+        yield late_vms
         auth = CounterMetricFamily(
             "kvmsup_gateway_auth_failures_total",
             "Failed authentications since the gateway started, by transport and reason",

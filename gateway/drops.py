@@ -1,4 +1,5 @@
-"""Messages the gateway drops: counted by reason, logged at a bounded rate."""
+"""Messages the gateway drops: counted by reason, logged at a bounded rate; and metrics
+batches applied late."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ REASONS = (
     "unknown_vm",  # about a VM the gateway holds no state for
     "unknown_host",  # metrics of a host the gateway holds no status for
     "unknown_job",  # a reply for no job this gateway run knows
-    "inbox_full",  # the ingest thread is behind
+    "inbox_full",  # the ingest thread is behind on states, statuses, events or replies
+    "ingest_behind",  # a metrics batch shed unapplied: the ingest thread is behind
     "handler_error",  # a bug: logged with its traceback
     "store_full",  # metrics history or an event the database writer had no room for
 )
@@ -38,14 +40,19 @@ class Drops:
         self._log_every_s = log_every_s
         self._next_log: dict[str, float] = {}
         self._silenced: Counter[str] = Counter()
+        self._late: Counter[str] = Counter()
+        self._next_late_log = 0.0
 
-    def drop(self, reason: str, topic: str, detail: str, payload: bytes = b"") -> None:
-        """Count one drop; log it unless this reason already logged within the window."""
+    def drop(
+        self, reason: str, topic: str, detail: str, payload: bytes = b"", count: int = 1
+    ) -> None:
+        """Count `count` drops (entries of one batch: one call); log unless this reason
+        already logged within the window."""
         now = time.monotonic()
         with self._lock:
-            self._counts[reason] += 1
+            self._counts[reason] += count
             if now < self._next_log.get(reason, 0.0):
-                self._silenced[reason] += 1
+                self._silenced[reason] += count
                 return
             self._next_log[reason] = now + self._log_every_s
             silenced = self._silenced.pop(reason, 0)
@@ -59,6 +66,30 @@ class Drops:
             payload[:256],
             more,
         )
+
+    def late(self, topic: str, vm_metrics: int, age_s: float, interval_s: float) -> None:
+        """A metrics batch applied more than two intervals after it was taken: still applied
+        (it is the newest of its host), counted, logged at a bounded rate."""
+        now = time.monotonic()
+        with self._lock:
+            self._late["batches"] += 1
+            self._late["vm_metrics"] += vm_metrics
+            if now < self._next_late_log:
+                return
+            self._next_late_log = now + self._log_every_s
+        logger.warning(
+            "the ingest is behind: a metrics batch on %r applied %.1f s after it was taken "
+            "(interval %g s); further late batches are counted, not logged for %g s",
+            topic[:256],
+            age_s,
+            interval_s,
+            self._log_every_s,
+        )
+
+    def late_counts(self) -> dict[str, int]:
+        """Metrics batches, and the VM metrics in them, applied late since start."""
+        with self._lock:
+            return {"batches": self._late["batches"], "vm_metrics": self._late["vm_metrics"]}
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -188,6 +188,18 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": _I,
                 "description": "MQTT messages (or parts) dropped since start, by reason",
             },
+            "metrics_applied": _obj(
+                {"batches": _I, "vm_metrics": _I},
+                description="Metrics batches (and VM metrics in them) applied since start",
+            ),
+            "metrics_late": _obj(
+                {"batches": _I, "vm_metrics": _I},
+                description="Of those, applied more than two intervals after their ts",
+            ),
+            "ingest_queue": _obj(
+                {"metrics_batches": _I, "metrics_bytes": _I, "other_messages": _I},
+                description="What waits for the ingest now",
+            ),
             "hosts": {
                 "type": "array",
                 "items": _obj({"host": _S, "online": _B, "libvirt_connected": _B}),

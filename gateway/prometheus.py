@@ -87,6 +87,7 @@ def figures(gateway: Any) -> GatewayFigures:
         jobs_in_flight=in_flight,
         job_revisions=gateway.jobs.revision_counts(),
         dropped=gateway.drops.by_reason(),
+        late=gateway.drops.late_counts(),
         auth_failures=gateway.auth.failures(),
     )
 

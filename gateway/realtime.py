@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
-from socketio import PubSubManager, RedisManager
+from socketio import RedisManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from gateway import blocking, views
@@ -24,6 +26,7 @@ from shared.messages import HostStatus, MetricsBatch, VmState, as_dict
 logger = logging.getLogger(__name__)
 
 ALL_METRICS_ROOM = "metrics:*"
+METRICS_BACKLOG = 50  # metrics batches waiting to be emitted; past it a tick's stream is skipped
 # Pushes go to this room, which only a session that passed the connect handler joins: a
 # broadcast to the namespace would also reach sessions still in (or stuck in) their connect.
 AUTHENTICATED_ROOM = "authenticated"
@@ -54,6 +57,11 @@ class Bridge:
         self.queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=10000)
         self.started = False
         self.cooperative = socketio.async_mode == "gevent"
+        # Metrics batches waiting in the queue: each holds a whole host's tick, so far fewer
+        # of them may wait than single events.
+        self._batches = 0
+        self._batches_lock = threading.Lock()
+        self._next_warning = 0.0
 
     def start(self) -> None:
         if not self.started:
@@ -83,23 +91,37 @@ class Bridge:
             data.pop("v", None)
             self._put(("host_status", data, None))
         elif kind == "metrics" and isinstance(item, MetricsBatch):
-            everything = self._listened(ALL_METRICS_ROOM)
-            for m in item.vms:
-                room = metrics_room(item.host, m.uuid)
-                if not (everything or self._listened(room)):
-                    continue  # nobody subscribed: no view to build, no packet to encode
-                vm = cache.vm((item.host, m.uuid))
-                if vm is not None:
-                    data = views.vm_metrics(vm, m)
-                    self._put(("vm_metrics", data, [ALL_METRICS_ROOM, room]))
+            # The whole batch as one item, and only when someone listens to a stream of its
+            # VMs: the ingest must not pay per VM for streams nobody subscribed to.
+            if not self._listened(item):
+                return
+            with self._batches_lock:
+                behind = self._batches >= METRICS_BACKLOG
+                if not behind:
+                    self._batches += 1
+            if not behind:
+                try:
+                    self.queue.put_nowait(("metrics", {"batch": item}, None))
+                    return
+                except queue.Full:
+                    with self._batches_lock:
+                        self._batches -= 1
+            now = time.monotonic()
+            if now >= self._next_warning:  # one line per 10 s: a tick brings one per host
+                self._next_warning = now + 10.0
+                logger.warning("Socket.IO bridge behind: metrics streams of a tick skipped")
 
-    def _listened(self, room: str) -> bool:
-        """Whether a room may have members. Only this process's manager is known: with a
-        message queue the members may be another gateway's clients, so it is assumed."""
-        manager = self.socketio.server.manager
-        if isinstance(manager, PubSubManager):
+    def _listened(self, batch: MetricsBatch) -> bool:
+        rooms = self.socketio.server.manager.rooms.get("/", {})
+        if rooms.get(ALL_METRICS_ROOM):
             return True
-        return bool(manager.rooms.get("/", {}).get(room))
+        host = batch.host
+        if len(rooms) < len(batch.vms):  # few sessions: look at their rooms, not every VM's
+            prefix = metrics_room(host, "")
+            # A copy taken in one step: sessions join and leave rooms on other threads.
+            snapshot = tuple(rooms.items())
+            return any(room.startswith(prefix) and members for room, members in snapshot)
+        return any(rooms.get(metrics_room(host, m.uuid)) for m in batch.vms)
 
     def on_job(self, job: Job) -> None:
         if job.foreign and self.gateway.settings.sio_message_queue and not from_set(job):
@@ -113,18 +135,42 @@ class Bridge:
                 return
             event, data, to = item
             try:
-                self.socketio.emit(
-                    event,
-                    data,
-                    to=to or AUTHENTICATED_ROOM,
-                    ignore_queue=event not in QUEUED_EVENTS or bool(data.get("foreign")),
-                )
+                if event == "metrics":
+                    with self._batches_lock:
+                        self._batches -= 1
+                    self._emit_metrics(data["batch"])
+                else:
+                    self.socketio.emit(
+                        event,
+                        data,
+                        to=to or AUTHENTICATED_ROOM,
+                        ignore_queue=event not in QUEUED_EVENTS or bool(data.get("foreign")),
+                    )
             except Exception:
                 logger.exception("emitting %s failed", event)
             if self.cooperative:
                 # A backlog of emits would otherwise run back to back without giving REST and
                 # the websockets' own greenlets a turn (queue.get does not yield when not empty).
                 self.socketio.sleep(0)
+
+    def _emit_metrics(self, batch: MetricsBatch) -> None:
+        """`vm_metrics` of each VM someone subscribed to (one VM, or `*`), none otherwise."""
+        rooms = self.socketio.server.manager.rooms.get("/", {})
+        everyone = bool(rooms.get(ALL_METRICS_ROOM))
+        cache = self.gateway.cache
+        for m in batch.vms:
+            room = metrics_room(batch.host, m.uuid)
+            if not everyone and not rooms.get(room):
+                continue
+            vm = cache.vm((batch.host, m.uuid))
+            if vm is not None:
+                # Every gateway has the metrics from its own subscription: never through a queue.
+                self.socketio.emit(
+                    "vm_metrics",
+                    views.vm_metrics(vm, m),
+                    to=[ALL_METRICS_ROOM, room],
+                    ignore_queue=True,
+                )
 
 
 def _error(exc: GatewayError, event: str | None) -> dict[str, Any]:
@@ -286,14 +332,14 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
     @guarded("request_all_metrics")
     def request_all_metrics(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_all_metrics")
-        body = views.all_metrics(gateway.cache.snapshot(with_metrics=True))
+        body = gateway.reads.all_metrics()
         emit("all_metrics", body, ignore_queue=True)  # its own client is here
         return {"count": body["count"]}
 
     @guarded("request_vms_list")
     def request_vms_list(_p: Principal, data: Any) -> dict[str, Any]:
         payload(data, "request_vms_list")
-        body = views.vms_list(gateway.cache.snapshot())
+        body = gateway.reads.vms_list()
         emit("vms_list", body, ignore_queue=True)  # its own client is here
         return {"count": body["count"]}
 

@@ -45,6 +45,9 @@ class Snapshot:
     loads: dict[str, HostLoad]
     vms: dict[VmKey, VmState]
     metrics: dict[VmKey, VmMetrics] = field(default_factory=dict)
+    # The cache's versions when the copy was taken (what a memoised view was built from).
+    version: int = 0
+    metrics_version: int = 0
 
     def online(self, host: str) -> bool:
         status = self.hosts.get(host)
@@ -86,7 +89,12 @@ class StateCache:
         self._metrics: dict[VmKey, VmMetrics] = {}
         self._gateways: dict[str, GatewayStatus] = {}
         self._listeners: list[Listener] = []
+        # Which keys hold a name or a uuid: `find` (every REST read of one VM, every command)
+        # looks one up instead of scanning the fleet.
+        self._by_name: dict[str, set[VmKey]] = {}
+        self._by_uuid: dict[str, set[VmKey]] = {}
         self.version = 0  # bumped on every host/VM change; read views memoise on it
+        self.metrics_version = 0  # bumped on every metrics batch applied
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -116,9 +124,22 @@ class StateCache:
                 )
                 return False
             self._vms[key] = state
+            if held is None or held.name != state.name:
+                if held is not None:
+                    self._unindex(held.name, held.uuid, key)
+                self._by_name.setdefault(state.name, set()).add(key)
+                self._by_uuid.setdefault(state.uuid, set()).add(key)
             self.version += 1
         self._emit("vm_state", state)
         return True
+
+    def _unindex(self, name: str, uuid: str, key: VmKey) -> None:
+        for index, ref in ((self._by_name, name), (self._by_uuid, uuid)):
+            keys = index.get(ref)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[ref]
 
     def apply_command_result(self, reply: CommandReply) -> bool:
         """Read-your-writes: a command's final reply can reach the gateway a few ms before the
@@ -148,6 +169,7 @@ class StateCache:
             gone = self._vms.pop(key, None)
             self._metrics.pop(key, None)
             if gone:
+                self._unindex(gone.name, gone.uuid, key)
                 self.version += 1
         if gone:
             self._emit("vm_removed", gone)
@@ -161,22 +183,26 @@ class StateCache:
         entry naming another host is dropped, and a uuid the gateway holds no state for would
         make a cache entry nothing ever evicts (a VM's metrics go when its state does). A batch
         of a host with no status is dropped whole (None), for the same reason."""
+        host = batch.host
         kept: list[VmMetrics] = []
         dropped: list[tuple[str, str]] = []
+        # One lock for the whole batch, and per entry only two dict look-ups and a store.
         with self._lock:
-            if batch.host not in self._hosts:
+            if host not in self._hosts:
                 return None, [("unknown_host", "no status for this host")]
-            self._loads[batch.host] = HostLoad(batch.host_metrics, batch.interval_s, batch.ts)
+            self._loads[host] = HostLoad(batch.host_metrics, batch.interval_s, batch.ts)
+            vms, metrics = self._vms, self._metrics
             for m in batch.vms:
-                key = (m.host, m.uuid)
-                if m.host != batch.host:
-                    dropped.append(("identity", f"an entry names host {m.host!r}"))
-                elif key not in self._vms:
-                    dropped.append(("unknown_vm", f"no state for VM {m.uuid[:64]!r}"))
-                else:
-                    self._metrics[key] = m
+                key = (host, m.uuid)
+                if m.host == host and key in vms:
+                    metrics[key] = m
                     kept.append(m)
-        if len(kept) != len(batch.vms):
+                elif m.host != host:
+                    dropped.append(("identity", f"an entry names host {m.host!r}"))
+                else:
+                    dropped.append(("unknown_vm", f"no state for VM {m.uuid[:64]!r}"))
+            self.metrics_version += 1
+        if dropped:
             batch = batch.model_copy(update={"vms": kept})
         self._emit("metrics", batch)
         return batch, dropped
@@ -193,13 +219,20 @@ class StateCache:
                 dict(self._loads),
                 dict(self._vms),
                 dict(self._metrics) if with_metrics else {},
+                self.version,
+                self.metrics_version,
             )
+
+    def hosts(self) -> dict[str, HostStatus]:
+        with self._lock:
+            return dict(self._hosts)
 
     def find(self, ref: str, host: str | None = None) -> VmState:
         with self._lock:
             if host is not None and host not in self._hosts:
                 raise NotFound(f"no host {host!r}", code="unknown_host")
-            vms = list(self._vms.values())
+            index = self._by_uuid if UUID_RE.match(ref) else self._by_name
+            vms = [self._vms[key] for key in index.get(ref, ())]
         return resolve(vms, ref, host)
 
     def host(self, host: str) -> HostStatus | None:

@@ -48,25 +48,44 @@ def vm_metrics(vm: VmState, metrics: VmMetrics | None) -> dict[str, Any]:
     """`GET /vm/<name>/metrics` and `vm_metrics`: the seed's fields first, with the seed's
     types (whole-MiB ints, float or null percentages, int byte counters), then the rest.
     Before the first batch (gateway just started, VM just appeared) the same keys, numbers
-    null, lists empty, and `stale`."""
-    data: dict[str, Any] = as_dict(metrics) if metrics is not None else {}
+    null, lists empty, and `stale`. Built from the fields directly: this runs for every VM
+    of `all_metrics`, and a generic model dump costs several times more."""
+    if metrics is None:
+        return {
+            "name": vm.name,
+            "state": vm.state,
+            "cpu_percent": None,
+            "vcpus": vm.vcpus,
+            "memory_percent": None,
+            "memory_used_mb": None,
+            "memory_total_mb": vm.memory_mb,
+            "disk_io": [],
+            "network_io": [],
+            "host": vm.host,
+            "uuid": vm.uuid,
+            "ts": None,
+            "interval_s": None,
+            "memory_source": "none",
+            "stale": True,
+        }
+    m = metrics
     return {
         "name": vm.name,
         # The cached state is fresher than the last tick when a command just changed it.
         "state": vm.state,
-        "cpu_percent": data.get("cpu_percent"),
-        "vcpus": data.get("vcpus", vm.vcpus),
-        "memory_percent": data.get("memory_percent"),
-        "memory_used_mb": data.get("memory_used_mb"),
-        "memory_total_mb": data.get("memory_total_mb", vm.memory_mb),
-        "disk_io": data.get("disk_io", []),
-        "network_io": data.get("network_io", []),
+        "cpu_percent": m.cpu_percent,
+        "vcpus": m.vcpus,
+        "memory_percent": m.memory_percent,
+        "memory_used_mb": m.memory_used_mb,
+        "memory_total_mb": m.memory_total_mb,
+        "disk_io": [d.model_dump() for d in m.disk_io],
+        "network_io": [n.model_dump() for n in m.network_io],
         "host": vm.host,
         "uuid": vm.uuid,
-        "ts": data.get("ts"),
-        "interval_s": data.get("interval_s"),
-        "memory_source": data.get("memory_source", "none"),
-        "stale": data.get("stale", True),
+        "ts": iso_z(m.ts),
+        "interval_s": m.interval_s,
+        "memory_source": m.memory_source,
+        "stale": m.stale,
     }
 
 
@@ -93,10 +112,11 @@ def host_view(status: HostStatus, load: HostLoad | None, vms: list[VmState]) -> 
 
 
 def hosts_list(snap: Snapshot) -> dict[str, Any]:
-    hosts = [
-        host_view(s, snap.loads.get(h), [v for v in snap.vms.values() if v.host == h])
-        for h, s in sorted(snap.hosts.items())
-    ]
+    by_host: dict[str, list[VmState]] = {h: [] for h in snap.hosts}
+    for v in snap.vms.values():
+        if v.host in by_host:
+            by_host[v.host].append(v)
+    hosts = [host_view(s, snap.loads.get(h), by_host[h]) for h, s in sorted(snap.hosts.items())]
     return {"count": len(hosts), "hosts": hosts}
 
 

@@ -214,3 +214,22 @@ def test_metrics_entries_of_another_host_or_an_unknown_vm_are_dropped() -> None:
     assert [r for r, _ in dropped] == ["identity", "unknown_vm"]
     assert cache.metrics_of(("b", UB)) is None
     assert cache.snapshot(with_metrics=True).metrics.keys() == {("a", UA)}
+
+
+def test_find_follows_renames_removals_and_names_on_several_hosts() -> None:
+    cache = StateCache()
+    cache.apply_host_status(HostStatus(host="a", online=True))
+    cache.apply_host_status(HostStatus(host="b", online=True))
+    cache.apply_vm_state(vm("a", UA, "web"))
+    cache.apply_vm_state(vm("b", UB, "web"))
+    with pytest.raises(Conflict):
+        cache.find("web")
+    assert cache.find("web", "b").uuid == UB
+    cache.apply_vm_state(vm("b", UB, "db", seq=2))  # renamed on its host
+    assert cache.find("web").uuid == UA and cache.find("db").uuid == UB
+    assert cache.find(UB).name == "db"
+    cache.remove_vm("a", UA)
+    with pytest.raises(NotFound):
+        cache.find("web")
+    with pytest.raises(NotFound):
+        cache.find(UA)
