@@ -61,6 +61,9 @@ _UPSERT_MINUTE = (
     + ", ".join([*(_merge_avg(f) for f in FIELDS), *(_merge_max(f) for f in FIELDS)])
     + ", n = n + excluded.n"
 )
+# A minute written after its quarter was rolled up (a writer that fell minutes behind the
+# clock) is merged into that quarter's row the same way, instead of being left out of it.
+_UPSERT_QUARTER = _UPSERT_MINUTE.replace("INTO history_1m", "INTO history_15m", 1)
 _UPSERT_TICKS = (
     "INSERT INTO history_ticks (minute, vm, points) VALUES (?, ?, ?) "
     "ON CONFLICT (minute, vm) DO UPDATE SET points = CAST(points || excluded.points AS BLOB)"
@@ -141,7 +144,7 @@ class HistoryTables:
     def write(self, conn: sqlite3.Connection, closed: list[Closed]) -> None:
         """The ended minutes: their ticks, and their averages and maxima (inside the caller's
         transaction; on an error the caller rolls back and calls `forget_ids`)."""
-        ticks, minutes = [], []
+        ticks, minutes, ends = [], [], []
         for key, buf in closed:
             if not buf.raw:
                 continue
@@ -153,9 +156,17 @@ class HistoryTables:
                 values += (_scaled(avg, scale), _scaled(peak, scale))
             ticks.append((buf.minute, vm, bytes(buf.raw)))
             minutes.append((buf.minute, vm, agg.n, *values))
+            ends.append(buf.minute)
         if self.windows.full:
             conn.executemany(_UPSERT_TICKS, ticks)
         conn.executemany(_UPSERT_MINUTE, minutes)
+        if self.windows.quarter and ends:
+            rolled = _rolled(conn, min(ends))
+            late = [
+                (m // 15, *row[1:]) for m, row in zip(ends, minutes, strict=True) if m < rolled * 15
+            ]
+            if late:
+                conn.executemany(_UPSERT_QUARTER, late)
 
     def forget_ids(self) -> None:
         self._ids.clear()

@@ -184,6 +184,8 @@ FAMILIES = {
     "kvmsup_gateway_jobs_revised": "counter",
     "kvmsup_gateway_jobs_in_flight": "gauge",
     "kvmsup_gateway_messages_dropped": "counter",
+    "kvmsup_gateway_metrics_batches_late": "counter",
+    "kvmsup_gateway_vm_metrics_late": "counter",
     "kvmsup_gateway_auth_failures": "counter",
     "kvmsup_host_up": "gauge",
     "kvmsup_host_libvirt_connected": "gauge",
