@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 # Broker, libvirt-python's build deps, and libvirtd + QEMU for the end-to-end tier.
 APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \
-	python3-venv python3-dev openssl libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86
+	python3-venv python3-dev openssl libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 \
+	chromium
 # Only to validate docker-compose.yml (`docker-compose config`); without its recommended Docker
 # engine, which cannot run here anyway.
 APT_LEAN := docker-compose

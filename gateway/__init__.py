@@ -12,7 +12,7 @@ from gateway.config import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app, its Socket.IO server and the gateway behind them, and connect."""
-    from gateway import api, errors, openapi, prometheus, realtime
+    from gateway import api, dashboard, errors, openapi, prometheus, realtime
     from gateway.service import Gateway
 
     settings = settings or Settings()
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.init_app(app)
     prometheus.init_app(app)
     openapi.init_app(app)
+    dashboard.init_app(app)
     realtime.init_app(app, gateway)
     if settings.trusted_proxies:
         # Outermost, so the Socket.IO session guard and the auth throttle both see the client's

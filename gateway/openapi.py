@@ -45,7 +45,7 @@ class Doc:
     query: tuple[str, ...] = ()  # names in PARAMS
     errors: tuple[int, ...] = ()
     body: str | None = None
-    media: str = "application/json"
+    media: str | tuple[str, ...] = "application/json"  # several: the 200 may be any of them
     extra: dict[str, Any] = field(default_factory=dict)
     links: dict[str, Any] = field(default_factory=dict)  # of the 200 answer; commands: the job
 
@@ -121,6 +121,23 @@ ROUTES: dict[str, Doc] = {
         (400,),
     ),
     "docs.openapi": Doc("This document", "OpenApi"),
+    "dashboard.whoami": Doc("The token's name and role", "Whoami"),
+    "dashboard.page": Doc(
+        "The operator dashboard (HTML)", "Html", media="text/html; charset=utf-8"
+    ),
+    "dashboard.asset": Doc(
+        "A file of the dashboard (script, style sheet, vendored library and its licence)",
+        "Asset",
+        errors=(404,),
+        media=(
+            "text/javascript; charset=utf-8",
+            "text/css; charset=utf-8",
+            "text/html; charset=utf-8",
+            "text/plain; charset=utf-8",
+            "image/svg+xml",
+            "image/png",
+        ),
+    ),
     "prometheus.metrics": Doc(
         "Prometheus text exposition (version 0.0.4)",
         "Exposition",
@@ -166,8 +183,9 @@ def _operation(
         }
         for a in path_args
     ] + [params_by_name[q] for q in doc.query]
+    medias = (doc.media,) if isinstance(doc.media, str) else doc.media
     responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {doc.media: {"schema": ref(doc.response)}}},
+        "200": {"description": "OK", "content": {m: {"schema": ref(doc.response)} for m in medias}},
     }
     if doc.links:
         responses["200"]["links"] = doc.links

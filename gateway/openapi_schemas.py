@@ -271,5 +271,14 @@ SCHEMAS: dict[str, Any] = {
     ),
     "AuditList": _list("audit", ref("AuditEntry")),
     "OpenApi": {"type": "object", "description": "This document"},
+    "Whoami": _obj(
+        {
+            "name": _S,
+            "role": {"type": "string", "enum": ["viewer", "operator"]},
+            "auth": {"type": "string", "enum": ["bearer", "none"]},
+        }
+    ),
+    "Html": {"type": "string", "description": "The dashboard's page"},
+    "Asset": {"type": "string", "description": "A dashboard file, its type by its extension"},
     "Exposition": {"type": "string", "description": "Prometheus text format 0.0.4"},
 }
