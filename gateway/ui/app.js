@@ -187,6 +187,9 @@ function onMetrics(m) {
 
 function applyJob(job) {
   const prev = state.jobs.get(job.id);
+  // A command's answer and its `job_update` pushes race: never let an older view of the job
+  // (the POST's `accepted`) replace a newer one (a pushed `succeeded`).
+  if (prev && (prev.finished && !job.finished || (job.updated_at || "") < (prev.updated_at || ""))) return;
   state.jobs.set(job.id, { ...prev, ...job });
   renderJobs();
   const vm = state.vms.get(`${job.host}/${job.vm}`);
@@ -284,9 +287,9 @@ function vmRow(vm) {
     { class: "vm-row", role: "row", dataset: { key, name: vm.name, host: vm.host, state: vm.state } },
     el("a", { class: "vm-name", role: "cell", href: `#/vm/${encodeURIComponent(vm.host)}/${vm.uuid}`, text: vm.name }),
     el("span", { class: "vm-host", role: "cell", text: vm.host }),
-    el("span", { role: "cell" }, el("span", { class: `state ${vm.state}`, text: vm.state }), offline ? el("span", { class: "badge", text: "host offline" }) : null),
-    el("span", { class: "num", role: "cell", "data-label": "vCPUs", text: String(vm.vcpus) }),
-    el("span", { class: "num", role: "cell", "data-label": "Memory", text: mib(vm.memory_mb) }),
+    el("span", { class: "vm-state", role: "cell" }, el("span", { class: `state ${vm.state}`, text: vm.state }), offline ? el("span", { class: "badge", text: "host offline" }) : null),
+    el("span", { class: "num vm-vcpus", role: "cell", "data-label": "vCPUs", text: String(vm.vcpus) }),
+    el("span", { class: "num vm-mem", role: "cell", "data-label": "Memory", text: mib(vm.memory_mb) }),
     sparkCell("cpu", key, m ? m.cpu_percent : null),
     sparkCell("mem", key, m ? m.memory_percent : null),
     el("span", { role: "cell", class: "cell-actions" }, actionButtons(vm, ctx)),
@@ -297,7 +300,7 @@ function sparkCell(kind, key, value) {
   const s = state.spark.get(key);
   return el(
     "span",
-    { class: `spark-cell ${kind}`, role: "cell", "data-label": kind === "cpu" ? "CPU" : "Memory use" },
+    { class: `spark-cell ${kind}`, role: "cell", "data-label": kind === "cpu" ? "CPU" : "Mem" },
     sparkline(s ? s[kind] : []),
     el("span", { class: "spark-value", text: pct(value) }),
   );
@@ -318,12 +321,11 @@ function renderJobs() {
 }
 
 export function jobItem(j) {
-  const force = j.params && j.params.force ? " (force)" : "";
   return el(
     "li",
     { class: `job ${j.status}`, dataset: { id: j.id, status: j.status } },
     el("time", { text: when(j.created_at) }),
-    el("span", { text: `${j.by} · ${j.action}${force} ${j.name} @${j.host}` }),
+    el("span", { text: `${j.by} · ${j.action} ${j.name} @${j.host}` }),
     el("span", { class: `status ${j.status}`, text: j.status }),
     j.error ? el("span", { class: "error", text: j.error.message }) : null,
   );
@@ -372,6 +374,7 @@ function route() {
     $("overview").hidden = true;
     $("vm-page").hidden = false;
     state.page = new VmPage(key, () => state.vms.get(key), ctx);
+    window.scrollTo(0, 0);
     renderJobs();
     refreshLogs();
   } else {

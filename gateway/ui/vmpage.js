@@ -1,7 +1,7 @@
 // One VM: its details and actions, graphs of CPU, memory, disk and network over the last hour
 // or day (history, then live points from `vm_metrics`), its jobs and events.
 import { actionButtons } from "./actions.js";
-import { api, history } from "./api.js";
+import { api, history, vmPath } from "./api.js";
 import { Graph } from "./charts.js";
 import { el, mib, pct } from "./format.js";
 
@@ -34,8 +34,23 @@ export class VmPage {
     document.querySelector(".ranges").addEventListener("click", this.onRange);
     $("vm-jobs").replaceChildren();
     $("vm-events").replaceChildren();
+    this.detail = {};
     this.setVm(getVm());
     this.load(60);
+    this.loadDetail();
+  }
+
+  // `/vms` entries lack the reason, autostart and maximum memory that `GET /vm/<id>` has;
+  // later `vm_state` pushes carry them all.
+  async loadDetail() {
+    const vm = this.getVm();
+    if (!vm) return;
+    try {
+      this.detail = await api(vmPath(vm, `?host=${encodeURIComponent(vm.host)}`));
+    } catch {
+      return;
+    }
+    if (!this.destroyed) this.setVm(this.getVm());
   }
 
   reload() {
@@ -43,8 +58,9 @@ export class VmPage {
     this.load(this.minutes);
   }
 
-  setVm(vm) {
+  setVm(current) {
     const head = $("vm-head");
+    const vm = current && { ...this.detail, ...current };
     if (!vm) {
       head.replaceChildren(el("h1", { text: "Unknown VM" }), el("p", { class: "muted", text: this.key }));
       return;
@@ -59,7 +75,7 @@ export class VmPage {
     ];
     head.replaceChildren(
       el("h1", {}, vm.name, " ", el("span", { class: `state ${vm.state}`, text: vm.state })),
-      el("dl", { class: "facts" }, rows.map(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
+      el("dl", { class: "facts" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])),
       el("p", { class: "now" }, el("span", { id: "now-cpu", text: "" }), el("span", { id: "now-mem", text: "" })),
       actionButtons(vm, this.ctx),
     );
