@@ -247,6 +247,15 @@ def test_a_viewer_sees_no_action_buttons_and_stays_signed_in(
     vms = expect_fleet(page, gw)
     assert page.locator("button.act, .actions").count() == 0
 
+    # Live without polling: while nothing changes, the page sends no request at all, yet the
+    # metrics pushed each tick keep coming.
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    before = page.locator(".vm-row .spark-value").all_text_contents()
+    time.sleep(3)
+    assert requests == []
+    wait_until(lambda: page.locator(".vm-row .spark-value").all_text_contents() != before, 10)
+
     # Still none after a state change re-renders a row, nor on a VM page.
     db = next(v for v in vms if v["name"] == "db-01")
     conn.lookupByName("db-01").suspend()
