@@ -21,8 +21,6 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
     ".md": "text/plain; charset=utf-8",
     "": "text/plain; charset=utf-8",  # the vendored LICENSE and SHA256SUMS files
 }
@@ -44,6 +42,15 @@ CSP = "; ".join(
 )
 
 bp = Blueprint("dashboard", __name__)
+
+
+def files() -> list[str]:
+    """Every file `GET /ui/<file>` serves, by its path under /ui/ (for the OpenAPI document)."""
+    return sorted(
+        str(p.relative_to(UI_DIR))
+        for p in UI_DIR.rglob("*")
+        if p.is_file() and p.suffix.lower() in CONTENT_TYPES
+    )
 
 
 def _serve(relative: str) -> Response:

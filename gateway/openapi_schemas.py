@@ -278,7 +278,5 @@ SCHEMAS: dict[str, Any] = {
             "auth": {"type": "string", "enum": ["bearer", "none"]},
         }
     ),
-    "Html": {"type": "string", "description": "The dashboard's page"},
-    "Asset": {"type": "string", "description": "A dashboard file, its type by its extension"},
     "Exposition": {"type": "string", "description": "Prometheus text format 0.0.4"},
 }

@@ -37,6 +37,7 @@ def test_the_page_is_served_at_ui_with_a_strict_csp_and_root_stays_json(client):
     assert directives["frame-ancestors"] == "'none'"
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert b'<script type="module" src="/ui/app.js">' in page.data
+    assert b'<link rel="icon" href="data:,">' in page.data  # no favicon request
     assert client.get("/").is_json  # the seed's index is untouched
 
 
@@ -45,7 +46,6 @@ def test_the_page_is_served_at_ui_with_a_strict_csp_and_root_stays_json(client):
     [
         ("/ui/app.js", "text/javascript; charset=utf-8"),
         ("/ui/app.css", "text/css; charset=utf-8"),
-        ("/ui/icon.svg", "image/svg+xml"),
         ("/ui/vendor/socket.io-client/socket.io.esm.min.js", "text/javascript; charset=utf-8"),
         ("/ui/vendor/uplot/uPlot.esm.js", "text/javascript; charset=utf-8"),
         ("/ui/vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
@@ -85,7 +85,7 @@ def test_every_asset_comes_from_the_gateway_itself():
     assert texts
     for path, text in texts.items():
         for url in re.findall(r"""(?:src|href)=["']([^"']+)["']""", text):
-            assert url.startswith(("/ui/", "#")), (path.name, url)
+            assert url.startswith(("/ui/", "#")) or url == "data:,", (path.name, url)
         for spec in re.findall(r"""from\s+["']([^"']+)["']""", text):
             assert spec.startswith("./"), (path.name, spec)
         assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
@@ -129,6 +129,19 @@ def test_whoami_needs_a_token(client):
 def test_whoami_with_auth_off_is_an_anonymous_operator(make_app):
     resp = make_app(auth="none").test_client().get("/whoami")
     assert resp.get_json() == {"name": "anonymous", "role": "operator", "auth": "none"}
+
+
+def test_the_openapi_document_lists_every_dashboard_file(client):
+    doc = client.get("/openapi.json").get_json()
+    (param,) = doc["paths"]["/ui/{asset}"]["get"]["parameters"]
+    names = param["schema"]["enum"]
+    assert "app.js" in names and "vendor/uplot/LICENSE" in names
+    for name in names:
+        assert client.get(f"/ui/{name}").status_code == 200, name
+    assert doc["paths"]["/whoami"]["get"]["x-required-role"] == "viewer"
+    assert (
+        "security" not in doc["paths"]["/ui"]["get"] or not doc["paths"]["/ui"]["get"]["security"]
+    )
 
 
 def test_package_data_ships_the_ui_files():
