@@ -57,7 +57,9 @@ export function actionButtons(vm, ctx) {
         type: "button",
         class: ACTIONS[name].danger ? "act danger" : "act",
         dataset: { action: name },
-        disabled: offline || ctx.busy(vm),
+        // While a job runs on the VM only a forced one may be sent: the gateway lets it
+        // preempt a graceful shutdown or reboot, and refuses anything else with a 409.
+        disabled: offline || (ctx.busy(vm) && !ACTIONS[name].danger),
         title: offline ? "The host is offline" : undefined,
         "aria-label": `${ACTIONS[name].label} ${vm.name}`,
         text: ACTIONS[name].label,

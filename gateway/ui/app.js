@@ -376,6 +376,7 @@ function route() {
     $("overview").hidden = true;
     $("vm-page").hidden = false;
     state.page = new VmPage(key, () => state.vms.get(key), ctx);
+    if (state.latest.has(key)) state.page.showNow(state.latest.get(key));
     window.scrollTo(0, 0);
     renderJobs();
     refreshLogs();

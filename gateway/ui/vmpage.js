@@ -56,6 +56,7 @@ export class VmPage {
   reload() {
     this.setVm(this.getVm());
     this.load(this.minutes);
+    this.loadDetail(); // a page opened from a link before the fleet was loaded has none yet
   }
 
   setVm(current) {
@@ -79,6 +80,7 @@ export class VmPage {
       el("p", { class: "now" }, el("span", { id: "now-cpu", text: "" }), el("span", { id: "now-mem", text: "" })),
       actionButtons(vm, this.ctx),
     );
+    if (this.now) this.showNow(this.now);
   }
 
   async load(minutes) {
@@ -107,13 +109,18 @@ export class VmPage {
       net_rx_bps: sum(m.network_io, "rx_bps"),
       net_tx_bps: sum(m.network_io, "tx_bps"),
     };
+    this.showNow(m);
+    // The last hour is at full resolution, so a tick is one more point of it; the day's
+    // points are averages and are left to the next load.
+    if (this.minutes <= 60 && m.ts) for (const g of Object.values(this.graphs)) g.append(p, this.minutes * 60);
+  }
+
+  showNow(m) {
+    this.now = m;
     const cpu = $("now-cpu");
     if (cpu) cpu.textContent = `CPU ${pct(m.cpu_percent)}`;
     const mem = $("now-mem");
     if (mem) mem.textContent = `memory ${pct(m.memory_percent)}`;
-    // The last hour is at full resolution, so a tick is one more point of it; the day's
-    // points are averages and are left to the next load.
-    if (this.minutes <= 60 && m.ts) for (const g of Object.values(this.graphs)) g.append(p, this.minutes * 60);
   }
 
   setJobs(items) {

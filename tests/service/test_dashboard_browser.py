@@ -274,10 +274,15 @@ def test_a_viewer_sees_no_action_buttons_and_stays_signed_in(
     expect(page.locator(".vm-row[data-host=demo-b] .badge")).to_have_count(3)
     expect(page.locator(".vm-row[data-key]")).to_have_count(FLEET_VMS)
 
-    # The token was entered once: a reload keeps it (localStorage), no sign-in again.
+    # The token was entered once: a reload keeps it (localStorage), no sign-in again; a link
+    # to a VM's page opens it directly.
+    page.goto(gw.url + f"/ui#/vm/lab-a/{db['uuid']}")
     page.reload()
     expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
     expect(page.locator("#login")).to_be_hidden()
+    expect(page.locator("#vm-head h1")).to_contain_text("db-01")
+    expect(page.locator("#vm-head .state")).to_have_text("paused")
+    expect(page.locator("#vm-head dd").nth(3)).not_to_have_text("–")  # the reason, from /vm
     # "Change token" forgets it.
     page.goto(gw.url + "/ui#/")
     page.click("#logout")
