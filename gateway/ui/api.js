@@ -19,7 +19,7 @@ export const token = {
 };
 
 export async function api(path, { method = "GET", body } = {}) {
-  const headers = { Authorization: `Bearer ${token.get()}` };
+  const headers = token.get() ? { Authorization: `Bearer ${token.get()}` } : {};
   const init = { method, headers, cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";

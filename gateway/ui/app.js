@@ -62,24 +62,36 @@ $("logout").addEventListener("click", () => {
 });
 
 async function start() {
-  if (!token.get()) return showLogin();
+  // Without a token, the open index (`GET /`) tells whether this gateway needs one at all
+  // (KVMSUP_AUTH=none does not).
+  if (!token.get() && !(await authIsOff())) return showLogin();
   try {
     const me = await api("/whoami");
     state.role = me.role;
     state.name = me.name;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
+      const had = token.get();
       token.clear();
-      return showLogin("That token was not accepted.");
+      return showLogin(had ? "That token was not accepted." : "");
     }
     return showLogin(`The gateway did not answer: ${err.message}`);
   }
   $("login").hidden = true;
-  $("logout").hidden = false;
   $("who").textContent = `${state.name} · ${state.role}`;
+  $("logout").hidden = !token.get();
   document.body.dataset.role = state.role;
   connect();
   route();
+}
+
+async function authIsOff() {
+  try {
+    const index = await (await fetch("/", { cache: "no-store" })).json();
+    return index.auth === "none";
+  } catch {
+    return false;
+  }
 }
 
 // -- live connection ---------------------------------------------------------------------------

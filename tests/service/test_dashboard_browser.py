@@ -163,7 +163,9 @@ def test_operator_sees_the_fleet_live_and_acts_with_a_confirmation(
     web = next(v for v in vms if v["name"] == "web-01")
     page.evaluate("window.__sameDocument = true")
     conn.lookupByName("web-01").suspend()
+    suspended = time.monotonic()
     expect(row(page, "lab-a", web["uuid"])).to_have_attribute("data-state", "paused", timeout=2000)
+    print(f"paused on the page {1000 * (time.monotonic() - suspended):.0f} ms after libvirt's call")
     assert page.evaluate("window.__sameDocument === true")  # live, not reloaded
 
     posts: list[str] = []
@@ -300,3 +302,20 @@ def test_a_wrong_token_is_refused_on_the_page(fleet: Fleet, browser: Browser) ->
     expect(page.locator("#login-error")).to_have_text("That token was not accepted.")
     assert page.locator(".vm-row[data-key]").count() == 0
     assert page.evaluate("localStorage.getItem('kvmsup.token')") is None
+
+
+def test_an_open_gateway_needs_no_token(
+    fleet: Fleet, start_gateway: Callable[..., GatewayProc], browser: Browser
+) -> None:
+    """KVMSUP_AUTH=none: the page asks for no token and, as the API does, allows every action."""
+    open_gw = start_gateway(KVMSUP_AUTH="none", gateway_id="gw-open")
+    wait_ready(open_gw, vms=FLEET_VMS, timeout=30)
+    page = browser.new_page()
+    watch = Watch(page)
+    page.goto(open_gw.url + "/ui")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
+    expect(page.locator("#login")).to_be_hidden()
+    expect(page.locator("#who")).to_have_text("anonymous · operator")
+    expect(page.locator(".vm-row[data-key]")).to_have_count(FLEET_VMS, timeout=15000)
+    assert page.locator("button.act").count() > 0
+    assert watch.errors == []
