@@ -3,7 +3,8 @@ import { io } from "./vendor/socket.io-client/socket.io.esm.min.js";
 import { ApiError, api, history, token } from "./api.js";
 import { actionButtons } from "./actions.js";
 import { SPARK_POINTS, sparkline } from "./charts.js";
-import { el, mib, pct, when } from "./format.js";
+import { el, mib, pct } from "./format.js";
+import { auditItem, eventItem, fillLog, jobItem } from "./logs.js";
 import { VmPage } from "./vmpage.js";
 
 const $ = (id) => document.getElementById(id);
@@ -132,6 +133,7 @@ function connect() {
   socket.on("vm_removed", (vm) => {
     state.vms.delete(keyOf(vm));
     renderVms();
+    renderHosts();
   });
   socket.on("host_status", (status) => {
     state.hosts.set(status.host, { ...state.hosts.get(status.host), ...status });
@@ -236,18 +238,21 @@ async function refreshLogs() {
 // -- rendering ---------------------------------------------------------------------------------
 
 function renderHosts() {
-  const box = $("hosts");
-  box.replaceChildren(
+  const vms = [...state.vms.values()];
+  $("hosts").replaceChildren(
     ...[...state.hosts.values()].map((h) => {
+      const mine = vms.filter((v) => v.host === h.host);
+      const running = mine.filter((v) => v.state === "running").length;
       const libvirt = !h.online ? "unknown" : h.libvirt_connected ? "connected" : "disconnected";
+      const health = !h.online ? "bad" : h.libvirt_connected ? "ok" : "warn";
       return el(
         "article",
-        { class: "card host", dataset: { host: h.host, online: String(!!h.online) } },
-        el("h3", {}, el("span", { class: `dot ${h.online ? "ok" : "bad"}` }), h.host),
+        { class: "card host", dataset: { host: h.host, online: String(!!h.online), libvirt } },
+        el("h3", {}, el("span", { class: `dot ${health}` }), h.host),
         el("p", { class: "host-status", text: h.online ? "online" : "offline" }),
         el("p", { class: "muted", text: `libvirt ${libvirt}${h.hypervisor ? ` · ${h.hypervisor.type} ${h.hypervisor.version}` : ""}` }),
         h.node ? el("p", { class: "muted", text: `${h.node.cpus} CPUs · ${mib(h.node.memory_mb)}` }) : null,
-        el("p", { class: "muted", text: `${h.vms_running ?? "?"} of ${h.vms_total ?? "?"} VMs running` }),
+        el("p", { class: "muted", text: `${running} of ${mine.length} VMs running` }),
       );
     }),
   );
@@ -266,12 +271,6 @@ function renderVms() {
     ["Name", "Host", "State", "vCPUs", "Memory", "CPU", "Memory use", ""].map((t) => el("span", { role: "columnheader", text: t })),
   );
   $("vms").replaceChildren(head, ...vms.map(vmRow));
-  // Host counts follow the VM states.
-  for (const h of state.hosts.values()) {
-    const mine = vms.filter((v) => v.host === h.host);
-    h.vms_total = mine.length;
-    h.vms_running = mine.filter((v) => v.state === "running").length;
-  }
 }
 
 function renderVm(key) {
@@ -280,16 +279,7 @@ function renderVm(key) {
   if (!vm || !row) return renderVms();
   row.replaceWith(vmRow(vm));
   if (state.page && state.page.key === key) state.page.setVm(vm);
-  renderHostsCounts();
-}
-
-function renderHostsCounts() {
-  for (const h of state.hosts.values()) {
-    const mine = [...state.vms.values()].filter((v) => v.host === h.host);
-    h.vms_total = mine.length;
-    h.vms_running = mine.filter((v) => v.state === "running").length;
-  }
-  renderHosts();
+  renderHosts(); // its counts of running VMs
 }
 
 function vmRow(vm) {
@@ -332,42 +322,6 @@ function renderJobs() {
   const jobs = [...state.jobs.values()].sort((a, b) => (b.created_at || "").localeCompare(a.created_at || ""));
   fillLog($("jobs"), jobs.slice(0, 30).map(jobItem));
   if (state.page) state.page.setJobs(jobs.filter((j) => `${j.host}/${j.vm}` === state.page.key).map(jobItem));
-}
-
-export function jobItem(j) {
-  return el(
-    "li",
-    { class: `job ${j.status}`, dataset: { id: j.id, status: j.status } },
-    el("time", { text: when(j.created_at) }),
-    el("span", { text: `${j.by} · ${j.action} ${j.name} @${j.host}` }),
-    el("span", { class: `status ${j.status}`, text: j.status }),
-    j.error ? el("span", { class: "error", text: j.error.message }) : null,
-  );
-}
-
-export function eventItem(e) {
-  const what = e.kind === "command" ? `${e.action} by ${e.by || "?"}: ${e.status}` : `${e.event}${e.detail ? ` (${e.detail})` : ""}`;
-  return el(
-    "li",
-    { class: `event ${e.kind}` },
-    el("time", { text: when(e.ts) }),
-    el("span", { text: `${e.name || e.uuid || e.host} @${e.host}` }),
-    el("span", { class: "muted", text: what }),
-  );
-}
-
-function auditItem(a) {
-  return el(
-    "li",
-    { class: `audit ${a.result}` },
-    el("time", { text: when(a.ts) }),
-    el("span", { text: `${a.by} · ${a.action} ${a.name || a.vm} @${a.host || "?"}` }),
-    el("span", { class: `status ${a.result}`, text: a.result }),
-  );
-}
-
-export function fillLog(list, items) {
-  list.replaceChildren(...(items.length ? items : [el("li", { class: "muted", text: "nothing yet" })]));
 }
 
 function toast(text, kind = "") {

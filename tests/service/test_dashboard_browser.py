@@ -46,6 +46,7 @@ class Fleet:
     gw: GatewayProc
     conn: libvirt.virConnect
     agents: dict[str, Service]
+    libvirtd: TestDriverDaemon
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def fleet(
     gw = start_gateway()
     wait_ready(gw, vms=FLEET_VMS, timeout=30)
     try:
-        yield Fleet(gw, conn, agents)
+        yield Fleet(gw, conn, agents, testdriver)
     finally:
         conn.close()
 
@@ -275,6 +276,11 @@ def test_a_viewer_sees_no_action_buttons_and_stays_signed_in(
     expect(card.locator(".host-status")).to_have_text("offline")
     expect(page.locator(".vm-row[data-host=demo-b] .badge")).to_have_count(3)
     expect(page.locator(".vm-row[data-key]")).to_have_count(FLEET_VMS)
+    # A host whose libvirtd goes away stays online, with libvirt disconnected.
+    fleet.libvirtd.stop()
+    lab = page.locator('.host[data-host="lab-a"]')
+    expect(lab).to_have_attribute("data-libvirt", "disconnected", timeout=15000)
+    expect(lab).to_have_attribute("data-online", "true")
 
     # The token was entered once: a reload keeps it (localStorage), no sign-in again; a link
     # to a VM's page opens it directly.
