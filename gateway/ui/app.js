@@ -20,6 +20,7 @@ const state = {
   jobs: new Map(), // id → job, newest first when listed
   socket: null,
   page: null,
+  replay: null, // pushes received while loadAll runs
 };
 
 const keyOf = (vm) => `${vm.host}/${vm.uuid}`;
@@ -123,38 +124,56 @@ function connect() {
       setConn("offline", code === "too_many_requests" ? "refused (too many failures)" : "reconnecting…");
     }
   });
-  socket.on("vm_state", (vm) => {
-    const prev = state.vms.get(keyOf(vm));
-    if (prev && prev.seq !== undefined && vm.seq !== undefined && vm.seq < prev.seq) return;
-    state.vms.set(keyOf(vm), { ...prev, ...vm });
-    renderVm(keyOf(vm));
-    refreshLogsSoon();
-  });
-  socket.on("vm_removed", (vm) => {
-    state.vms.delete(keyOf(vm));
-    renderVms();
-    renderHosts();
-  });
-  socket.on("host_status", (status) => {
-    state.hosts.set(status.host, { ...state.hosts.get(status.host), ...status });
-    for (const vm of state.vms.values()) if (vm.host === status.host) vm.host_online = status.online;
-    renderHosts();
-    renderVms();
-  });
+  socket.on("vm_state", (vm) => pushed(applyVmState, vm));
+  socket.on("vm_removed", (vm) => pushed(removeVm, vm));
+  socket.on("host_status", (status) => pushed(applyHost, status));
   socket.on("job_update", (job) => applyJob(job));
   socket.on("vm_metrics", (m) => onMetrics(m));
+}
+
+// A push that arrives while the REST picture loads may be newer than that picture: it is
+// applied now and again once the picture is in.
+function pushed(apply, data) {
+  if (state.replay) state.replay.push([apply, data]);
+  apply(data);
+}
+
+function applyVmState(vm) {
+  const prev = state.vms.get(keyOf(vm));
+  if (prev && prev.seq !== undefined && vm.seq !== undefined && vm.seq < prev.seq) return;
+  state.vms.set(keyOf(vm), { ...prev, ...vm });
+  renderVm(keyOf(vm));
+  refreshLogsSoon();
+}
+
+function removeVm(vm) {
+  state.vms.delete(keyOf(vm));
+  renderVms();
+  renderHosts();
+}
+
+function applyHost(status) {
+  state.hosts.set(status.host, { ...state.hosts.get(status.host), ...status });
+  for (const vm of state.vms.values()) if (vm.host === status.host) vm.host_online = status.online;
+  renderHosts();
+  renderVms();
 }
 
 // -- data --------------------------------------------------------------------------------------
 
 async function loadAll() {
+  state.replay = [];
   try {
     const [hosts, vms, jobs] = await Promise.all([api("/hosts"), api("/vms"), api("/jobs?limit=50")]);
     state.hosts = new Map(hosts.hosts.map((h) => [h.host, h]));
     const fresh = new Map();
     for (const vm of vms.vms) fresh.set(keyOf(vm), { ...state.vms.get(keyOf(vm)), ...vm });
     state.vms = fresh;
+    const pushedJobs = [...state.jobs.values()];
     state.jobs = new Map(jobs.jobs.map((j) => [j.id, j]));
+    for (const job of pushedJobs) applyJob(job, true);
+    for (const [apply, data] of state.replay) apply(data);
+    state.replay = null;
     renderHosts();
     renderVms();
     renderJobs();
@@ -162,6 +181,7 @@ async function loadAll() {
     loadSparks();
     if (state.page) state.page.reload();
   } catch (err) {
+    state.replay = null;
     if (err instanceof ApiError && err.status === 401) return showLogin("That token is no longer accepted.");
     toast(`Could not load the fleet: ${err.message}`, "failed");
   }
@@ -201,7 +221,7 @@ function onMetrics(m) {
   if (state.page && state.page.key === key) state.page.onMetrics(m);
 }
 
-function applyJob(job) {
+function applyJob(job, quiet = false) {
   const prev = state.jobs.get(job.id);
   // A command's answer and its `job_update` pushes race: never let an older view of the job
   // (the POST's `accepted`) replace a newer one (a pushed `succeeded`).
@@ -210,7 +230,7 @@ function applyJob(job) {
   renderJobs();
   const vm = state.vms.get(`${job.host}/${job.vm}`);
   if (vm) renderVm(keyOf(vm));
-  if (job.finished && !(prev && prev.finished)) {
+  if (job.finished && !(prev && prev.finished) && !quiet) {
     const what = `${job.action} ${job.name}`;
     const err = job.error ? `: ${job.error.message}` : "";
     toast(`${what} ${job.status}${err}`, job.status);

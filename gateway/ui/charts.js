@@ -13,6 +13,7 @@ export function sparkline(values, max = 100) {
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("class", "spark");
   svg.setAttribute("aria-hidden", "true");
+  // The points there are, across the whole width: a sparkline shows the recent trend.
   const n = Math.max(values.length, 2);
   let segment = [];
   const flush = () => {
@@ -23,10 +24,9 @@ export function sparkline(values, max = 100) {
     }
     segment = [];
   };
-  const offset = SPARK_POINTS - n; // right-aligned: the newest point is at the right edge
   values.forEach((v, i) => {
     if (v === null || v === undefined || Number.isNaN(v)) return flush();
-    const x = ((offset + i) / (SPARK_POINTS - 1)) * 100;
+    const x = (i / (n - 1)) * 100;
     const y = 23 - (Math.min(Math.max(v, 0), max) / max) * 22;
     segment.push(`${x.toFixed(2)},${y.toFixed(2)}`);
   });
