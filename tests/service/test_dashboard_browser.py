@@ -9,6 +9,7 @@ clean."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import time
@@ -325,3 +326,32 @@ def test_an_open_gateway_needs_no_token(
     expect(page.locator(".vm-row[data-key]")).to_have_count(FLEET_VMS, timeout=15000)
     assert page.locator("button.act").count() > 0
     assert watch.errors == []
+
+
+CLIMBING = [
+    "/ui/../gateway/__init__.py",
+    "/ui/%2e%2e/dashboard.py",
+    "/ui/..%2fdashboard.py",
+    "/ui/vendor/..%2F..%2Fdashboard.py",
+    "/ui/%2fetc%2fpasswd",
+    "/ui/vendor/uplot/../../../config.py",
+]
+
+
+def test_no_file_outside_the_dashboard_is_served_over_http(
+    start_gateway: Callable[..., GatewayProc],
+) -> None:
+    """Paths that climb out of gateway/ui, sent as they are (no client-side normalising)."""
+    gw = start_gateway()
+    for path in CLIMBING:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=15)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        assert resp.status in (404, 308), (path, resp.status, body[:200])
+        assert b"import" not in body and b"root:" not in body, (path, body[:200])
+        if resp.status == 404:
+            assert b'"not_found"' in body, (path, body[:200])
