@@ -9,6 +9,7 @@ import { VmPage } from "./vmpage.js";
 
 const $ = (id) => document.getElementById(id);
 const FINAL = new Set(["succeeded", "failed", "rejected", "timed_out"]);
+const JOBS_KEPT = 200;
 
 const state = {
   role: null,
@@ -227,6 +228,14 @@ function applyJob(job, quiet = false) {
   // (the POST's `accepted`) replace a newer one (a pushed `succeeded`).
   if (prev && (prev.finished && !job.finished || (job.updated_at || "") < (prev.updated_at || ""))) return;
   state.jobs.set(job.id, { ...prev, ...job });
+  // A page left open for weeks keeps the newest jobs only (the API has the rest).
+  if (state.jobs.size > JOBS_KEPT) {
+    const oldest = [...state.jobs.values()]
+      .filter((j) => j.finished)
+      .sort((a, b) => (a.created_at || "").localeCompare(b.created_at || ""))
+      .slice(0, state.jobs.size - JOBS_KEPT);
+    for (const j of oldest) state.jobs.delete(j.id);
+  }
   renderJobs();
   const vm = state.vms.get(`${job.host}/${job.vm}`);
   if (vm) renderVm(keyOf(vm));
