@@ -3,11 +3,14 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# The dashboard's browser test drives Debian's chromium (Ubuntu names its package differently).
+BROWSER := $(shell . /etc/os-release 2>/dev/null; \
+	if [ "$$ID" = ubuntu ]; then echo chromium-browser; else echo chromium; fi)
 # Broker, libvirt-python's build deps, libvirtd + QEMU for the end-to-end tier, and Redis for the
 # scale-out test (Socket.IO message queue).
 APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \
 	python3-venv python3-dev openssl libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 \
-	redis-server
+	redis-server $(BROWSER)
 # Only to validate docker-compose.yml (`docker-compose config`); without its recommended Docker
 # engine, which cannot run here anyway.
 APT_LEAN := docker-compose

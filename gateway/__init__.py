@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from gateway import api, errors, openapi, prometheus, realtime
+    from gateway import api, dashboard, errors, openapi, prometheus, realtime
     from gateway.config import Settings
     from gateway.service import Gateway
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.init_app(app)
     prometheus.init_app(app)
     openapi.init_app(app)
+    dashboard.init_app(app)
     realtime.init_app(app, gateway)
     if settings.trusted_proxies:
         # Outermost, so the Socket.IO session guard and the auth throttle both see the client's

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from gateway import dashboard
 from gateway.bus import gateway_version
 from gateway.errors import BadRequest
 from gateway.history_db import Windows
@@ -43,13 +44,14 @@ class Doc:
     """What Flask cannot tell about a route. Paths, methods and roles come from the app."""
 
     summary: str
-    response: str  # a schema name in SCHEMAS
+    response: str | dict[str, Any]  # a schema name in SCHEMAS, or a schema
     query: tuple[str, ...] = ()  # names in PARAMS
     errors: tuple[int, ...] = ()
     body: str | None = None
-    media: str = "application/json"
+    media: str | tuple[str, ...] = "application/json"  # several: the 200 may be any of them
     extra: dict[str, Any] = field(default_factory=dict)
     links: dict[str, Any] = field(default_factory=dict)  # of the 200 answer; commands: the job
+    path: dict[str, dict[str, Any]] = field(default_factory=dict)  # path parameters' schemas
 
 
 def _link(operation: str, **params: str) -> dict[str, Any]:
@@ -70,6 +72,8 @@ _HOST_LINKS = {
 _JOB_LINK = {"job": _link("job", job_id="$response.body#/id")}
 
 _CMD_ERRORS = (400, 404, 409, 413, 503, 504)
+# Inline rather than a $ref, so a tool reading the document sees a plain string body.
+_TEXT: dict[str, Any] = {"type": "string"}
 _VM_ERRORS = (404, 409)
 
 # Keyed by Flask endpoint; a test checks it matches `app.url_map` both ways.
@@ -123,6 +127,20 @@ ROUTES: dict[str, Doc] = {
         (400,),
     ),
     "docs.openapi": Doc("This document", "OpenApi"),
+    "dashboard.whoami": Doc("The token's name and role", "Whoami"),
+    "dashboard.page": Doc("The operator dashboard", _TEXT, media="text/html; charset=utf-8"),
+    "dashboard.asset": Doc(
+        "A file of the dashboard (module, style sheet, vendored library, licence)",
+        _TEXT,
+        errors=(404,),
+        media=(
+            "text/javascript; charset=utf-8",
+            "text/css; charset=utf-8",
+            "text/html; charset=utf-8",
+            "text/plain; charset=utf-8",
+        ),
+        path={"asset": {"type": "string", "enum": dashboard.files()}},
+    ),
     "prometheus.metrics": Doc(
         "Prometheus text exposition (version 0.0.4)",
         "Exposition",
@@ -166,13 +184,15 @@ def _operation(
             "name": a,
             "in": "path",
             "required": True,
-            "schema": {"type": "string"},
+            "schema": doc.path.get(a, {"type": "string"}),
             "description": "VM name (URL-encoded) or UUID" if a == "name" else a,
         }
         for a in path_args
     ] + [params_by_name[q] for q in doc.query]
+    medias = (doc.media,) if isinstance(doc.media, str) else doc.media
+    schema = doc.response if isinstance(doc.response, dict) else ref(doc.response)
     responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {doc.media: {"schema": ref(doc.response)}}},
+        "200": {"description": "OK", "content": {m: {"schema": schema} for m in medias}},
     }
     if doc.links:
         responses["200"]["links"] = doc.links

@@ -302,5 +302,12 @@ SCHEMAS: dict[str, Any] = {
     ),
     "AuditList": _list("audit", ref("AuditEntry")),
     "OpenApi": {"type": "object", "description": "This document"},
+    "Whoami": _obj(
+        {
+            "name": _S,
+            "role": {"type": "string", "enum": ["viewer", "operator"]},
+            "auth": {"type": "string", "enum": ["bearer", "none"]},
+        }
+    ),
     "Exposition": {"type": "string", "description": "Prometheus text format 0.0.4"},
 }
