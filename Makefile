@@ -3,9 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-# The dashboard's browser test drives Debian's chromium (Ubuntu names its package differently).
-BROWSER := $(shell . /etc/os-release 2>/dev/null; \
-	if [ "$$ID" = ubuntu ]; then echo chromium-browser; else echo chromium; fi)
+# The dashboard's browser test drives Debian's chromium. Ubuntu has it only as a snap (its
+# chromium-browser .deb installs the snap, which fails without snapd): not installed there.
+BROWSER := $(shell . /etc/os-release 2>/dev/null; if [ "$$ID" != ubuntu ]; then echo chromium; fi)
 # Broker, libvirt-python's build deps, libvirtd + QEMU for the end-to-end tier, and Redis for the
 # scale-out test (Socket.IO message queue).
 APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \

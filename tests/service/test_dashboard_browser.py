@@ -29,11 +29,16 @@ from tests.support.testdriver import TestDriverDaemon
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
-# Debian's package; Ubuntu's is named chromium-browser (see the Makefile's BROWSER).
-CHROMIUM = next(
-    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
-    "/usr/bin/chromium",
-)
+# Debian's package. Ubuntu ships chromium only as a snap, which `make install` does not install
+# (see the Makefile's BROWSER): there, and only there, the browser test is skipped.
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _ubuntu() -> bool:
+    try:
+        return "\nID=ubuntu\n" in "\n" + Path("/etc/os-release").read_text()
+    except OSError:
+        return False
 ROOT = Path(__file__).resolve().parents[2]
 VM_XML = """<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>
 <memory unit='MiB'>{mem}</memory><vcpu>{cpus}</vcpu><os><type>hvm</type></os></domain>"""
@@ -80,6 +85,8 @@ def fleet(
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
+        if _ubuntu():
+            pytest.skip("Ubuntu has no chromium .deb (only a snap); the test needs Debian's")
         pytest.fail("chromium is not installed: `make install` as root installs APT_PACKAGES")
     # Chromium refuses to start its sandbox as root (containers, CI runners): only then is it
     # turned off, for this test's own headless browser that only ever opens the local gateway.
