@@ -39,6 +39,8 @@ def _ubuntu() -> bool:
         return "\nID=ubuntu\n" in "\n" + Path("/etc/os-release").read_text()
     except OSError:
         return False
+
+
 ROOT = Path(__file__).resolve().parents[2]
 VM_XML = """<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>
 <memory unit='MiB'>{mem}</memory><vcpu>{cpus}</vcpu><os><type>hvm</type></os></domain>"""
