@@ -46,6 +46,9 @@ class RawSample:
     blocks: tuple[BlockCounters, ...] = ()
     nets: tuple[NetCounters, ...] = ()
     stale: bool = False
+    # A device was named without its counters: libvirt leaves out what needs the domain's job
+    # (block statistics) when the bulk call may not wait for it (NOWAIT) and the job is busy.
+    partial: bool = False
 
     def with_fallback(self, **changes: Any) -> RawSample:
         return replace(self, **changes)
@@ -59,15 +62,22 @@ def _int(stats: dict[str, Any], key: str) -> int | None:
 def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> RawSample:
     """Reads the keys libvirt documents for the state, cpu, vcpu, balloon, block, net groups."""
     blocks = []
+    partial = False
     for i in range(_int(stats, "block.count") or 0):
         dev = stats.get(f"block.{i}.name")
         if not isinstance(dev, str):
             continue
+        read, written = _int(stats, f"block.{i}.rd.bytes"), _int(stats, f"block.{i}.wr.bytes")
+        if read is None and written is None:
+            # Not read this time, which is not zero: a zero would show the lifetime counter
+            # as one tick's rate on the next sample, and exported counters would go backwards.
+            partial = True
+            continue
         blocks.append(
             BlockCounters(
                 dev,
-                _int(stats, f"block.{i}.rd.bytes") or 0,
-                _int(stats, f"block.{i}.wr.bytes") or 0,
+                read or 0,
+                written or 0,
                 _int(stats, f"block.{i}.rd.reqs") or 0,
                 _int(stats, f"block.{i}.wr.reqs") or 0,
             )
@@ -109,4 +119,5 @@ def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> 
         balloon=balloon,
         blocks=tuple(blocks),
         nets=tuple(nets),
+        partial=partial,
     )

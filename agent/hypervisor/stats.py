@@ -56,7 +56,7 @@ class BulkSampler:
             raw = parse_record(dom.UUIDString(), dom.name(), stats, taken)
             if self._bulk_is_complete:
                 active = raw.state not in (0, 5)
-                if active and raw.cpu_time_ns is None:
+                if active and (raw.cpu_time_ns is None or raw.partial):
                     raw = raw.with_fallback(stale=True)
             else:
                 raw = self._fill_in(dom, raw)

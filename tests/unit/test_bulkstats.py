@@ -141,3 +141,49 @@ def test_with_fallback_changes_only_what_is_given() -> None:
     assert stale.stale is True
     assert stale.cpu_time_ns == raw.cpu_time_ns
     assert raw.stale is False
+
+
+def test_a_disk_named_without_its_counters_is_left_out_not_zero() -> None:
+    # libvirt with NOWAIT and the domain's job busy: the disk is named, its counters are not.
+    record = {**QEMU_RECORD}
+    for key in [k for k in record if k.startswith("block.0.") and k != "block.0.name"]:
+        del record[key]
+    raw = parse_record(U, "web", record, taken_ns=0)
+    assert raw.partial
+    assert [b.device for b in raw.blocks] == ["sda"]
+    assert not parse_record(U, "web", QEMU_RECORD, taken_ns=0).partial
+
+
+class _Dom:
+    def UUIDString(self) -> str:
+        return U
+
+    def name(self) -> str:
+        return "web"
+
+
+class _Conn:
+    """What a QEMU connection's bulk call returns while the guest's job is busy."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def getType(self) -> str:
+        return "QEMU"
+
+    def getAllDomainStats(self, _groups: int, _flags: int) -> list[tuple[_Dom, dict[str, Any]]]:
+        return [(_Dom(), self.record)]
+
+
+def test_a_running_guest_whose_disks_were_not_read_is_reported_stale() -> None:
+    from agent.hypervisor.stats import BulkSampler
+
+    busy = {k: v for k, v in QEMU_RECORD.items() if not k.startswith(("block.0.rd", "block.0.wr"))}
+    sampler = BulkSampler()
+    conn = _Conn(busy)
+    sampler.connected(conn)
+    [raw] = sampler.sample(conn)
+    assert raw.stale and [b.device for b in raw.blocks] == ["sda"]
+    conn.record = QEMU_RECORD
+    [raw] = sampler.sample(conn)
+    assert not raw.stale and len(raw.blocks) == 2
