@@ -118,9 +118,13 @@ class Bridge:
         host = batch.host
         if len(rooms) < len(batch.vms):  # few sessions: look at their rooms, not every VM's
             prefix = metrics_room(host, "")
-            # A copy taken in one step: sessions join and leave rooms on other threads.
+            # A copy taken in one step: sessions join and leave rooms on other threads. The
+            # manager also keeps every session in a room named None (its own "everyone").
             snapshot = tuple(rooms.items())
-            return any(room.startswith(prefix) and members for room, members in snapshot)
+            return any(
+                isinstance(room, str) and room.startswith(prefix) and members
+                for room, members in snapshot
+            )
         return any(rooms.get(metrics_room(host, m.uuid)) for m in batch.vms)
 
     def on_job(self, job: Job) -> None:
