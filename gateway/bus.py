@@ -14,10 +14,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.blocking import under_gevent
 from gateway.config import Settings
 from gateway.drops import Drops
 from gateway.errors import BusError
@@ -72,6 +73,49 @@ def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
         logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
 
 
+# Packets read per network wake-up at most (see `_DrainingClient`).
+READ_BURST = 64
+
+
+def _readable(sock: Any) -> bool:
+    """Whether the socket holds data now, without waiting (nor, under gevent, yielding)."""
+    if sock is None:
+        return False
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted in Python
+    if pending is not None and pending():
+        return True
+    poll = _original_select()
+    try:
+        return bool(poll([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def _original_select() -> Callable[..., Any]:
+    if under_gevent():
+        import gevent.monkey
+
+        return gevent.monkey.get_original("select", "select")  # type: ignore[no-any-return]
+    import select
+
+    return select.select
+
+
+class _DrainingClient(mqtt.Client):
+    """paho reads ONE packet per wake-up of its network loop. Under gevent every wake-up is a
+    trip through the hub, so the reader is paced to the ingest, one message each, and a
+    backlog stays in the broker, where the inbox cannot shed superseded metrics batches and
+    the gateway applies every stale one in turn. This reads what the socket already holds."""
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        for _ in range(READ_BURST - 1):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not _readable(self.socket()):
+                break
+            rc = super().loop_read(max_packets)
+        return rc
+
+
 class Bus:
     """paho 2.x client (MQTT v5): connects in the background, re-subscribes on every CONNACK,
     hands decoded models to `handler` on one ingest thread (never on paho's network thread)."""
@@ -100,7 +144,7 @@ class Bus:
         return self._connected.is_set()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
+        client = _DrainingClient(
             CallbackAPIVersion.VERSION2,
             client_id=f"kvmsup-gateway-{self.gateway_id}",
             protocol=mqtt.MQTTv5,
