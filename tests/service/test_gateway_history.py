@@ -112,12 +112,19 @@ def as_published(point: dict[str, Any]) -> dict[str, Any]:
     return {f: point[f] for f in fields}
 
 
-def publish_ticks(agent: Recorder) -> list[MetricsBatch]:
-    # Ticks in the past, 2 s apart, as an agent's would be once they arrived.
+def publish_ticks(agent: Recorder, gw: GatewayProc) -> list[MetricsBatch]:
+    # Ticks in the past, 2 s apart, as an agent's would be once they arrived: one at a time.
+    # Sent back to back, several would wait for the ingest together, and the gateway keeps
+    # only the newest batch of a host that is behind (counted as `ingest_behind`).
     start = time.time() - 2 * TICKS - 5
     batches = [tick(k, datetime.fromtimestamp(start + 2 * k, UTC)) for k in range(TICKS)]
-    for b in batches:
+    applied = gw.get("/health").json()["metrics_applied"]["batches"]
+    for n, b in enumerate(batches, start=1):
         agent.publish(T.host_metrics(HOST), dump(b))
+        wait_until(
+            lambda n=n: gw.get("/health").json()["metrics_applied"]["batches"] >= applied + n,
+            timeout=20,
+        )
     return batches
 
 
@@ -138,7 +145,7 @@ def gw(agent: Recorder, start_gateway: Callable[..., GatewayProc]) -> GatewayPro
 def test_history_is_what_the_agent_published_across_a_restart(
     gw: GatewayProc, agent: Recorder, start_gateway: Callable[..., GatewayProc]
 ) -> None:
-    batches = publish_ticks(agent)
+    batches = publish_ticks(agent, gw)
     want = [expected(b) for b in batches]
     body = wait_until(
         lambda: len((h := history(gw, "minutes=5"))["points"]) == TICKS and h, timeout=20
@@ -173,7 +180,7 @@ def test_history_is_what_the_agent_published_across_a_restart(
 
 
 def test_points_bounds_the_answer_and_bad_queries_are_400(gw: GatewayProc, agent: Recorder) -> None:
-    publish_ticks(agent)
+    publish_ticks(agent, gw)
     wait_until(lambda: len(history(gw, "minutes=5")["points"]) == TICKS, timeout=20)
     few = history(gw, "minutes=5&points=4")
     assert 1 <= few["count"] <= 4 and few["resolution"] == "full"
