@@ -179,7 +179,7 @@ def run(demo: Demo) -> int:
         f"""
 KVM Supervisor demo is running (broker {mqtt_url}, hosts {", ".join(HOSTS)}).
 
-  URL    {url}
+  URL    {url}   (dashboard: {url}/ui)
   token  {token}   (role operator)
 
   curl {url}/health
