@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from agent import __version__
 from agent.bus import Bus, Outbound
 from agent.config import AgentSettings
-from agent.discovery import DISCOVERY_QOS, DISCOVERY_RETAIN
-from agent.homeassistant import HomeAssistantPublisher
+from agent.homeassistant.discovery import DISCOVERY_QOS, DISCOVERY_RETAIN
+from agent.homeassistant.sync import HomeAssistantPublisher
 from agent.hypervisor import Hypervisor, NodeFacts
 from agent.inventory import Inventory
 from shared.messages import (

@@ -1,6 +1,6 @@
 """Wires the agent and runs its threads: libvirt events → inventory → MQTT; MQTT → commands; tick.
 
-Publishing is `publisher.py`'s, the metrics tick `ticker.py`'s, incoming requests `intake.py`'s;
+Publishing is `publisher.py`'s, the metrics tick `tick/`'s, incoming requests `commands/`';
 this module owns the three worker threads and what each does with its queue.
 """
 
@@ -16,18 +16,18 @@ from typing import TypeVar
 
 from agent import domstate
 from agent.bus import Bus, Inbound, Outbound
-from agent.callpool import CallPool
-from agent.commands import CommandExecutor
+from agent.commands.executor import CommandExecutor
+from agent.commands.intake import Intake
 from agent.config import AgentSettings
-from agent.discovery import DISCOVERY_QOS
 from agent.errors import AgentError, DomainNotFound
-from agent.homeassistant import HomeAssistantPublisher
+from agent.homeassistant.discovery import DISCOVERY_QOS
+from agent.homeassistant.sync import HomeAssistantPublisher
 from agent.hypervisor import Hypervisor, HypervisorEvent
-from agent.intake import Intake
+from agent.hypervisor.callpool import CallPool
 from agent.inventory import Inventory
 from agent.publisher import Publisher, outbound
-from agent.sampler import Sampler
-from agent.ticker import Ticker
+from agent.tick.sampler import Sampler
+from agent.tick.ticker import Ticker
 from shared.messages import HostStatus, MetricsBatch, utc_now
 from shared.topics import Topics
 

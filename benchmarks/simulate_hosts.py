@@ -50,14 +50,14 @@ from paho.mqtt.properties import Properties  # noqa: E402
 from paho.mqtt.subscribeoptions import SubscribeOptions  # noqa: E402
 
 # The agent's own pure decoding and transition rules, so the replies are the agent's.
-from agent.requests import (  # noqa: E402
+from agent.commands.requests import (  # noqa: E402
     Rejection,
     correlation_text,
     decode_command,
     decode_set,
     valid_response_topic,
 )
-from agent.transitions import ALLOWED_FROM, TARGET  # noqa: E402
+from agent.commands.transitions import ALLOWED_FROM, TARGET  # noqa: E402
 from shared.messages import (  # noqa: E402
     ACTIVE_STATES,
     CommandReply,
@@ -370,7 +370,7 @@ class SimHost:
         except Exception as exc:  # a bad message must not stop the whole process's hosts
             print(f"simulate_hosts: {self.host}: message failed: {exc!r}", file=sys.stderr)
 
-    # -- commands, as agent/intake.py and agent/commands.py answer them ------------------------
+    # -- commands, as agent/commands/intake.py and agent/commands/executor.py answer them --------
     def on_command(
         self, payload: bytes, retain: bool, response: str | None, corr: bytes | None
     ) -> None:

@@ -160,7 +160,7 @@ EOF
     echo
 }
 
-# The entities of the earlier layout (agent/discovery.py VM_OBJECTS; the production test checks
+# The entities of the earlier layout (agent/homeassistant/discovery.py VM_OBJECTS; the production test checks
 # the list against it), for --legacy-discovery only.
 vm_discovery=(
     switch/power sensor/state sensor/cpu sensor/memory_used sensor/memory_percent

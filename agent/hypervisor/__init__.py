@@ -3,6 +3,13 @@
 The only package that imports `libvirt`. It hands out plain values and `RawSample`s, never
 `virDomain` objects; libvirt callbacks only enqueue `HypervisorEvent`s (a blocked event loop
 stops libvirt's own housekeeping and the connection drops).
+
+Owns `loop` (libvirt's event loop thread), `connection` (connect, probe, reconnect),
+`operations` (lookups and lifecycle actions), `records` (plain values and error translation),
+`stats` with `bulkstats` (one bulk stats call into `RawSample`s, the parsing pure) and
+`callpool` (bounded threads with a deadline for the calls that may hang on a stuck guest).
+
+May import: `agent.errors`, `libvirt` and the standard library; nothing else of the agent.
 """
 
 from agent.hypervisor.connection import PROBE_DEADLINE_S, PROBE_EVERY_S, Connection

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from agent.bulkstats import RawSample
 from agent.errors import DomainNotFound
+from agent.hypervisor.bulkstats import RawSample
 from agent.hypervisor.connection import Connection
 from agent.hypervisor.records import DomainInfo, NodeFacts, domain_info, version_text
 

@@ -13,8 +13,13 @@ from typing import Any
 
 import libvirt
 
-from agent.bulkstats import BlockCounters, NetCounters, RawSample, parse_record
-from agent.metrics import BalloonStats
+from agent.hypervisor.bulkstats import (
+    BalloonStats,
+    BlockCounters,
+    NetCounters,
+    RawSample,
+    parse_record,
+)
 
 logger = logging.getLogger(__name__)
 

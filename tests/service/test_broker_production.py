@@ -35,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent import discovery
+from agent.homeassistant import discovery
 from tests.support.agentctl import DEMO_A, DEMO_B
 from tests.support.broker import mosquitto_binary
 from tests.support.gateway import GatewayProc, wait_until
@@ -362,7 +362,7 @@ def agent_a(tmp_path: Path, prod_broker: ProdBroker) -> Iterator[Service]:
     assert "Traceback" not in out, out[-4000:]
     assert SECRETS["demo-a"] not in out, "the agent logged its MQTT password"
     # One refusal is expected: the agent's probe of the earlier discovery layout, which the
-    # per-host ACL closes (agent/homeassistant.py `_migrate`); it then writes nothing there.
+    # per-host ACL closes (agent/homeassistant/sync.py `_migrate`); it then writes nothing there.
     denied = prod_broker.denied("demo-a", mark)
     assert len(denied) <= 1 and all(_LEGACY_NODE.search(d) for d in denied), denied
     if denied:

@@ -10,9 +10,9 @@ import time
 import libvirt
 import pytest
 
-from agent import discovery
 from agent.bus import Bus, Outbound
 from agent.config import AgentSettings
+from agent.homeassistant import discovery
 from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.agentctl import DEMO_A, DEMO_B, AgentClient
@@ -446,7 +446,7 @@ def test_a_flood_of_births_and_junk_never_starves_command_replies(broker, start_
 
 
 def test_the_bus_tells_a_reconnect_apart_and_confirms_nothing_offline(broker, tmp_path):
-    """What the migration relies on to keep its pauses (agent/homeassistant.py): a broker
+    """What the migration relies on to keep its pauses (agent/homeassistant/sync.py): a broker
     restart changes `generation`, and a confirmed publish gets no answer while it is down."""
     settings = AgentSettings(mqtt_url=broker.url, host_id="gen-test")
     will = Outbound("kvmsup/v1/gen-test/status", b"{}", 1, True)

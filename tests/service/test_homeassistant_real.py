@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from agent import discovery
+from agent.homeassistant import discovery
 from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.agentctl import DEMO_A

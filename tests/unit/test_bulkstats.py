@@ -6,8 +6,13 @@ from typing import Any
 
 import pytest
 
-from agent.bulkstats import BlockCounters, NetCounters, RawSample, parse_record
-from agent.metrics import BalloonStats
+from agent.hypervisor.bulkstats import (
+    BalloonStats,
+    BlockCounters,
+    NetCounters,
+    RawSample,
+    parse_record,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from agent import domstate
-from agent.commands import CommandExecutor
+from agent.commands.executor import CommandExecutor
 from agent.errors import HypervisorError
 from agent.hypervisor import DomainInfo, Hypervisor, HypervisorEvent
 from agent.hypervisor.operations import Guard
@@ -489,7 +489,7 @@ def test_a_refusal_under_a_known_id_never_contradicts_its_reply(
 ) -> None:
     # A late redelivery of an accepted id reads as `expired`; a retained copy or a malformed
     # message may carry the same CorrelationData. The id keeps its one outcome.
-    from agent.requests import Rejection
+    from agent.commands.requests import Rejection
 
     lv = live()
     lv.submit("suspend", WEB, begin_within=5)
@@ -744,7 +744,7 @@ def test_agent_stop_with_calls_still_queued_answers_each_once_and_logs_no_crash(
 def test_a_quick_command_is_answered_when_its_call_returns_and_only_once() -> None:
     # The final reply goes out from the call's worker: it does not wait for the job's own
     # thread (here held busy), and that thread, once it runs, sends nothing more.
-    from agent.callpool import DaemonPool
+    from agent.hypervisor.callpool import DaemonPool
 
     hv = StandIn(domstate.RUNNING)
     inventory = Inventory("h")

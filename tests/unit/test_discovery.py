@@ -10,7 +10,7 @@ import jinja2
 import pytest
 from jinja2 import nodes
 
-from agent import discovery
+from agent.homeassistant import discovery
 from shared.messages import (
     VM_STATES,
     DiskIO,

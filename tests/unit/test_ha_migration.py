@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agent import discovery
-from agent.homeassistant import HomeAssistantPublisher
+from agent.homeassistant import discovery
+from agent.homeassistant.sync import HomeAssistantPublisher
 from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.hass import HassDiscovery

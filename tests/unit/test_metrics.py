@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from agent.metrics import (
-    BalloonStats,
+from agent.hypervisor.bulkstats import BalloonStats
+from agent.tick.metrics import (
     balloon_is_fresh,
     cpu_percent,
     memory_view,

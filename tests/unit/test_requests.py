@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.requests import (
+from agent.commands.requests import (
     MAX_COMMAND_BYTES,
     Rejection,
     decode_command,

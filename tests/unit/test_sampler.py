@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 
-from agent.bulkstats import BlockCounters, NetCounters, RawSample
 from agent.hypervisor import DomainInfo
+from agent.hypervisor.bulkstats import BalloonStats, BlockCounters, NetCounters, RawSample
 from agent.inventory import to_vm_state
-from agent.metrics import BalloonStats
-from agent.sampler import NodeReading, Sampler
+from agent.tick.sampler import NodeReading, Sampler
 from shared.messages import VmState
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agent import domstate
-from agent.bulkstats import BlockCounters, NetCounters, RawSample
-from agent.metrics import cpu_percent, memory_view, node_cpu_percent, rate
+from agent.hypervisor.bulkstats import BlockCounters, NetCounters, RawSample
+from agent.tick.metrics import cpu_percent, memory_view, node_cpu_percent, rate
 from shared.messages import ACTIVE_STATES, DiskIO, HostMetrics, NetIO, VmMetrics, VmState, utc_now
 
 KIB_PER_MIB = 1024

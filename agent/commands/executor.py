@@ -18,14 +18,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from functools import partial
 
-from agent.callpool import CallPool, DaemonPool
+from agent.commands.requests import Rejection
+from agent.commands.tickets import NotBegun, Ticket
+from agent.commands.transitions import ALLOWED_FROM, TARGET
 from agent.errors import AgentError, CallTimeout, HypervisorUnavailable, OutcomeUnknown
 from agent.hypervisor import Hypervisor
+from agent.hypervisor.callpool import CallPool, DaemonPool
 from agent.hypervisor.operations import Guard
 from agent.inventory import Inventory
-from agent.requests import Rejection
-from agent.tickets import NotBegun, Ticket
-from agent.transitions import ALLOWED_FROM, TARGET
 from shared.messages import (
     CommandReply,
     CommandRequest,

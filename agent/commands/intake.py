@@ -1,7 +1,8 @@
 """Incoming `cmd` and `set` messages → the command executor, with the replies sent back.
 
 Refuses a response topic outside the host's reply prefix and any retained request, decodes the
-rest once (`agent.requests`), and answers on the request's response topic with its correlation.
+rest once (`agent.commands.requests`), and answers on the request's response topic with its
+correlation.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ import logging
 import time
 
 from agent.bus import Bus, Inbound, Outbound
-from agent.commands import CommandExecutor
-from agent.publisher import Publisher
-from agent.refusals import RefusalLog
-from agent.requests import (
+from agent.commands.executor import CommandExecutor
+from agent.commands.requests import (
     Rejection,
     correlation_text,
     decode_command,
     decode_set,
     valid_response_topic,
 )
+from agent.publisher import Publisher
+from agent.refusals import RefusalLog
 from shared.messages import CommandReply, dump, utc_now
 from shared.topics import Topics
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent.ha_entities import (
+from agent.homeassistant.entities import (
     AVAILABILITY_TEMPLATE,
     HOST_OBJECTS,
     VM_OBJECTS,

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from agent import domstate
-from agent.bulkstats import RawSample
-from agent.callpool import DaemonPool
 from agent.config import AgentSettings
 from agent.errors import AgentError
 from agent.hypervisor import Hypervisor
+from agent.hypervisor.bulkstats import RawSample
+from agent.hypervisor.callpool import DaemonPool
 from agent.inventory import Inventory
 from agent.publisher import Publisher
-from agent.sampler import NodeReading, Sampler
+from agent.tick.sampler import NodeReading, Sampler
 from shared.messages import MetricsBatch, VmState
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agent.metrics import BalloonStats
+
+@dataclass(frozen=True)
+class BalloonStats:
+    """What libvirt reports of a guest's memory, in KiB (balloon.* and rss), seconds for time."""
+
+    current_kib: int | None = None
+    available_kib: int | None = None
+    usable_kib: int | None = None
+    last_update_s: int | None = None
+    rss_kib: int | None = None
 
 
 @dataclass(frozen=True)

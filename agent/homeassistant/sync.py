@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from agent import __version__, discovery
-from agent.ha_entities import Signature
+from agent import __version__
+from agent.homeassistant import discovery
+from agent.homeassistant.entities import Signature
 from shared.messages import HostStatus, VmState
 from shared.topics import Topics
 

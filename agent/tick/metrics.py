@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.hypervisor.bulkstats import BalloonStats
 from shared.messages import MemorySource
 
 KIB_PER_MIB = 1024
@@ -27,17 +28,6 @@ def rate(prev: int | None, current: int | None, dt_s: float) -> float | None:
     if prev is None or current is None or dt_s <= 0:
         return None
     return round(max(0, current - prev) / dt_s, 2)
-
-
-@dataclass(frozen=True)
-class BalloonStats:
-    """What libvirt reports of a guest's memory, in KiB (balloon.* and rss), seconds for time."""
-
-    current_kib: int | None = None
-    available_kib: int | None = None
-    usable_kib: int | None = None
-    last_update_s: int | None = None
-    rss_kib: int | None = None
 
 
 @dataclass(frozen=True)
