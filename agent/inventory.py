@@ -58,27 +58,56 @@ class Inventory:
     """Thread-safe; `synced` is true once a full listing of the current connection is in.
 
     Only the service's event worker records states (so `seq` order is publication order);
-    command workers read, and mark the VMs they are shutting down.
+    command workers read, and move their VMs through the shutdown steps below.
+
+    The one owner of a VM's shutdown: a shutdown job holds the VM from its admission to its
+    end (`admit_shutdown` .. `release_shutdown`: one at a time per VM, a bounded number in
+    all); while the guest has been asked and the job still waits (`shutdown_asked` ..
+    `shutdown_settled`), the VM is shown `shutting_down`.
     """
 
     def __init__(self, host: str) -> None:
         self.host = host
         self._states: dict[str, VmState] = {}
-        self._shutting_down: set[str] = set()
+        # uuid -> whether the guest has been asked yet, for each VM a shutdown job holds.
+        self._shutdowns: dict[str, bool] = {}
         self._cond = threading.Condition()
         self.synced = False
 
-    def mark_shutdown(self, uuid: str, requested: bool) -> None:
+    def admit_shutdown(self, uuid: str, limit: int) -> tuple[str, str] | None:
+        """Takes the VM for a shutdown job, or says why not (code, message)."""
         with self._cond:
-            if requested:
-                self._shutting_down.add(uuid)
-            else:
-                self._shutting_down.discard(uuid)
+            if uuid in self._shutdowns:
+                return "in_progress", "a shutdown of this VM is already in progress"
+            if len(self._shutdowns) >= limit:
+                return "busy", "too many shutdowns in progress; retry later"
+            self._shutdowns[uuid] = False
+            return None
+
+    def shutdown_asked(self, uuid: str) -> None:
+        """The guest is being asked: shown `shutting_down` from now on."""
+        with self._cond:
+            if uuid in self._shutdowns:
+                self._shutdowns[uuid] = True
+
+    def shutdown_settled(self, uuid: str) -> None:
+        """The job stopped waiting for the guest: shown as libvirt reports it again."""
+        with self._cond:
+            if uuid in self._shutdowns:
+                self._shutdowns[uuid] = False
+
+    def release_shutdown(self, uuid: str) -> None:
+        """The job has ended: the VM may take another shutdown."""
+        with self._cond:
+            self._shutdowns.pop(uuid, None)
+
+    def _asked(self, uuid: str) -> bool:
+        return self._shutdowns.get(uuid, False)
 
     def state_name(self, uuid: str, state: int) -> VmStateName:
         """A libvirt state code in words, as the VM is shown (a requested shutdown included)."""
         with self._cond:
-            requested = uuid in self._shutting_down
+            requested = self._asked(uuid)
         return shown_state(state, requested)
 
     def update(self, info: DomainInfo, *, force: bool = False) -> VmState | None:
@@ -86,9 +115,7 @@ class Inventory:
         with self._cond:
             old = self._states.get(info.uuid)
             seq = next_seq(old.seq if old else None, time.time_ns() // 1000)
-            new = to_vm_state(
-                self.host, info, seq, shutdown_requested=info.uuid in self._shutting_down
-            )
+            new = to_vm_state(self.host, info, seq, shutdown_requested=self._asked(info.uuid))
             if old is not None and not force and _same(old, new):
                 return None
             self._states[info.uuid] = new

@@ -137,8 +137,7 @@ class CommandExecutor:
         # A shutdown may wait minutes for its guest: it waits on a pool of its own, one per VM,
         # so quick commands (destroy above all) are never queued behind it.
         self._waits = DaemonPool(max_shutdowns, "shutdown")
-        self._max_shutdowns = max_shutdowns
-        self._shutting_down: set[str] = set()
+        self._max_shutdowns = max_shutdowns  # the VMs shutting down are the inventory's
         # The waits' once-a-second state polls have workers of their own: a poll hung on a
         # stuck VM never holds a call worker a destroy needs.
         self._polls = CallPool(4)
@@ -328,14 +327,9 @@ class CommandExecutor:
             return "libvirt_unavailable", "the agent has not listed its VMs from libvirt yet"
         if not self._hv.connected:
             return "libvirt_unavailable", "the agent is not connected to libvirt"
+        if action == "shutdown":
+            return self._inventory.admit_shutdown(uuid, self._max_shutdowns)
         with self._lock:
-            if action == "shutdown":
-                if uuid in self._shutting_down:
-                    return "in_progress", "a shutdown of this VM is already in progress"
-                if len(self._shutting_down) >= self._max_shutdowns:
-                    return "busy", "too many shutdowns in progress; retry later"
-                self._shutting_down.add(uuid)
-                return None
             if self._pending >= self._max_pending:
                 return "busy", "too many commands in progress; retry later"
             self._pending += 1
@@ -401,10 +395,10 @@ class CommandExecutor:
                 request, "failed", error=ErrorInfo(code="internal", message=str(exc))
             )
         finally:
-            with self._lock:
-                if request.action == "shutdown":
-                    self._shutting_down.discard(request.vm)
-                else:
+            if request.action == "shutdown":
+                self._inventory.release_shutdown(request.vm)
+            else:
+                with self._lock:
                     self._pending -= 1
         if not self._finish(job, reply) and self._stopping.is_set():
             logger.info("command %s: its final reply went out at agent stop", request.id)
@@ -478,7 +472,7 @@ class CommandExecutor:
         def guard() -> Iterator[None]:
             with ticket.acting(action, by):
                 if action == "shutdown":  # shown `shutting_down` from the moment it is asked
-                    self._inventory.mark_shutdown(uuid, True)
+                    self._inventory.shutdown_asked(uuid)
                 yield
 
         return guard
@@ -583,7 +577,7 @@ class CommandExecutor:
         finally:
             ticket.close()
             if request.action == "shutdown" and ticket.anything_begun:
-                self._inventory.mark_shutdown(request.vm, False)
+                self._inventory.shutdown_settled(request.vm)
                 self._on_change(request.vm)
 
     def _shutdown(self, request: CommandRequest, ticket: Ticket) -> CommandReply:

@@ -172,3 +172,35 @@ def test_wait_for_returns_at_once_when_already_true() -> None:
     inv = Inventory("kvm1")
     inv.update(info())
     assert inv.wait_for(UA, lambda s: s is not None and s.state == "running", timeout=0)
+
+
+def test_a_shutdown_holds_its_vm_and_shows_shutting_down_only_while_the_guest_is_asked() -> None:
+    inv = Inventory("kvm1")
+    inv.update(info())
+    assert inv.admit_shutdown(UA, limit=1) is None
+    assert inv.state_name(UA, 1) == "running"  # admitted, not yet asked
+    assert inv.admit_shutdown(UA, limit=5) == (
+        "in_progress",
+        "a shutdown of this VM is already in progress",
+    )
+    assert inv.admit_shutdown(UB, limit=1) == (
+        "busy",
+        "too many shutdowns in progress; retry later",
+    )
+    inv.shutdown_asked(UA)
+    assert inv.state_name(UA, 1) == "shutting_down"
+    published = inv.update(info(), force=True)
+    assert published is not None
+    assert (published.state, published.reason) == ("shutting_down", "shutdown requested")
+    assert inv.state_name(UA, 5) == "stopped"  # a stopped guest is shown stopped
+    inv.shutdown_settled(UA)
+    assert inv.state_name(UA, 1) == "running"
+    assert inv.admit_shutdown(UA, limit=5) is not None  # still held until the job ends
+    inv.release_shutdown(UA)
+    assert inv.admit_shutdown(UA, limit=1) is None
+
+
+def test_asking_a_guest_without_an_admitted_shutdown_changes_nothing() -> None:
+    inv = Inventory("kvm1")
+    inv.shutdown_asked(UA)
+    assert inv.state_name(UA, 1) == "running"
