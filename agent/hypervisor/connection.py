@@ -1,9 +1,9 @@
-"""The supervised libvirt connection: reconnect with backoff, liveness probe, callbacks, `_call`.
+"""The supervised libvirt connection: reconnect with backoff, liveness probe, callbacks, `call`.
 
 Callbacks run on libvirt's event thread and only enqueue `HypervisorEvent`s (a blocked event
-loop starves the connection); every call goes through `_call`, which translates libvirt's
+loop starves the connection); every call goes through `call`, which translates libvirt's
 errors and keeps a lost connection open until its last call has returned. `Hypervisor`
-(operations.py) builds the agent's calls on it.
+(operations.py) holds one and builds the agent's calls on it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import libvirt
 from agent.errors import AgentError, CallTimeout, HypervisorUnavailable
 from agent.hypervisor.loop import start_event_loop
 from agent.hypervisor.records import HypervisorEvent, translate
-from agent.hypervisor.stats import BulkSampler
 from shared.redact import redact_uri
 
 logger = logging.getLogger(__name__)
@@ -37,10 +36,23 @@ PROBE_DEADLINE_S = 15.0
 
 
 class Connection:
-    """One libvirt connection, kept alive by a supervisor thread that reconnects with backoff."""
+    """One libvirt connection, kept alive by a supervisor thread that reconnects with backoff.
 
-    def __init__(self, uri: str, events: queue.Queue[HypervisorEvent]) -> None:
+    `on_open(conn)` runs for each new connection before any call can use it, and
+    `on_domain_changed(uuid)` on libvirt's event thread for each lifecycle event before it is
+    queued: whoever caches per-connection or per-domain facts forgets them there.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        events: queue.Queue[HypervisorEvent],
+        on_open: Callable[[libvirt.virConnect], None] | None = None,
+        on_domain_changed: Callable[[str], None] | None = None,
+    ) -> None:
         self.uri = uri
+        self._on_open = on_open
+        self._on_domain_changed = on_domain_changed
         # What logs and errors may show of the URI: it can carry credentials (SPEC §7).
         self._redacted = redact_uri(uri)
         self._events = events
@@ -54,9 +66,6 @@ class Connection:
         # answers its queued calls when thawed, and those must land on an open client.
         self._inflight: dict[int, int] = {}
         self._retired: dict[int, tuple[libvirt.virConnect, list[int]]] = {}
-        self._stats = BulkSampler()
-        # virDomain handles, each with its connection: a command then costs one RPC, not two.
-        self._domains: dict[str, tuple[libvirt.virConnect, Any]] = {}
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -138,7 +147,7 @@ class Connection:
 
     def _probe(self) -> None:
         with contextlib.suppress(AgentError):
-            self._call(lambda conn: conn.getLibVersion())
+            self.call(lambda conn: conn.getLibVersion())
 
     def _open(self) -> libvirt.virConnect:
         conn = libvirt.open(self.uri)
@@ -162,8 +171,8 @@ class Connection:
                 None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None
             ),
         ]
-        self._stats.connected(conn)
-        self._domains.clear()
+        if self._on_open is not None:
+            self._on_open(conn)
         with self._lock:
             self._conn = conn
         return conn
@@ -204,8 +213,8 @@ class Connection:
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         try:
-            self._stats.forget(dom.UUIDString())
-            self._domains.pop(dom.UUIDString(), None)
+            if self._on_domain_changed is not None:
+                self._on_domain_changed(dom.UUIDString())
             self._emit(HypervisorEvent("lifecycle", dom.UUIDString(), dom.name(), event, detail))
         except Exception:
             logger.exception("lifecycle callback failed")
@@ -217,7 +226,8 @@ class Connection:
             logger.exception("reboot callback failed")
 
     # -- calls ------------------------------------------------------------------------------
-    def _call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
+    def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
+        """Runs `fn` on the current connection; libvirt's errors come out as `AgentError`s."""
         with self._lock:
             conn = self._conn
             if conn is None:

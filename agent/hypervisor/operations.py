@@ -1,12 +1,14 @@
 """The agent's libvirt calls: node facts and readings, domain lookups, lifecycle actions, samples.
 
-Each runs through `Connection._call`; domains are reached through the connection's handle cache.
+Each runs through the `Connection` it holds; domains are reached through its own handle cache,
+which it empties on every new connection and trims on every lifecycle event.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -16,7 +18,14 @@ import libvirt
 from agent.errors import DomainNotFound
 from agent.hypervisor.bulkstats import RawSample
 from agent.hypervisor.connection import Connection
-from agent.hypervisor.records import DomainInfo, NodeFacts, domain_info, version_text
+from agent.hypervisor.records import (
+    DomainInfo,
+    HypervisorEvent,
+    NodeFacts,
+    domain_info,
+    version_text,
+)
+from agent.hypervisor.stats import BulkSampler
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +35,7 @@ Hold = Callable[[str, str], None]
 Guard = Callable[[], AbstractContextManager[None]]
 
 
-class Hypervisor(Connection):
+class Hypervisor:
     """The libvirt adapter the service and the command executor use."""
 
     # A test's gate, called as hold(stage, uuid) on the thread about to make the call, so a
@@ -35,6 +44,40 @@ class Hypervisor(Connection):
     # action is about to begin), "begun" (it began: its guard let it through) and "list"
     # (before each domain of a listing is read). None in production.
     hold: Hold | None = None
+
+    def __init__(self, uri: str, events: queue.Queue[HypervisorEvent]) -> None:
+        self._stats = BulkSampler()
+        # virDomain handles, each with its connection: a command then costs one RPC, not two.
+        self._domains: dict[str, tuple[libvirt.virConnect, Any]] = {}
+        self.connection = Connection(
+            uri, events, on_open=self._connection_opened, on_domain_changed=self._forget
+        )
+
+    def start(self) -> None:
+        self.connection.start()
+
+    def stop(self) -> None:
+        self.connection.stop()
+
+    def drop(self) -> None:
+        """Gives the current connection up as lost (see `Connection.drop`)."""
+        self.connection.drop()
+
+    @property
+    def connected(self) -> bool:
+        return self.connection.connected
+
+    def _connection_opened(self, conn: libvirt.virConnect) -> None:
+        self._stats.connected(conn)
+        self._domains.clear()
+
+    def _forget(self, uuid: str) -> None:
+        """On libvirt's event thread: the domain changed, its cached facts may be stale."""
+        self._stats.forget(uuid)
+        self._domains.pop(uuid, None)
+
+    def _call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
+        return self.connection.call(fn)
 
     def _pause(self, stage: str, uuid: str) -> None:
         if self.hold is not None:

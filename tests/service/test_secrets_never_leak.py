@@ -244,7 +244,7 @@ def test_a_libvirt_error_quoting_the_uri_reaches_callers_without_its_secrets() -
             raise libvirt.libvirtError(f"operation failed: cannot talk to {uri} as {LIBVIRT_PASS}")
 
         with pytest.raises(AgentError) as failed:
-            conn._call(fails)
+            conn.call(fails)
         message = str(failed.value)
         assert "test:///default?password=***" in message, message
         for secret in (LIBVIRT_PASS, quote(LIBVIRT_PASS, safe=""), LIBVIRT_QUERY_PASS):
