@@ -77,27 +77,8 @@ class AgentService:
         self.inventory = Inventory(self.host)
         self.sampler = Sampler(self.host, settings.memory_stats_period)
         subs = [(t, t.endswith("/state")) for t in self.topics.agent_subscriptions(self.host)]
-        self.ha: HomeAssistantPublisher | None = None
-        # Discovery may hold this many of paho's `offline_queue` places: the rest stays free
-        # for command replies, states and events while thousands of configs go out.
-        discovery_window = max(5, min(100, settings.offline_queue // 4))
-        if settings.ha_discovery:
-            self.ha = HomeAssistantPublisher(
-                self.host,
-                self.topics,
-                settings.ha_prefix,
-                settings.metrics_interval,
-                settings.vm_metrics_every,
-                # Late-bound: the publisher needs the bus, which needs HA's status topic.
-                lambda topic, payload, retain: self.bus.publish_paced(
-                    Outbound(topic, payload, DISCOVERY_QOS, retain), discovery_window
-                ),
-                connected=lambda: self.bus.connected,
-                generation=lambda: self.bus.generation,
-                probe=lambda topic, payload: self.bus.publish_confirmed(
-                    Outbound(topic, payload, DISCOVERY_QOS, False)
-                ),
-            )
+        self.ha = self._home_assistant(settings) if settings.ha_discovery else None
+        if self.ha is not None:
             subs.append((self.ha.status_topic, False))
         self.bus = Bus(
             settings,
@@ -139,6 +120,27 @@ class AgentService:
         )
         self.intake = Intake(self.host, self.topics, self.bus, self.executor, self.publisher)
         self._threads: list[threading.Thread] = []
+
+    def _home_assistant(self, settings: AgentSettings) -> HomeAssistantPublisher:
+        # Discovery may hold this many of paho's `offline_queue` places: the rest stays free
+        # for command replies, states and events while thousands of configs go out.
+        discovery_window = max(5, min(100, settings.offline_queue // 4))
+        return HomeAssistantPublisher(
+            self.host,
+            self.topics,
+            settings.ha_prefix,
+            settings.metrics_interval,
+            settings.vm_metrics_every,
+            # Late-bound: the publisher needs the bus, which needs HA's status topic.
+            lambda topic, payload, retain: self.bus.publish_paced(
+                Outbound(topic, payload, DISCOVERY_QOS, retain), discovery_window
+            ),
+            connected=lambda: self.bus.connected,
+            generation=lambda: self.bus.generation,
+            probe=lambda topic, payload: self.bus.publish_confirmed(
+                Outbound(topic, payload, DISCOVERY_QOS, False)
+            ),
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:

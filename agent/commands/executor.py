@@ -606,33 +606,7 @@ class CommandExecutor:
                 ),
             )
         if not stopped and request.params.force_after:
-            logger.warning("shutdown of %s took over %.0fs: destroying it", uuid, timeout)
-            since = len(ticket.begun)
-            guard = self._guard(ticket, "destroy", uuid, stop_by + self._escalate_grace)
-            future = self._calls.submit(lambda: self._hv.perform(uuid, "destroy", guard=guard))
-            try:
-                self._await(future, ticket, stop_by + self._escalate_grace, since)
-                escalated = True
-            except NotBegun:
-                error = ErrorInfo(
-                    code="shutdown_timeout",
-                    message=f"the guest did not stop within {timeout:.0f}s and libvirt did not "
-                    "answer in time to force it off: it was not forced off",
-                )
-            except OutcomeUnknown as exc:
-                escalated = True
-                error = ErrorInfo(code=exc.code, message=str(exc))
-            except AgentError as exc:
-                unknown = _cut_off(ticket, exc)
-                if unknown is not None and ticket.cut_off == "destroy":
-                    escalated = True
-                    error = ErrorInfo(code=unknown.code, message=str(unknown))
-                elif exc.code == "invalid_state" and self._stopped_now(uuid):
-                    # The guest stopped between the end of the wait and the destroy: done.
-                    logger.info("shutdown of %s: the guest stopped just before the destroy", uuid)
-                    escalated, stopped = False, True
-                else:
-                    raise
+            escalated, stopped, error = self._escalate(uuid, ticket, timeout, stop_by)
         try:
             # A short read: a libvirtd that stopped answering must not hold the reply long.
             state: VmStateName | None = self._fresh(uuid, self._escalate_grace)
@@ -650,6 +624,41 @@ class CommandExecutor:
                 code="shutdown_timeout", message=f"the guest did not stop within {timeout:.0f}s"
             ),
         )
+
+    def _escalate(
+        self, uuid: str, ticket: Ticket, timeout: float, stop_by: float
+    ) -> tuple[bool, bool, ErrorInfo | None]:
+        """A shutdown's `force_after`: destroys the guest that did not stop in time. The
+        destroy may begin up to `escalate_grace` after `stop_by` and never later. Returns
+        (escalated, stopped, error)."""
+        logger.warning("shutdown of %s took over %.0fs: destroying it", uuid, timeout)
+        since = len(ticket.begun)
+        guard = self._guard(ticket, "destroy", uuid, stop_by + self._escalate_grace)
+        future = self._calls.submit(lambda: self._hv.perform(uuid, "destroy", guard=guard))
+        try:
+            self._await(future, ticket, stop_by + self._escalate_grace, since)
+            return True, False, None
+        except NotBegun:
+            return (
+                False,
+                False,
+                ErrorInfo(
+                    code="shutdown_timeout",
+                    message=f"the guest did not stop within {timeout:.0f}s and libvirt did not "
+                    "answer in time to force it off: it was not forced off",
+                ),
+            )
+        except OutcomeUnknown as exc:
+            return True, False, ErrorInfo(code=exc.code, message=str(exc))
+        except AgentError as exc:
+            unknown = _cut_off(ticket, exc)
+            if unknown is not None and ticket.cut_off == "destroy":
+                return True, False, ErrorInfo(code=unknown.code, message=str(unknown))
+            if exc.code == "invalid_state" and self._stopped_now(uuid):
+                # The guest stopped between the end of the wait and the destroy: done.
+                logger.info("shutdown of %s: the guest stopped just before the destroy", uuid)
+                return False, True, None
+            raise
 
     def _stopped_now(self, uuid: str) -> bool:
         try:

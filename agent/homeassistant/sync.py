@@ -273,15 +273,6 @@ class HomeAssistantPublisher:
         # needs between the markers and the new configs: a change of connection aborts the
         # attempt, and the retry runs the whole handshake again.
         generation = self._generation()
-
-        def same_connection() -> bool:
-            if self._stop.is_set():
-                return False  # stopping: the next start runs the whole handshake again
-            if self._connected() and self._generation() == generation:
-                return True
-            logger.warning("MQTT connection lost during the discovery migration of %s", host)
-            return False
-
         # The host's configs never moved: they need not wait for the broker's answer.
         if not self._send_host():
             return False
@@ -297,10 +288,35 @@ class HomeAssistantPublisher:
                 host,
             )
             return self._send_all(known)
+        return self._move(known, legacy, markers, generation)
+
+    def _same_connection(self, generation: int) -> bool:
+        """Whether the migration still runs on the connection it started on."""
+        if self._stop.is_set():
+            return False  # stopping: the next start runs the whole handshake again
+        if self._connected() and self._generation() == generation:
+            return True
+        logger.warning("MQTT connection lost during the discovery migration of %s", self.host)
+        return False
+
+    def _move(
+        self,
+        known: list[str],
+        legacy: list[str],
+        markers: list[tuple[str, bytes]],
+        generation: int,
+    ) -> bool:
+        """The migration's steps once the broker let the first marker through: the other
+        markers, a pause, the new configs, the old ones cleared, a pause, the new ones again."""
+        host, prefix = self.host, self.ha_prefix
         pause = min(
             MIGRATION_PAUSE_MAX_S,
             self._migration_pause_s + MIGRATION_PAUSE_PER_MESSAGE_S * len(markers),
         )
+
+        def same_connection() -> bool:
+            return self._same_connection(generation)
+
         # Each marker confirmed (PUBACK): none may wait in the offline queue, and the pause
         # counts from when the broker had them all.
         for topic, payload in markers[1:]:

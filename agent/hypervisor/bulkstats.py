@@ -68,8 +68,8 @@ def _int(stats: dict[str, Any], key: str) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> RawSample:
-    """Reads the keys libvirt documents for the state, cpu, vcpu, balloon, block, net groups."""
+def _blocks(stats: dict[str, Any]) -> tuple[tuple[BlockCounters, ...], bool]:
+    """The block devices' counters, and whether a device was named without them."""
     blocks = []
     partial = False
     for i in range(_int(stats, "block.count") or 0):
@@ -91,6 +91,10 @@ def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> 
                 _int(stats, f"block.{i}.wr.reqs") or 0,
             )
         )
+    return tuple(blocks), partial
+
+
+def _nets(stats: dict[str, Any]) -> tuple[NetCounters, ...]:
     nets = []
     for i in range(_int(stats, "net.count") or 0):
         ifname = stats.get(f"net.{i}.name")
@@ -109,6 +113,12 @@ def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> 
                 tx_packets=_int(stats, f"net.{i}.tx.pkts"),
             )
         )
+    return tuple(nets)
+
+
+def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> RawSample:
+    """Reads the keys libvirt documents for the state, cpu, vcpu, balloon, block, net groups."""
+    blocks, partial = _blocks(stats)
     balloon = BalloonStats(
         current_kib=_int(stats, "balloon.current"),
         available_kib=_int(stats, "balloon.available"),
@@ -126,7 +136,7 @@ def parse_record(uuid: str, name: str, stats: dict[str, Any], taken_ns: int) -> 
         vcpus=_int(stats, "vcpu.current"),
         max_memory_kib=_int(stats, "balloon.maximum"),
         balloon=balloon,
-        blocks=tuple(blocks),
-        nets=tuple(nets),
+        blocks=blocks,
+        nets=_nets(stats),
         partial=partial,
     )
