@@ -12,6 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from gateway import views
 from gateway.auth import require
 from gateway.bus import gateway_version
+from gateway.current import service, service_of
 from gateway.errors import BadRequest, NotFound
 from gateway.history import MAX_POINTS
 from gateway.service import VERBS, Gateway, job_of
@@ -21,8 +22,7 @@ bp = Blueprint("api", __name__)
 
 
 def gw() -> Gateway:
-    gateway: Gateway = current_app.extensions["kvmsup"]
-    return gateway
+    return service()
 
 
 def host_arg() -> str | None:
@@ -307,5 +307,4 @@ def init_app(app: Flask) -> None:
 
 
 def gw_settings_origins(app: Flask) -> list[str]:
-    gateway: Gateway = app.extensions["kvmsup"]
-    return gateway.settings.cors_list()
+    return service_of(app).settings.cors_list()

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Literal, ParamSpec, TypeVar
 
-from flask import current_app, g, request
+from flask import g, request
 from werkzeug.datastructures import Headers
 
 from gateway.config import Settings
+from gateway.current import service
 from gateway.errors import Forbidden, TooManyRequests, Unauthorized
 from gateway.throttle import FailureThrottle
 
@@ -209,7 +210,7 @@ def require(role: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            auth: Authenticator = current_app.extensions["kvmsup"].auth
+            auth: Authenticator = service().auth
             header = request.headers.get("Authorization")
             secret: object = bearer(request.headers)
             if secret is None and header:
