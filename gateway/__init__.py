@@ -25,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from gateway import api, dashboard, errors, openapi, prometheus, realtime
+    from gateway import api, dashboard, http_errors, openapi, prometheus, realtime
     from gateway.config import Settings
     from gateway.current import KEY
     from gateway.service import Gateway
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Werkzeug raises 413 when a body is read past this, Content-Length or chunked alike.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions[KEY] = Gateway(settings)
-    errors.init_app(app)
+    http_errors.init_app(app)
     api.init_app(app)
     prometheus.init_app(app)
     openapi.init_app(app)

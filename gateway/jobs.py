@@ -211,7 +211,7 @@ class JobManager:
                     job, "failed", error={"code": "broker_unreachable", "message": str(exc)}
                 )
             self._publish(job)
-            # The job is kept (and audited) as failed; the client gets 503 with it.
+            # The job is kept (and audited) as failed; the client gets it with the BusError.
             raise BusError(
                 str(exc) or "the broker did not take the command", job=self.snapshot(job)
             ) from exc

@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from gateway import dashboard
 from gateway.bus import gateway_version
-from gateway.errors import BadRequest
+from gateway.errors import InvalidInput
 from gateway.history_db import Windows
 from gateway.openapi_schemas import PARAMS, SCHEMAS, ref
 
@@ -295,7 +295,7 @@ def _single_valued_query() -> None:
         return
     for name in doc.query:  # others are ignored, as any unknown parameter is
         if len(request.args.getlist(name)) > 1:
-            raise BadRequest(f"query parameter {name!r} given more than once")
+            raise InvalidInput(f"query parameter {name!r} given more than once")
 
 
 def init_app(app: Flask) -> None:

@@ -18,7 +18,8 @@ from gateway import blocking, views
 from gateway.auth import MALFORMED, Principal, Role, client_address
 from gateway.config import Settings
 from gateway.current import service, service_of
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
+from gateway.errors import GatewayError, InvalidInput, NotAuthenticated, NotPermitted
+from gateway.http_errors import outcome_status, status_of
 from gateway.job import from_set
 from gateway.jobs import Job
 from gateway.service import Gateway
@@ -181,7 +182,7 @@ class Bridge:
 
 def _error(exc: GatewayError, event: str | None) -> dict[str, Any]:
     body = exc.to_dict()
-    body["status"] = exc.status
+    body["status"] = status_of(exc)  # the HTTP status a REST call would get
     body["event"] = event
     return body
 
@@ -191,7 +192,7 @@ def payload(data: Any, event: str, *, required: bool = False) -> dict[str, Any]:
     if data is None and not required:
         return {}
     if not isinstance(data, dict):
-        raise BadRequest(f"{event} takes a JSON object")
+        raise InvalidInput(f"{event} takes a JSON object")
     return data
 
 
@@ -201,16 +202,16 @@ def text(data: dict[str, Any], key: str, *, required: bool = False) -> str | Non
     value = data.get(key)
     if value is None or (value == "" and not required):
         if required:
-            raise BadRequest(f"{key} is required")
+            raise InvalidInput(f"{key} is required")
         return None
     if not isinstance(value, str) or not value:
-        raise BadRequest(f"{key} must be a non-empty string")
+        raise InvalidInput(f"{key} must be a non-empty string")
     if len(value) > MAX_TEXT:
-        raise BadRequest(f"{key} is longer than {MAX_TEXT} characters")
+        raise InvalidInput(f"{key} is longer than {MAX_TEXT} characters")
     try:
         value.encode()
     except UnicodeEncodeError:
-        raise BadRequest(f"{key} is not valid UTF-8 text") from None
+        raise InvalidInput(f"{key} is not valid UTF-8 text") from None
     return value
 
 
@@ -219,7 +220,7 @@ def number(data: dict[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{key} must be a number")
+        raise InvalidInput(f"{key} must be a number")
     return float(value)
 
 
@@ -293,7 +294,7 @@ def who() -> Principal:
     sid: str = request.sid  # type: ignore[attr-defined]
     principal = _principals().get(sid)
     if principal is None:
-        raise Unauthorized("not authenticated")
+        raise NotAuthenticated("not authenticated")
     return principal
 
 
@@ -311,7 +312,7 @@ def guarded(event: str, role: Role = "viewer") -> Callable[[Handler], Handler]:
             try:
                 principal = who()
                 if not principal.can(role):
-                    raise Forbidden(f"{event} needs the {role} role")
+                    raise NotPermitted(f"{event} needs the {role} role")
                 return fn(principal, data)
             except GatewayError as exc:
                 return answer(exc, event)
@@ -329,7 +330,7 @@ def unknown(event: Any, *_args: Any) -> Any:
     name = str(event)[:64]
     try:
         who()
-        raise BadRequest(f"unknown event {name!r}")
+        raise InvalidInput(f"unknown event {name!r}")
     except GatewayError as exc:
         return answer(exc, name)
 
@@ -349,7 +350,7 @@ def connect(auth: Any = None) -> None:
     except GatewayError as exc:
         # python-socketio answers CONNECT_ERROR with this; the guard then closes the
         # transport. Any other exception here would leave the session half-connected.
-        detail = {"code": exc.code, "status": exc.status, **exc.extra}
+        detail = {"code": exc.code, "status": status_of(exc), **exc.extra}
         raise Refused(f"{exc.code}: {exc.message}", detail) from None
     _principals()[sid] = principal
     join_room(AUTHENTICATED_ROOM)
@@ -427,4 +428,4 @@ def vm_action(principal: Principal, data: Any) -> dict[str, Any]:
     wait = number(args, "wait")
     body = {k: v for k, v in args.items() if k in ("force", "timeout_s", "force_after")}
     outcome = service().command(str(name), host, str(action), body, principal, wait)
-    return {**outcome.body, "status_code": outcome.status}
+    return {**outcome.body, "status_code": outcome_status(outcome)}

@@ -108,14 +108,14 @@ def test_cors_allows_exact_origins_only(app: Flask) -> None:
 
 def test_json_body_reads_any_bytes_and_reports_bad_json() -> None:
     from gateway.api import json_body
-    from gateway.errors import BadRequest
+    from gateway.errors import InvalidInput
 
     assert json_body(b"") is None and json_body(b" \n") is None and json_body(b"null") is None
     assert json_body(b'{"force": true}') == {"force": True}
     assert json_body('{"name": "café"}'.encode()) == {"name": "café"}
     assert json_body(b"[1]") == [1]  # not an object: the command refuses it (command_of)
     for raw in (b"{nope", b"\xff\xfe\xfd", b'{"a": 1} trailing'):
-        with pytest.raises(BadRequest, match="not valid JSON"):
+        with pytest.raises(InvalidInput, match="not valid JSON"):
             json_body(raw)
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from gateway.errors import AgentTimeout, Conflict
+from gateway.http_errors import status_of
 from gateway.jobs import CLOCK_MARGIN_S, JobManager
 from shared.messages import CommandParams, CommandReply, CommandRequest
 
@@ -72,7 +73,7 @@ def test_no_accepted_reply_is_an_agent_timeout() -> None:
     not_after = agent.sent[0].not_after
     assert not_after is not None and job.finished_at is not None
     assert (job.finished_at - not_after).total_seconds() >= CLOCK_MARGIN_S - 0.05
-    assert exc.value.status == 504 and job.status == "timed_out"
+    assert status_of(exc.value) == 504 and job.status == "timed_out"
 
 
 def test_a_late_end_leaves_the_job_running_then_it_finishes() -> None:
@@ -293,7 +294,7 @@ def test_a_job_is_persisted_before_its_command_is_sent_and_not_sent_if_it_cannot
     jobs = JobManager(send, accept_timeout=0.5, persist=broken)
     with pytest.raises(Unavailable) as exc:
         submit(jobs)
-    assert exc.value.code == "store_unavailable" and exc.value.status == 503
+    assert exc.value.code == "store_unavailable" and status_of(exc.value) == 503
     assert sent == [job.id] and jobs.all() == []
 
 
@@ -347,7 +348,7 @@ def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
     with pytest.raises(Unavailable) as exc:
         submit(jobs)
     assert expired == [] and sent == []  # never published: the agent would refuse it anyway
-    assert exc.value.status == 503 and exc.value.code == "store_slow"
+    assert status_of(exc.value) == 503 and exc.value.code == "store_slow"
     job = jobs.all()[0]
     assert job.status == "rejected" and job.error is not None
     assert job.error["code"] == "store_slow" and exc.value.extra["job"]["id"] == job.id
