@@ -167,12 +167,12 @@ def main() -> int:
             profiler.runcall(handler, model)
 
         bus.handler = profiled
-        original_decode = sys.modules["gateway.bus"].decode
+        original_decode = sys.modules["gateway.adapters.bus"].decode
 
         def decode(*a: Any, **kw: Any) -> Any:
             return profiler.runcall(original_decode, *a, **kw)
 
-        sys.modules["gateway.bus"].decode = decode
+        sys.modules["gateway.adapters.bus"].decode = decode
 
     if args.no_gc:
         gc.disable()

@@ -25,10 +25,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from gateway import api, dashboard, http_errors, openapi, prometheus, realtime
     from gateway.config import Settings
     from gateway.current import KEY
+    from gateway.realtime import events as realtime
     from gateway.service import Gateway
+    from gateway.web import api, dashboard, http_errors, openapi, prometheus
 
     settings = settings or Settings()
     app = Flask(__name__)
@@ -54,8 +55,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 def start(app: Flask) -> Gateway:
     """Connect `app`'s gateway to MQTT and start its threads: store writer, job janitor, bus
     (paho and ingest), Socket.IO bridge and session reaper. Stopped at exit, or by `stop`."""
-    from gateway import realtime
     from gateway.current import service_of
+    from gateway.realtime import events as realtime
 
     gateway = service_of(app)
     gateway.start()

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_dev(settings: Settings) -> int:
     from gateway import create_app, start
-    from gateway.realtime import socketio
+    from gateway.realtime.events import socketio
 
     signal.signal(signal.SIGTERM, _exit_on_term)
     app = create_app(settings)

@@ -227,7 +227,7 @@ def require(role: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
             g.principal = principal
             return view(*args, **kwargs)
 
-        wrapper.required_role = role  # type: ignore[attr-defined]  # read by gateway.openapi
+        wrapper.required_role = role  # type: ignore[attr-defined]  # read by gateway.web.openapi
         return wrapper
 
     return decorate

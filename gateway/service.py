@@ -12,16 +12,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.adapters.bus import Bus, Inbound, VmRemoved
+from gateway.adapters.store import Store
 from gateway.auth import Authenticator, Principal
-from gateway.bus import Bus, Inbound, VmRemoved
 from gateway.config import Settings
-from gateway.drops import Drops
+from gateway.core.drops import Drops
+from gateway.core.jobs import Job, JobManager
+from gateway.core.readviews import ReadViews
+from gateway.core.records import REFUSED, AuditEntry
+from gateway.core.state import StateCache
 from gateway.errors import GatewayError, InvalidInput, Unavailable
-from gateway.jobs import Job, JobManager
-from gateway.readviews import ReadViews
-from gateway.records import REFUSED, AuditEntry
-from gateway.state import StateCache
-from gateway.store import Store
 from shared.messages import (
     CommandParams,
     CommandReply,

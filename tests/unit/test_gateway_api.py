@@ -108,8 +108,8 @@ def test_cors_allows_exact_origins_only(app: Flask) -> None:
 
 
 def test_json_body_reads_any_bytes_and_reports_bad_json() -> None:
-    from gateway.api import json_body
     from gateway.errors import InvalidInput
+    from gateway.web.api import json_body
 
     assert json_body(b"") is None and json_body(b" \n") is None and json_body(b"null") is None
     assert json_body(b'{"force": true}') == {"force": True}

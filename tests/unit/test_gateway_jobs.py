@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from gateway.core.jobs import CLOCK_MARGIN_S, JobManager
 from gateway.errors import AgentTimeout, Conflict
-from gateway.http_errors import status_of
-from gateway.jobs import CLOCK_MARGIN_S, JobManager
+from gateway.web.http_errors import status_of
 from shared.messages import CommandParams, CommandReply, CommandRequest
 
 pytestmark = pytest.mark.unit
@@ -255,7 +255,7 @@ def test_a_command_event_ends_a_job_whose_reply_was_lost() -> None:
 def test_restored_jobs_get_their_deadlines_back_with_a_grace() -> None:
     from datetime import timedelta
 
-    from gateway.jobs import RESTART_GRACE_S, Job
+    from gateway.core.jobs import RESTART_GRACE_S, Job
     from shared.messages import utc_now
 
     old = utc_now() - timedelta(hours=1)
@@ -320,7 +320,7 @@ def test_unfinished_jobs_are_never_evicted_finished_ones_go_first() -> None:
 
 
 def test_restore_keeps_every_unfinished_job_beyond_the_limit() -> None:
-    from gateway.jobs import Job
+    from gateway.core.jobs import Job
 
     old_running = Job("r", "h1", U, "web", "shutdown", {}, "bob", status="accepted")
     done = [Job(f"d{i}", "h1", U, "web", "start", {}, "bob", status="succeeded") for i in range(3)]

@@ -1,4 +1,4 @@
-"""The Socket.IO handlers (module-level in gateway.realtime) through Flask-SocketIO's test
+"""The Socket.IO handlers (module-level in gateway.realtime.events) through Flask-SocketIO's test
 client, on an app that is built but not started: no broker, no threads."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from flask import Flask
 from flask_socketio import SocketIOTestClient
 
 from gateway.current import service_of
-from gateway.realtime import socketio
+from gateway.realtime.events import socketio
 from shared.messages import HostStatus, VmState
 
 pytestmark = pytest.mark.unit

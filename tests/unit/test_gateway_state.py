@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway import views
+from gateway.core import views
+from gateway.core.state import StateCache, resolve
 from gateway.errors import Conflict, NotFound
-from gateway.http_errors import status_of
-from gateway.state import StateCache, resolve
+from gateway.web.http_errors import status_of
 from shared.messages import (
     CommandReply,
     DiskIO,

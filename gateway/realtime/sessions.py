@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 from socketio import packet as sio_packet
 
-from gateway.sio_packets import decode, error_frames, event_problem
+from gateway.realtime.sio_packets import decode, error_frames, event_problem
 
 logger = logging.getLogger(__name__)
 

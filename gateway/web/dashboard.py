@@ -13,7 +13,7 @@ from gateway.auth import require
 from gateway.current import service
 from gateway.errors import NotFound
 
-UI_DIR = Path(__file__).resolve().parent / "ui"
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
 # Only these kinds of file are served, each with its type stated rather than guessed from the
 # platform's mimetypes table (which names JavaScript differently from one Python to the next,

@@ -15,9 +15,9 @@ from prometheus_client.exposition import choose_encoder
 
 from gateway import blocking
 from gateway.auth import require
-from gateway.collectors import FleetCollector, GatewayCollector, GatewayFigures
+from gateway.core.state import Snapshot
 from gateway.current import service
-from gateway.state import Snapshot
+from gateway.web.collectors import FleetCollector, GatewayCollector, GatewayFigures
 
 bp = Blueprint("prometheus", __name__)
 

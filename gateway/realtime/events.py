@@ -14,16 +14,17 @@ from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
 from socketio import RedisManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from gateway import blocking, views
+from gateway import blocking
 from gateway.auth import MALFORMED, Principal, Role, client_address
 from gateway.config import Settings
+from gateway.core import views
+from gateway.core.job import from_set
+from gateway.core.jobs import Job
 from gateway.current import service, service_of
 from gateway.errors import GatewayError, InvalidInput, NotAuthenticated, NotPermitted
-from gateway.http_errors import outcome_status, status_of
-from gateway.job import from_set
-from gateway.jobs import Job
+from gateway.realtime.sessions import SessionGuard
 from gateway.service import Gateway
-from gateway.sessions import SessionGuard
+from gateway.web.http_errors import outcome_status, status_of
 from shared.messages import HostStatus, MetricsBatch, VmState, as_dict
 
 logger = logging.getLogger(__name__)

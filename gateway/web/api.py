@@ -9,14 +9,14 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from gateway import views
+from gateway.adapters.bus import gateway_version
 from gateway.auth import require
-from gateway.bus import gateway_version
+from gateway.core import views
+from gateway.core.history import MAX_POINTS
 from gateway.current import service, service_of
 from gateway.errors import InvalidInput, NotFound
-from gateway.history import MAX_POINTS
-from gateway.http_errors import outcome_status
 from gateway.service import VERBS, Gateway, job_of
+from gateway.web.http_errors import outcome_status
 from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)
