@@ -2,7 +2,7 @@
 """Metrics history at fleet scale: rows, bytes, memory and CPU of one hour (or more) of
 10,000 VMs at a 2 s tick, written through the gateway's real write path.
 
-A `gateway.store.Store` on a real file takes `add_metrics(MetricsBatch)` exactly as the
+A `gateway.adapters.store.Store` on a real file takes `add_metrics(MetricsBatch)` exactly as the
 ingest calls it (H hosts x V VMs a tick), under a simulated clock that moves 2 s a tick, as
 fast as the machine goes: its writer thread commits the minute rows, rolls quarters up and
 prunes by that clock. The feeder waits for the writer once a simulated minute (a real
@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.store import Store  # noqa: E402
+from gateway.adapters.store import Store  # noqa: E402
 from shared.messages import DiskIO, HostMetrics, MetricsBatch, NetIO, VmMetrics  # noqa: E402
 
 TABLES = ("history_ticks", "history_1m", "history_15m", "history_vms")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The gateway's ingest path in one process, without a broker: where does its CPU go?
 
-Builds the whole app (`create_app`: cache, store, Socket.IO bridge, the bus with its ingest
-thread) with the MQTT URL on a port nothing listens on, loads H hosts x V VMs of
+Builds and starts the whole app (`create_app`, `start`: cache, store, Socket.IO bridge, the
+bus with its ingest thread) with the MQTT URL on a port nothing listens on, loads H hosts x V VMs of
 `benchmarks/simulate_hosts.py` (statuses, retained states), then hands the bus T ticks of
 metrics batches rendered by the simulator's own templates, as paho's thread would, and waits
 until the ingest thread, the history writer and the Socket.IO bridge have got through them.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.simulate_hosts import Fleet, SimHost, Stats  # noqa: E402
-from gateway import create_app  # noqa: E402
+from gateway import create_app, start  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from shared.messages import dump  # noqa: E402
@@ -131,7 +131,7 @@ def main() -> int:
         db=str(work / "gw.db"),
     )
     app = create_app(settings)
-    gw: Gateway = app.extensions["kvmsup"]
+    gw: Gateway = start(app)
     inbox = getattr(gw.bus, "_inbox", None)
     if hasattr(inbox, "metrics_max_bytes"):
         # Nothing shed, nothing refused: this measures the cost of applying all of it.
@@ -167,12 +167,12 @@ def main() -> int:
             profiler.runcall(handler, model)
 
         bus.handler = profiled
-        original_decode = sys.modules["gateway.bus"].decode
+        original_decode = sys.modules["gateway.adapters.bus"].decode
 
         def decode(*a: Any, **kw: Any) -> Any:
             return profiler.runcall(original_decode, *a, **kw)
 
-        sys.modules["gateway.bus"].decode = decode
+        sys.modules["gateway.adapters.bus"].decode = decode
 
     if args.no_gc:
         gc.disable()

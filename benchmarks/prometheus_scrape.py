@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_om
 
-from gateway.collectors import GatewayFigures
-from gateway.prometheus import registry
-from gateway.state import StateCache
+from gateway.core.state import StateCache
+from gateway.web.collectors import GatewayFigures
+from gateway.web.prometheus import registry
 from shared.messages import (
     DiskIO,
     HostMetrics,

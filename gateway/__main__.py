@@ -83,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_dev(settings: Settings) -> int:
-    from gateway import create_app
+    from gateway import create_app, start
+    from gateway.realtime.events import socketio
 
     signal.signal(signal.SIGTERM, _exit_on_term)
     app = create_app(settings)
-    socketio = app.extensions["socketio"]
+    start(app)
     logger.info("serving on http://%s:%d (Werkzeug, development)", settings.host, settings.port)
     socketio.run(
         app,

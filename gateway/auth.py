@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Literal, ParamSpec, TypeVar
 
-from flask import current_app, g, request
+from flask import g, request
 from werkzeug.datastructures import Headers
 
 from gateway.config import Settings
-from gateway.errors import Forbidden, TooManyRequests, Unauthorized
+from gateway.current import service
+from gateway.errors import NotAuthenticated, NotPermitted, Throttled
 from gateway.throttle import FailureThrottle
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class Authenticator:
     def authenticate(
         self, secret: object, address: str, transport: str, now: float | None = None
     ) -> Principal:
-        """The caller's principal, or Unauthorized (401) / TooManyRequests (429)."""
+        """The caller's principal, or NotAuthenticated / Throttled."""
         if self.entries is None:
             return ANONYMOUS
         now = time.monotonic() if now is None else now
@@ -137,7 +138,7 @@ class Authenticator:
         wait = self.throttle.take(address, now)
         if wait:
             self._count(transport, "throttled")
-            raise TooManyRequests(
+            raise Throttled(
                 f"too many failed authentications from this address; retry in {wait} s",
                 retry_after=wait,
             )
@@ -151,7 +152,7 @@ class Authenticator:
             # but neither throttled nor logged above debug (a probe would flood the log).
             self._count(transport, "missing")
             logger.debug("no token on %s from %s", transport, address)
-            raise Unauthorized("a valid API token is required")
+            raise NotAuthenticated("a valid API token is required")
         reason = "unknown" if _encoded(secret) is not None else "malformed"
         self._count(transport, reason)
         blocked = self.throttle.blocked_for(address, now)
@@ -161,7 +162,7 @@ class Authenticator:
             logger.warning(
                 "%s is refused for %d s after repeated failed authentications", address, blocked
             )
-        raise Unauthorized("a valid API token is required")
+        raise NotAuthenticated("a valid API token is required")
 
     def _count(self, transport: str, reason: str) -> None:
         with self._lock:
@@ -209,24 +210,24 @@ def require(role: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            auth: Authenticator = current_app.extensions["kvmsup"].auth
+            auth: Authenticator = service().auth
             header = request.headers.get("Authorization")
             secret: object = bearer(request.headers)
             if secret is None and header:
                 secret = MALFORMED  # an Authorization header, but not a bearer token
             try:
                 principal = auth.authenticate(secret, client_address(), "rest")
-            except Unauthorized:
+            except NotAuthenticated:
                 message = "a valid API token is required (Authorization: Bearer …)"
                 if "token" in request.args:
                     message += "; ?token= is accepted on the Socket.IO handshake only"
-                raise Unauthorized(message) from None
+                raise NotAuthenticated(message) from None
             if not principal.can(role):
-                raise Forbidden(f"this action needs the {role} role")
+                raise NotPermitted(f"this action needs the {role} role")
             g.principal = principal
             return view(*args, **kwargs)
 
-        wrapper.required_role = role  # type: ignore[attr-defined]  # read by gateway.openapi
+        wrapper.required_role = role  # type: ignore[attr-defined]  # read by gateway.web.openapi
         return wrapper
 
     return decorate

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from gateway import create_app
+from gateway import create_app, start
 from gateway.config import REST_CONNECTIONS, Settings
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,11 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        # Built in the worker, after the fork: the MQTT and Socket.IO greenlets live there.
-        return create_app(self.settings)
+        # Built and started in the worker, after the fork: the MQTT and Socket.IO greenlets
+        # live there.
+        app = create_app(self.settings)
+        start(app)
+        return app
 
 
 def raise_fd_limit(wanted: int, needed: int) -> int:

@@ -12,16 +12,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway.adapters.bus import Bus, Inbound, VmRemoved
+from gateway.adapters.store import Store
 from gateway.auth import Authenticator, Principal
-from gateway.bus import Bus, Inbound, VmRemoved
 from gateway.config import Settings
-from gateway.drops import Drops
-from gateway.errors import BadRequest, GatewayError, Unavailable
-from gateway.jobs import Job, JobManager
-from gateway.readviews import ReadViews
-from gateway.records import REFUSED, AuditEntry
-from gateway.state import StateCache
-from gateway.store import Store
+from gateway.core.drops import Drops
+from gateway.core.jobs import Job, JobManager
+from gateway.core.readviews import ReadViews
+from gateway.core.records import REFUSED, AuditEntry
+from gateway.core.state import StateCache
+from gateway.errors import GatewayError, InvalidInput, Unavailable
 from shared.messages import (
     CommandParams,
     CommandReply,
@@ -64,23 +64,23 @@ VERBS: dict[str, tuple[str, str]] = {
 def command_of(verb: str, body: Any) -> tuple[str, CommandParams]:
     """The agent action and params a seed-style verb and optional JSON body ask for."""
     if verb not in VERBS:
-        raise BadRequest(f"unknown action {verb!r}; expected one of {', '.join(VERBS)}")
+        raise InvalidInput(f"unknown action {verb!r}; expected one of {', '.join(VERBS)}")
     if body is None:
         body = {}
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise InvalidInput("the body must be a JSON object")
     force = body.get("force", False)
     if not isinstance(force, bool):
-        raise BadRequest("force must be true or false")
+        raise InvalidInput("force must be true or false")
     action = VERBS[verb][1] if force else VERBS[verb][0]
     raw = {k: body[k] for k in ("timeout_s", "force_after") if k in body}
     if raw and action != "shutdown":
-        raise BadRequest("timeout_s and force_after apply to a graceful stop only")
+        raise InvalidInput("timeout_s and force_after apply to a graceful stop only")
     try:
         params = CommandParams.model_validate(raw, strict=True)  # 0 is no bool, as for force
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise BadRequest(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
     return action, params
 
 
@@ -90,9 +90,9 @@ def parse_wait(value: Any, default: float, cap: float) -> float:
     try:
         wait = float(value)
     except (TypeError, ValueError) as exc:
-        raise BadRequest("wait must be a number of seconds") from exc
+        raise InvalidInput("wait must be a number of seconds") from exc
     if not 0 <= wait <= cap:
-        raise BadRequest(f"wait must be between 0 and {cap:g} seconds")
+        raise InvalidInput(f"wait must be between 0 and {cap:g} seconds")
     return wait
 
 
@@ -162,9 +162,10 @@ def refusal(ref: str, host: str | None, verb: str, who: Principal, exc: GatewayE
 
 @dataclass(frozen=True)
 class Outcome:
-    """A command's answer: HTTP status and body (REST), the same as a Socket.IO ack."""
+    """A command's answer: whether its job finished within the wait, and the body REST and the
+    Socket.IO ack send (the web layer picks the status code)."""
 
-    status: int
+    finished: bool
     body: dict[str, Any]
     job_id: str
 
@@ -281,12 +282,14 @@ class Gateway:
     def command(
         self, ref: str, host: str | None, verb: str, body: Any, who: Principal, wait: Any = None
     ) -> Outcome:
-        """Resolve, check reachability, publish, wait: 200, 202, or a GatewayError. Every
-        command lands in the audit: as its job, or as a refusal when no job was made."""
+        """Resolve, check reachability, publish, wait: finished, still running, or a
+        GatewayError. Every command lands in the audit: as its job, or as a refusal when no
+        job was made."""
         try:
             return self._command(ref, host, verb, body, who, wait)
         except GatewayError as exc:
-            if not isinstance(exc.extra.get("job"), dict):  # a 504 carries its (audited) job
+            # An agent timeout carries its (audited) job: that is in the audit already.
+            if not isinstance(exc.extra.get("job"), dict):
                 self.store.record(refusal(ref, host, verb, who, exc))
             raise
 
@@ -308,6 +311,6 @@ class Gateway:
         if finished:
             body_out["success"] = job.status == "succeeded"
             body_out["message"] = f"{action} {vm.name} on {vm.host}: {job.status}"
-            return Outcome(200, body_out, job.id)
+            return Outcome(True, body_out, job.id)
         body_out["message"] = f"{action} {vm.name} on {vm.host}: {job.status}, see /jobs/{job.id}"
-        return Outcome(202, body_out, job.id)
+        return Outcome(False, body_out, job.id)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from gateway import create_app
+from gateway import create_app, start, stop
 from gateway.config import Settings
 
 TOKENS = "v:viewer:viewer-secret,o:operator:operator-secret"
@@ -17,10 +17,11 @@ TOKENS = "v:viewer:viewer-secret,o:operator:operator-secret"
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
-    """`make_app(**settings)`: a gateway app on a dead broker port, its own DB; stopped after."""
+    """`make_app(**settings)`: a gateway app on a dead broker port, its own DB, started as the
+    server entry point does (`started=False`: only built); stopped after."""
     made: list[Flask] = []
 
-    def make(**overrides: Any) -> Flask:
+    def make(*, started: bool = True, **overrides: Any) -> Flask:
         fields: dict[str, Any] = {
             "db": str(tmp_path / "gateway.db"),
             "mqtt_url": "mqtt://127.0.0.1:9",
@@ -29,9 +30,11 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
             **overrides,
         }
         app = create_app(Settings(**fields))
-        made.append(app)
+        if started:
+            start(app)
+            made.append(app)
         return app
 
     yield make
     for app in made:
-        app.extensions["kvmsup"].stop()
+        stop(app)

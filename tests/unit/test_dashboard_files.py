@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gateway.dashboard import CSP, UI_DIR
+from gateway.web.dashboard import CSP, UI_DIR
 
 pytestmark = pytest.mark.unit
 

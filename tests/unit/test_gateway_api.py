@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from gateway.current import service_of
 from gateway.service import Gateway
 from shared.messages import CommandReply, CommandRequest, HostStatus, VmState
 
@@ -23,7 +24,7 @@ OPERATOR = {"Authorization": "Bearer operator-secret"}
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
     app = make_app(accept_timeout=0.5, cors_origins="https://app.example")
-    gw: Gateway = app.extensions["kvmsup"]
+    gw: Gateway = service_of(app)
     gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
     gw.handle(
         VmState(
@@ -64,7 +65,7 @@ def agent_answers(gw: Gateway, *statuses: tuple[float, str]) -> list[CommandRequ
 
 
 def test_late_end_is_202_with_location(app: Flask) -> None:
-    gw: Gateway = app.extensions["kvmsup"]
+    gw: Gateway = service_of(app)
     agent_answers(gw, (0.01, "accepted"), (0.5, "succeeded"))
     client: FlaskClient = app.test_client()
     resp = client.post("/vm/web/stop?wait=0", headers=OPERATOR)
@@ -107,20 +108,20 @@ def test_cors_allows_exact_origins_only(app: Flask) -> None:
 
 
 def test_json_body_reads_any_bytes_and_reports_bad_json() -> None:
-    from gateway.api import json_body
-    from gateway.errors import BadRequest
+    from gateway.errors import InvalidInput
+    from gateway.web.api import json_body
 
     assert json_body(b"") is None and json_body(b" \n") is None and json_body(b"null") is None
     assert json_body(b'{"force": true}') == {"force": True}
     assert json_body('{"name": "café"}'.encode()) == {"name": "café"}
     assert json_body(b"[1]") == [1]  # not an object: the command refuses it (command_of)
     for raw in (b"{nope", b"\xff\xfe\xfd", b'{"a": 1} trailing'):
-        with pytest.raises(BadRequest, match="not valid JSON"):
+        with pytest.raises(InvalidInput, match="not valid JSON"):
             json_body(raw)
 
 
 def test_jobs_count_is_what_is_returned_and_total_what_matched(app: Flask) -> None:
-    gw: Gateway = app.extensions["kvmsup"]
+    gw: Gateway = service_of(app)
     agent_answers(gw, (0.0, "accepted"), (0.0, "succeeded"))
     client = app.test_client()
     for verb in ("stop", "start", "stop"):

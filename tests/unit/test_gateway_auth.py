@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import Authenticator, Principal, TokenError, bearer, parse_tokens
 from gateway.config import Settings
-from gateway.errors import TooManyRequests, Unauthorized
+from gateway.errors import NotAuthenticated, Throttled
 from gateway.throttle import FailureThrottle
 
 pytestmark = pytest.mark.unit
@@ -105,12 +105,12 @@ def test_authenticate_counts_throttles_and_never_logs_the_secret(caplog) -> None
     with caplog.at_level(logging.DEBUG):
         assert auth.authenticate(SECRET, "10.0.0.1", "rest", now=0.0).name == "alice"
         for guess in ("guess-one-1", 42):
-            with pytest.raises(Unauthorized):
+            with pytest.raises(NotAuthenticated):
                 auth.authenticate(guess, "10.0.0.1", "socketio", now=1.0)
-        with pytest.raises(TooManyRequests) as throttled:
+        with pytest.raises(Throttled) as throttled:
             auth.authenticate(SECRET, "10.0.0.1", "rest", now=2.0)
         for _ in range(5):
-            with pytest.raises(Unauthorized):
+            with pytest.raises(NotAuthenticated):
                 auth.authenticate(None, "10.0.0.2", "rest", now=2.0)
     assert 0 < throttled.value.extra["retry_after"] <= 60
     assert auth.failures() == {
@@ -199,9 +199,9 @@ def test_concurrent_guesses_get_no_more_tries_than_the_burst() -> None:
         start.wait()
         try:
             auth.authenticate(f"guess-{i}-{'y' * 30}", "10.0.0.9", "rest", now=0.0)
-        except TooManyRequests:
+        except Throttled:
             outcomes.append("throttled")
-        except Unauthorized:
+        except NotAuthenticated:
             outcomes.append("checked")
 
     threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
@@ -216,10 +216,10 @@ def test_a_valid_token_gives_its_reserved_try_back() -> None:
     auth = Authenticator(parse_tokens(f"alice:viewer:{SECRET}"), FailureThrottle(2, 0.001))
     for _ in range(10):  # successes and missing tokens never use up the address's tries
         assert auth.authenticate(SECRET, "10.0.0.1", "rest", now=0.0).name == "alice"
-        with pytest.raises(Unauthorized):
+        with pytest.raises(NotAuthenticated):
             auth.authenticate(None, "10.0.0.1", "rest", now=0.0)
     assert auth.throttle.tracked() == 0
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         auth.authenticate("guess-one-1", "10.0.0.1", "rest", now=0.0)
     assert auth.authenticate(SECRET, "10.0.0.1", "rest", now=0.0).name == "alice"
 

@@ -32,7 +32,7 @@ def test_mqtt_url() -> None:
 def test_a_full_inbox_drops_counts_and_never_blocks_paho(caplog) -> None:
     from types import SimpleNamespace
 
-    from gateway.bus import INBOX_SIZE, Bus
+    from gateway.adapters.bus import INBOX_SIZE, Bus
     from gateway.config import Settings
 
     settings = Settings(mqtt_url="mqtt://127.0.0.1:9", gateway_id="gw")
@@ -62,7 +62,7 @@ class _BadTopic:
 
 
 def test_a_topic_that_is_not_utf8_is_counted_not_raised(caplog) -> None:
-    from gateway.bus import Bus
+    from gateway.adapters.bus import Bus
     from gateway.config import Settings
 
     bus = Bus(Settings(mqtt_url="mqtt://127.0.0.1:9", gateway_id="gw"), lambda _m: None)
@@ -74,7 +74,7 @@ def test_a_topic_that_is_not_utf8_is_counted_not_raised(caplog) -> None:
 
 
 def test_a_callback_that_raises_is_logged_with_its_traceback(caplog) -> None:
-    from gateway.bus import Bus
+    from gateway.adapters.bus import Bus
     from gateway.config import Settings
 
     bus = Bus(Settings(mqtt_url="mqtt://127.0.0.1:9", gateway_id="gw"), lambda _m: None)
@@ -86,9 +86,9 @@ def test_a_callback_that_raises_is_logged_with_its_traceback(caplog) -> None:
 
 
 def test_stopping_applies_and_stores_everything_the_ingest_thread_was_given(tmp_path) -> None:
+    from gateway.adapters.store import Store
     from gateway.config import Settings
     from gateway.service import Gateway
-    from gateway.store import Store
     from shared.messages import VmEvent, dump
 
     db = str(tmp_path / "gw.db")

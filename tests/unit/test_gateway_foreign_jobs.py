@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.jobs import JobManager
+from gateway.core.jobs import JobManager
 from shared.messages import ErrorInfo, VmEvent
 
 pytestmark = pytest.mark.unit
@@ -94,7 +94,7 @@ def test_foreign_jobs_are_forgotten_like_finished_ones() -> None:
 
 
 def test_only_a_plain_command_from_set_is_told_apart_from_another_gateways() -> None:
-    from gateway.job import foreign_job, from_set
+    from gateway.core.job import foreign_job, from_set
 
     assert from_set(foreign_job(outcome(id="set-1732950000000000000", by="mqtt-set")))
     assert not from_set(foreign_job(outcome()))  # another gateway's job

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.history import Agg, Tail, at_most, ticks_at_most
-from gateway.store import Store
+from gateway.adapters.store import Store
+from gateway.core.history import Agg, Tail, at_most, ticks_at_most
 from shared.messages import DiskIO, HostMetrics, MetricsBatch, NetIO, VmMetrics
 
 pytestmark = pytest.mark.unit

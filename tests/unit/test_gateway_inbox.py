@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from gateway.inbox import Inbox, Queued, Raw
+from gateway.adapters.inbox import Inbox, Queued, Raw
 
 pytestmark = pytest.mark.unit
 

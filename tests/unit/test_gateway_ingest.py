@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from gateway.drops import REASONS, Drops
-from gateway.ingest import Drop, VmRemoved, decode
+from gateway.core.drops import REASONS, Drops
+from gateway.core.ingest import Drop, VmRemoved, decode
 from shared.messages import CommandReply, GatewayStatus, HostStatus, VmState, dump
 from shared.topics import Topics
 

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from gateway.core.jobs import CLOCK_MARGIN_S, JobManager
 from gateway.errors import AgentTimeout, Conflict
-from gateway.jobs import CLOCK_MARGIN_S, JobManager
+from gateway.web.http_errors import status_of
 from shared.messages import CommandParams, CommandReply, CommandRequest
 
 pytestmark = pytest.mark.unit
@@ -72,7 +73,7 @@ def test_no_accepted_reply_is_an_agent_timeout() -> None:
     not_after = agent.sent[0].not_after
     assert not_after is not None and job.finished_at is not None
     assert (job.finished_at - not_after).total_seconds() >= CLOCK_MARGIN_S - 0.05
-    assert exc.value.status == 504 and job.status == "timed_out"
+    assert status_of(exc.value) == 504 and job.status == "timed_out"
 
 
 def test_a_late_end_leaves_the_job_running_then_it_finishes() -> None:
@@ -254,7 +255,7 @@ def test_a_command_event_ends_a_job_whose_reply_was_lost() -> None:
 def test_restored_jobs_get_their_deadlines_back_with_a_grace() -> None:
     from datetime import timedelta
 
-    from gateway.jobs import RESTART_GRACE_S, Job
+    from gateway.core.jobs import RESTART_GRACE_S, Job
     from shared.messages import utc_now
 
     old = utc_now() - timedelta(hours=1)
@@ -293,7 +294,7 @@ def test_a_job_is_persisted_before_its_command_is_sent_and_not_sent_if_it_cannot
     jobs = JobManager(send, accept_timeout=0.5, persist=broken)
     with pytest.raises(Unavailable) as exc:
         submit(jobs)
-    assert exc.value.code == "store_unavailable" and exc.value.status == 503
+    assert exc.value.code == "store_unavailable" and status_of(exc.value) == 503
     assert sent == [job.id] and jobs.all() == []
 
 
@@ -319,7 +320,7 @@ def test_unfinished_jobs_are_never_evicted_finished_ones_go_first() -> None:
 
 
 def test_restore_keeps_every_unfinished_job_beyond_the_limit() -> None:
-    from gateway.jobs import Job
+    from gateway.core.jobs import Job
 
     old_running = Job("r", "h1", U, "web", "shutdown", {}, "bob", status="accepted")
     done = [Job(f"d{i}", "h1", U, "web", "start", {}, "bob", status="succeeded") for i in range(3)]
@@ -347,7 +348,7 @@ def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
     with pytest.raises(Unavailable) as exc:
         submit(jobs)
     assert expired == [] and sent == []  # never published: the agent would refuse it anyway
-    assert exc.value.status == 503 and exc.value.code == "store_slow"
+    assert status_of(exc.value) == 503 and exc.value.code == "store_slow"
     job = jobs.all()[0]
     assert job.status == "rejected" and job.error is not None
     assert job.error["code"] == "store_slow" and exc.value.extra["job"]["id"] == job.id

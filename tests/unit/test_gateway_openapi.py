@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from gateway.openapi import ROUTES, openapi_path
+from gateway.web.openapi import ROUTES, openapi_path
 
 pytestmark = pytest.mark.unit
 

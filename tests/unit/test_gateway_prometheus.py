@@ -19,9 +19,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.collectors import GatewayFigures
-from gateway.prometheus import SingleFlight, registry
-from gateway.state import StateCache
+from gateway.core.state import StateCache
+from gateway.web.collectors import GatewayFigures
+from gateway.web.prometheus import SingleFlight, registry
 from shared.messages import (
     DiskIO,
     HostMetrics,

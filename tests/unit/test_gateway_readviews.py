@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from gateway import views
-from gateway.readviews import ReadViews
-from gateway.state import StateCache
+from gateway.core import views
+from gateway.core.readviews import ReadViews
+from gateway.core.state import StateCache
 from shared.messages import HostStatus
 from tests.unit.test_gateway_state import batch, vm
 

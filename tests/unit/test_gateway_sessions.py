@@ -1,4 +1,4 @@
-"""The websocket socket wrapper of gateway.sessions: a frame is written whole or not at all."""
+"""The websocket wrapper of gateway.realtime.sessions: a frame is written whole or not at all."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.sessions import WholeSends
+from gateway.realtime.sessions import WholeSends
 
 pytestmark = pytest.mark.unit
 

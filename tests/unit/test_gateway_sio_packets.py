@@ -1,4 +1,4 @@
-"""What a Socket.IO client may send (gateway.sio_packets): decoded and judged without I/O."""
+"""What a Socket.IO client may send (gateway.realtime.sio_packets), judged without I/O."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from socketio.packet import Packet
 
-from gateway.sio_packets import decode, error_frames, event_problem
+from gateway.realtime.sio_packets import decode, error_frames, event_problem
 
 pytestmark = pytest.mark.unit
 

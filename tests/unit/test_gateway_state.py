@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway import views
+from gateway.core import views
+from gateway.core.state import StateCache, resolve
 from gateway.errors import Conflict, NotFound
-from gateway.state import StateCache, resolve
+from gateway.web.http_errors import status_of
 from shared.messages import (
     CommandReply,
     DiskIO,
@@ -72,7 +73,7 @@ def test_resolve_by_name_uuid_and_host() -> None:
     with pytest.raises(Conflict) as conflict:
         resolve(vms, "shared")
     assert [c["host"] for c in conflict.value.extra["candidates"]] == ["a", "b"]
-    assert conflict.value.status == 409
+    assert status_of(conflict.value) == 409
     with pytest.raises(NotFound):
         resolve(vms, "ghost")
     with pytest.raises(NotFound):

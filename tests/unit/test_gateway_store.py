@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.records import AuditEntry
-from gateway.store import Store, StoreError
+from gateway.adapters.store import Store, StoreError
+from gateway.core.records import AuditEntry
 from shared.messages import (
     DiskIO,
     HostMetrics,

@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 
 import gevent
 
-from gateway.records import AuditEntry
-from gateway.store import Store
+from gateway.core.records import AuditEntry
+from gateway.adapters.store import Store
 from shared.messages import HostMetrics, MetricsBatch, VmMetrics
 
 path = sys.argv[1]

@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from gateway import dashboard
-from gateway.bus import gateway_version
-from gateway.errors import BadRequest
-from gateway.history_db import Windows
-from gateway.openapi_schemas import PARAMS, SCHEMAS, ref
+from gateway.adapters.bus import gateway_version
+from gateway.adapters.history_db import Windows
+from gateway.errors import InvalidInput
+from gateway.web import dashboard
+from gateway.web.openapi_schemas import PARAMS, SCHEMAS, ref
 
 bp = Blueprint("docs", __name__)
 _S = {"type": "string"}
@@ -295,7 +295,7 @@ def _single_valued_query() -> None:
         return
     for name in doc.query:  # others are ignored, as any unknown parameter is
         if len(request.args.getlist(name)) > 1:
-            raise BadRequest(f"query parameter {name!r} given more than once")
+            raise InvalidInput(f"query parameter {name!r} given more than once")
 
 
 def init_app(app: Flask) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 from socketio import packet as sio_packet
 
-from gateway.sio_packets import decode, error_frames, event_problem
+from gateway.realtime.sio_packets import decode, error_frames, event_problem
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,14 @@ class SessionGuard:
         self._reaper: threading.Thread | None = None
 
     # -- wiring ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the one reaper thread (a greenlet under gevent) that closes sessions past
+        their deadlines. The server entry point calls it; until then deadlines only queue."""
+        with self._lock:
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="sio-reaper", daemon=True)
+                self._reaper.start()
 
     def install(self, app: Any) -> None:
         """Wrap the engine.io handlers python-socketio registered, and the WSGI app."""
@@ -275,12 +283,8 @@ class SessionGuard:
             self._release(eio_sid)
 
     def _schedule(self, when: float, kind: str, eio_sid: str) -> None:
-        """Called with the lock held. One reaper thread (a greenlet under gevent) serves every
-        session's deadline."""
+        """Called with the lock held. The reaper `start` made serves every session's deadline."""
         heapq.heappush(self._due, (when, next(self._tie), kind, eio_sid))
-        if self._reaper is None:
-            self._reaper = threading.Thread(target=self._reap, name="sio-reaper", daemon=True)
-            self._reaper.start()
         self._wake.notify()
 
     def _reap(self) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from gateway.history import FIELDS
-from gateway.records import AuditEntry, History, HistoryPoint
-from gateway.state import HostLoad, Snapshot
+from gateway.core.history import FIELDS
+from gateway.core.records import AuditEntry, History, HistoryPoint
+from gateway.core.state import HostLoad, Snapshot
 from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics, VmState, as_dict, iso_z
 
 

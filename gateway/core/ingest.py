@@ -31,7 +31,7 @@ class VmRemoved:
 
 @dataclass(frozen=True)
 class Drop:
-    """A message the gateway does not use, and why (a `gateway.drops` reason)."""
+    """A message the gateway does not use, and why (a `gateway.core.drops` reason)."""
 
     reason: str
     detail: str

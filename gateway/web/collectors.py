@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.auth import FAILURE_REASONS
-from gateway.job import GATEWAY_FINAL
-from gateway.state import Snapshot
+from gateway.core.job import GATEWAY_FINAL
+from gateway.core.state import Snapshot
 from shared.messages import VM_STATES, DiskIO, NetIO, VmMetrics
 
 MIB = 1024 * 1024

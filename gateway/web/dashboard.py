@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, send_from_directory
+from flask import Blueprint, Flask, Response, g, jsonify, send_from_directory
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.security import safe_join
 
 from gateway.auth import require
+from gateway.current import service
 from gateway.errors import NotFound
 
-UI_DIR = Path(__file__).resolve().parent / "ui"
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
 # Only these kinds of file are served, each with its type stated rather than guessed from the
 # platform's mimetypes table (which names JavaScript differently from one Python to the next,
@@ -89,7 +90,7 @@ def asset(asset: str) -> ResponseReturnValue:
 @require("viewer")
 def whoami() -> ResponseReturnValue:
     """The caller's token name and role, so a client shows only the actions it may take."""
-    auth = "none" if current_app.extensions["kvmsup"].auth.open else "bearer"
+    auth = "none" if service().auth.open else "bearer"
     return jsonify({"name": g.principal.name, "role": g.principal.role, "auth": auth})
 
 

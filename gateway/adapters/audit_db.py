@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from gateway.records import REFUSED
+from gateway.core.records import REFUSED
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -18,12 +18,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.adapters.inbox import OTHER_MAX, Inbox, Queued, Raw
 from gateway.blocking import under_gevent
 from gateway.config import Settings
-from gateway.drops import Drops
+from gateway.core.drops import Drops
+from gateway.core.ingest import Drop, Inbound, VmRemoved, decode
 from gateway.errors import BusError
-from gateway.inbox import OTHER_MAX, Inbox, Queued, Raw
-from gateway.ingest import Drop, Inbound, VmRemoved, decode
 from shared.broker_url import parse_broker_url
 from shared.messages import CommandRequest, GatewayStatus, dump
 from shared.topics import Topics

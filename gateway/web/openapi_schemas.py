@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from gateway.history import MAX_POINTS
+from gateway.core.history import MAX_POINTS
 from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics
 
 REF = "#/components/schemas/{model}"

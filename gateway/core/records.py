@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from gateway.history import Agg, Tick
+from gateway.core.history import Agg, Tick
 
 # An audit entry's `result` for a command the gateway refused before any job existed.
 REFUSED = "refused"

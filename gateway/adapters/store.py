@@ -3,7 +3,7 @@
 One writer thread fed by a queue commits in batches; readers use their own connections (WAL).
 Every SQLite call goes through `gateway.blocking.call`, so under gevent it runs on a native
 thread and never holds the event loop. History keeps each VM's current minute in memory
-(`gateway.history`) and writes one row per VM-minute (`gateway.history_db`).
+(`gateway.core.history`) and writes one row per VM-minute (`gateway.adapters.history_db`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import audit_db, blocking
-from gateway.drops import Drops
-from gateway.history import Closed, Tail, at_most, ticks_at_most
-from gateway.history_db import HistoryTables, Windows, migrate_rows
-from gateway.records import AuditEntry, History, history_points, tick_points
+from gateway import blocking
+from gateway.adapters import audit_db
+from gateway.adapters.history_db import HistoryTables, Windows, migrate_rows
+from gateway.core.drops import Drops
+from gateway.core.history import Closed, Tail, at_most, ticks_at_most
+from gateway.core.records import AuditEntry, History, history_points, tick_points
 from shared.messages import MetricsBatch, VmEvent
 
 logger = logging.getLogger(__name__)

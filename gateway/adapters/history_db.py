@@ -11,7 +11,7 @@ import math
 import sqlite3
 from dataclasses import dataclass
 
-from gateway.history import FIELDS, NAN, TICK, Agg, Closed, Key, Minute, Tick, bucket
+from gateway.core.history import FIELDS, NAN, TICK, Agg, Closed, Key, Minute, Tick, bucket
 
 _AGG_COLS = ", ".join(f"{f}_avg REAL, {f}_max REAL" for f in FIELDS)
 SCHEMA = f"""

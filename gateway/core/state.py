@@ -55,7 +55,8 @@ class Snapshot:
 
 
 def resolve(vms: Iterable[VmState], ref: str, host: str | None = None) -> VmState:
-    """The one VM a name or UUID designates (SPEC §2): 404 when none, 409 with the candidates."""
+    """The one VM a name or UUID designates (SPEC §2): NotFound when none, Conflict with the
+    candidates when several."""
     by_uuid = bool(UUID_RE.match(ref))
     found = [
         vm

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from gateway import views
-from gateway.state import Snapshot, StateCache, VmKey
+from gateway.core import views
+from gateway.core.state import Snapshot, StateCache, VmKey
 from shared.messages import VmState
 
 T = TypeVar("T")

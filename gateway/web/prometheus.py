@@ -15,8 +15,9 @@ from prometheus_client.exposition import choose_encoder
 
 from gateway import blocking
 from gateway.auth import require
-from gateway.collectors import FleetCollector, GatewayCollector, GatewayFigures
-from gateway.state import Snapshot
+from gateway.core.state import Snapshot
+from gateway.current import service
+from gateway.web.collectors import FleetCollector, GatewayCollector, GatewayFigures
 
 bp = Blueprint("prometheus", __name__)
 
@@ -97,7 +98,7 @@ def figures(gateway: Any) -> GatewayFigures:
 def metrics() -> ResponseReturnValue:
     """Viewer role: the series name every VM, like `GET /vms`. Text format 0.0.4 unless the
     scraper asks for OpenMetrics (or text 1.0.0) in `Accept`, as prometheus_client negotiates."""
-    gateway = current_app.extensions["kvmsup"]
+    gateway = service()
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     # Prometheus asks for gzip: 40 MB of text at 10,000 VMs become 2 MB for a few tens of ms
     # of CPU at level 1 (the higher levels cost seconds for little more).

@@ -9,18 +9,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
 from socketio import RedisManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from gateway import blocking, views
+from gateway import blocking
 from gateway.auth import MALFORMED, Principal, Role, client_address
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
-from gateway.job import from_set
-from gateway.jobs import Job
+from gateway.config import Settings
+from gateway.core import views
+from gateway.core.job import from_set
+from gateway.core.jobs import Job
+from gateway.current import service, service_of
+from gateway.errors import GatewayError, InvalidInput, NotAuthenticated, NotPermitted
+from gateway.realtime.sessions import SessionGuard
 from gateway.service import Gateway
-from gateway.sessions import SessionGuard
+from gateway.web.http_errors import outcome_status, status_of
 from shared.messages import HostStatus, MetricsBatch, VmState, as_dict
 
 logger = logging.getLogger(__name__)
@@ -179,7 +183,7 @@ class Bridge:
 
 def _error(exc: GatewayError, event: str | None) -> dict[str, Any]:
     body = exc.to_dict()
-    body["status"] = exc.status
+    body["status"] = status_of(exc)  # the HTTP status a REST call would get
     body["event"] = event
     return body
 
@@ -189,7 +193,7 @@ def payload(data: Any, event: str, *, required: bool = False) -> dict[str, Any]:
     if data is None and not required:
         return {}
     if not isinstance(data, dict):
-        raise BadRequest(f"{event} takes a JSON object")
+        raise InvalidInput(f"{event} takes a JSON object")
     return data
 
 
@@ -199,16 +203,16 @@ def text(data: dict[str, Any], key: str, *, required: bool = False) -> str | Non
     value = data.get(key)
     if value is None or (value == "" and not required):
         if required:
-            raise BadRequest(f"{key} is required")
+            raise InvalidInput(f"{key} is required")
         return None
     if not isinstance(value, str) or not value:
-        raise BadRequest(f"{key} must be a non-empty string")
+        raise InvalidInput(f"{key} must be a non-empty string")
     if len(value) > MAX_TEXT:
-        raise BadRequest(f"{key} is longer than {MAX_TEXT} characters")
+        raise InvalidInput(f"{key} is longer than {MAX_TEXT} characters")
     try:
         value.encode()
     except UnicodeEncodeError:
-        raise BadRequest(f"{key} is not valid UTF-8 text") from None
+        raise InvalidInput(f"{key} is not valid UTF-8 text") from None
     return value
 
 
@@ -217,16 +221,25 @@ def number(data: dict[str, Any], key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{key} must be a number")
+        raise InvalidInput(f"{key} must be a number")
     return float(value)
 
 
-def init_app(app: Flask, gateway: Gateway) -> SocketIO:
-    settings = gateway.settings
+# The extension, created once and bound to an app by `init_app`. Its handlers below are
+# registered at import and attached to the server each `init_app` makes. One app per process
+# serves Socket.IO: Flask-SocketIO keeps the server of the app it was bound to last.
+socketio = SocketIO()
+PRINCIPALS = "kvmsup_principals"  # app.extensions entry: Socket.IO sid → its Principal
+SESSIONS = "kvmsup_sessions"  # app.extensions entry: the SessionGuard
+BRIDGE = "kvmsup_bridge"  # app.extensions entry: the Bridge, once `start` made it
+
+
+def init_app(app: Flask, settings: Settings) -> SocketIO:
+    """Bind the Socket.IO server to `app`, behind its session guard. Starts nothing."""
     origins = settings.cors_list()
-    queue: dict[str, Any] = {}
+    manager: RedisManager | None = None
     if settings.sio_message_queue:
-        queue["client_manager"] = RedisManager(
+        manager = RedisManager(
             settings.sio_message_queue,
             # One channel per topic prefix: deployments sharing a Redis stay apart.
             channel=f"{settings.topic_prefix}-socketio",
@@ -234,7 +247,7 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
             # answer holds every push behind it, so a connection attempt is cut short.
             redis_options={"socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S},
         )
-    socketio = SocketIO(
+    socketio.init_app(
         app,
         # gevent under gunicorn's gevent worker (the process is patched, every thread is a
         # greenlet); real threads under Werkzeug (--dev) and the test client. Never left to
@@ -243,7 +256,8 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         cors_allowed_origins=origins or None,
         logger=False,
         engineio_logger=False,
-        **queue,
+        # Always given: the extension keeps the options of an earlier `init_app`.
+        client_manager=manager,
     )
     guard = SessionGuard(
         socketio.server,
@@ -252,137 +266,167 @@ def init_app(app: Flask, gateway: Gateway) -> SocketIO:
         total=settings.socket_limit(),
     )
     guard.install(app)
-    app.extensions["kvmsup_sessions"] = guard
-    principals: dict[str, Principal] = {}
-
-    def who() -> Principal:
-        sid: str = request.sid  # type: ignore[attr-defined]
-        principal = principals.get(sid)
-        if principal is None:
-            raise Unauthorized("not authenticated")
-        return principal
-
-    def answer(exc: GatewayError, event: str) -> dict[str, Any]:
-        body = _error(exc, event)
-        emit("error", body, ignore_queue=True)  # its own client is here
-        return body
-
-    def guarded(event: str, role: Role = "viewer") -> Callable[[Handler], Handler]:
-        """Wraps a handler: role check on every event, errors as an `error` emit and ack."""
-
-        def decorate(fn: Handler) -> Handler:
-            def handler(data: Any = None, *_extra: Any) -> Any:
-                try:
-                    principal = who()
-                    if not principal.can(role):
-                        raise Forbidden(f"{event} needs the {role} role")
-                    return fn(principal, data)
-                except GatewayError as exc:
-                    return answer(exc, event)
-                except Exception:
-                    logger.exception("Socket.IO handler %s failed", event)
-                    return answer(GatewayError("internal error"), event)
-
-            socketio.on_event(event, handler)
-            return fn
-
-        return decorate
-
-    def unknown(event: Any, *_args: Any) -> Any:
-        name = str(event)[:64]
-        try:
-            who()
-            raise BadRequest(f"unknown event {name!r}")
-        except GatewayError as exc:
-            return answer(exc, name)
-
-    def connect(auth: Any = None) -> None:
-        sid: str = request.sid  # type: ignore[attr-defined]
-        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
-        secret: object = None
-        if isinstance(auth, dict):
-            secret = auth.get("token")
-        elif auth is not None:
-            secret = MALFORMED  # `auth` must be {"token": …}
-        if secret is None:
-            secret = request.args.get("token")  # the handshake's query, kept for the seed
-        try:
-            principal = gateway.auth.authenticate(secret, client_address(), "socketio")
-        except GatewayError as exc:
-            # python-socketio answers CONNECT_ERROR with this; the guard then closes the
-            # transport. Any other exception here would leave the session half-connected.
-            detail = {"code": exc.code, "status": exc.status, **exc.extra}
-            raise Refused(f"{exc.code}: {exc.message}", detail) from None
-        principals[sid] = principal
-        join_room(AUTHENTICATED_ROOM)
-        guard.authenticated(eio_sid)
-
-    def disconnect(*_args: Any) -> None:
-        principals.pop(request.sid, None)  # type: ignore[attr-defined]
-
-    socketio.on_event("connect", connect)
-    socketio.on_event("disconnect", disconnect)
-    socketio.on_event("*", unknown)
-
-    @guarded("request_metrics")
-    def request_metrics(_p: Principal, data: Any) -> dict[str, Any]:
-        args = payload(data, "request_metrics", required=True)
-        name = text(args, "name", required=True)
-        vm = gateway.cache.find(str(name), text(args, "host"))
-        body = views.vm_metrics(vm, gateway.cache.metrics_of((vm.host, vm.uuid)))
-        emit("vm_metrics", body, ignore_queue=True)  # its own client is here
-        return body
-
-    @guarded("request_all_metrics")
-    def request_all_metrics(_p: Principal, data: Any) -> dict[str, Any]:
-        payload(data, "request_all_metrics")
-        body = gateway.reads.all_metrics()
-        emit("all_metrics", body, ignore_queue=True)  # its own client is here
-        return {"count": body["count"]}
-
-    @guarded("request_vms_list")
-    def request_vms_list(_p: Principal, data: Any) -> dict[str, Any]:
-        payload(data, "request_vms_list")
-        body = gateway.reads.vms_list()
-        emit("vms_list", body, ignore_queue=True)  # its own client is here
-        return {"count": body["count"]}
-
-    @guarded("subscribe_metrics")
-    def subscribe_metrics(_p: Principal, data: Any) -> dict[str, Any]:
-        args = payload(data, "subscribe_metrics")
-        name, host = text(args, "name") or "*", text(args, "host")
-        if name == "*":
-            join_room(ALL_METRICS_ROOM)
-            return {"subscribed": "*"}
-        vm = gateway.cache.find(name, host)
-        join_room(metrics_room(vm.host, vm.uuid))
-        return {"subscribed": vm.name, "host": vm.host, "uuid": vm.uuid}
-
-    @guarded("unsubscribe_metrics")
-    def unsubscribe_metrics(_p: Principal, data: Any) -> dict[str, Any]:
-        args = payload(data, "unsubscribe_metrics")
-        name, host = text(args, "name"), text(args, "host")
-        if name and name != "*":
-            vm = gateway.cache.find(name, host)
-            leave_room(metrics_room(vm.host, vm.uuid))
-        else:
-            for room in rooms():
-                if room.startswith("metrics:"):
-                    leave_room(room)
-        return {"unsubscribed": name or "*"}
-
-    @guarded("vm_action", role="operator")
-    def vm_action(principal: Principal, data: Any) -> dict[str, Any]:
-        args = payload(data, "vm_action", required=True)
-        name = text(args, "name", required=True)
-        action = text(args, "action", required=True)
-        host = text(args, "host")
-        wait = number(args, "wait")
-        body = {k: v for k, v in args.items() if k in ("force", "timeout_s", "force_after")}
-        outcome = gateway.command(str(name), host, str(action), body, principal, wait)
-        return {**outcome.body, "status_code": outcome.status}
-
-    bridge = Bridge(socketio, gateway)
-    app.extensions["kvmsup_bridge"] = bridge
-    bridge.start()
+    app.extensions[SESSIONS] = guard
+    app.extensions[PRINCIPALS] = {}
     return socketio
+
+
+def start(app: Flask) -> Bridge:
+    """Start the emit bridge and the session reaper of `app` (the server entry point does)."""
+    bridge: Bridge | None = app.extensions.get(BRIDGE)
+    if bridge is None:
+        bridge = app.extensions[BRIDGE] = Bridge(socketio, service_of(app))
+    bridge.start()
+    guard_of(app).start()
+    return bridge
+
+
+def guard_of(app: Flask) -> SessionGuard:
+    guard: SessionGuard = app.extensions[SESSIONS]
+    return guard
+
+
+def _principals() -> dict[str, Principal]:
+    principals: dict[str, Principal] = current_app.extensions[PRINCIPALS]
+    return principals
+
+
+def who() -> Principal:
+    sid: str = request.sid  # type: ignore[attr-defined]
+    principal = _principals().get(sid)
+    if principal is None:
+        raise NotAuthenticated("not authenticated")
+    return principal
+
+
+def answer(exc: GatewayError, event: str) -> dict[str, Any]:
+    body = _error(exc, event)
+    emit("error", body, ignore_queue=True)  # its own client is here
+    return body
+
+
+def guarded(event: str, role: Role = "viewer") -> Callable[[Handler], Handler]:
+    """Registers a handler: role check on every event, errors as an `error` emit and ack."""
+
+    def decorate(fn: Handler) -> Handler:
+        def handler(data: Any = None, *_extra: Any) -> Any:
+            try:
+                principal = who()
+                if not principal.can(role):
+                    raise NotPermitted(f"{event} needs the {role} role")
+                return fn(principal, data)
+            except GatewayError as exc:
+                return answer(exc, event)
+            except Exception:
+                logger.exception("Socket.IO handler %s failed", event)
+                return answer(GatewayError("internal error"), event)
+
+        socketio.on_event(event, handler)
+        return fn
+
+    return decorate
+
+
+def unknown(event: Any, *_args: Any) -> Any:
+    name = str(event)[:64]
+    try:
+        who()
+        raise InvalidInput(f"unknown event {name!r}")
+    except GatewayError as exc:
+        return answer(exc, name)
+
+
+def connect(auth: Any = None) -> None:
+    sid: str = request.sid  # type: ignore[attr-defined]
+    eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
+    secret: object = None
+    if isinstance(auth, dict):
+        secret = auth.get("token")
+    elif auth is not None:
+        secret = MALFORMED  # `auth` must be {"token": …}
+    if secret is None:
+        secret = request.args.get("token")  # the handshake's query, kept for the seed
+    try:
+        principal = service().auth.authenticate(secret, client_address(), "socketio")
+    except GatewayError as exc:
+        # python-socketio answers CONNECT_ERROR with this; the guard then closes the
+        # transport. Any other exception here would leave the session half-connected.
+        detail = {"code": exc.code, "status": status_of(exc), **exc.extra}
+        raise Refused(f"{exc.code}: {exc.message}", detail) from None
+    _principals()[sid] = principal
+    join_room(AUTHENTICATED_ROOM)
+    guard_of(current_app).authenticated(eio_sid)
+
+
+def disconnect(*_args: Any) -> None:
+    _principals().pop(request.sid, None)  # type: ignore[attr-defined]
+
+
+socketio.on_event("connect", connect)
+socketio.on_event("disconnect", disconnect)
+socketio.on_event("*", unknown)
+
+
+@guarded("request_metrics")
+def request_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+    args = payload(data, "request_metrics", required=True)
+    name = text(args, "name", required=True)
+    cache = service().cache
+    vm = cache.find(str(name), text(args, "host"))
+    body = views.vm_metrics(vm, cache.metrics_of((vm.host, vm.uuid)))
+    emit("vm_metrics", body, ignore_queue=True)  # its own client is here
+    return body
+
+
+@guarded("request_all_metrics")
+def request_all_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+    payload(data, "request_all_metrics")
+    body = service().reads.all_metrics()
+    emit("all_metrics", body, ignore_queue=True)  # its own client is here
+    return {"count": body["count"]}
+
+
+@guarded("request_vms_list")
+def request_vms_list(_p: Principal, data: Any) -> dict[str, Any]:
+    payload(data, "request_vms_list")
+    body = service().reads.vms_list()
+    emit("vms_list", body, ignore_queue=True)  # its own client is here
+    return {"count": body["count"]}
+
+
+@guarded("subscribe_metrics")
+def subscribe_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+    args = payload(data, "subscribe_metrics")
+    name, host = text(args, "name") or "*", text(args, "host")
+    if name == "*":
+        join_room(ALL_METRICS_ROOM)
+        return {"subscribed": "*"}
+    vm = service().cache.find(name, host)
+    join_room(metrics_room(vm.host, vm.uuid))
+    return {"subscribed": vm.name, "host": vm.host, "uuid": vm.uuid}
+
+
+@guarded("unsubscribe_metrics")
+def unsubscribe_metrics(_p: Principal, data: Any) -> dict[str, Any]:
+    args = payload(data, "unsubscribe_metrics")
+    name, host = text(args, "name"), text(args, "host")
+    if name and name != "*":
+        vm = service().cache.find(name, host)
+        leave_room(metrics_room(vm.host, vm.uuid))
+    else:
+        for room in rooms():
+            if room.startswith("metrics:"):
+                leave_room(room)
+    return {"unsubscribed": name or "*"}
+
+
+@guarded("vm_action", role="operator")
+def vm_action(principal: Principal, data: Any) -> dict[str, Any]:
+    args = payload(data, "vm_action", required=True)
+    name = text(args, "name", required=True)
+    action = text(args, "action", required=True)
+    host = text(args, "host")
+    wait = number(args, "wait")
+    body = {k: v for k, v in args.items() if k in ("force", "timeout_s", "force_after")}
+    outcome = service().command(str(name), host, str(action), body, principal, wait)
+    return {**outcome.body, "status_code": outcome_status(outcome)}

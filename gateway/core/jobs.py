@@ -12,9 +12,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from gateway.errors import AgentTimeout, BusError, Conflict, Unavailable
-from gateway.ingest import Drop
-from gateway.job import (
+from gateway.core.ingest import Drop
+from gateway.core.job import (
     CLOCK_MARGIN_S,
     DEFAULT_FINAL_S,
     GATEWAY_FINAL,
@@ -26,6 +25,7 @@ from gateway.job import (
     mismatch,
     unheard,
 )
+from gateway.errors import AgentTimeout, BusError, Conflict, Unavailable
 from shared.messages import (
     FINAL_STATUSES,
     CommandParams,
@@ -211,7 +211,7 @@ class JobManager:
                     job, "failed", error={"code": "broker_unreachable", "message": str(exc)}
                 )
             self._publish(job)
-            # The job is kept (and audited) as failed; the client gets 503 with it.
+            # The job is kept (and audited) as failed; the client gets it with the BusError.
             raise BusError(
                 str(exc) or "the broker did not take the command", job=self.snapshot(job)
             ) from exc

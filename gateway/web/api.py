@@ -9,20 +9,21 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from gateway import views
+from gateway.adapters.bus import gateway_version
 from gateway.auth import require
-from gateway.bus import gateway_version
-from gateway.errors import BadRequest, NotFound
-from gateway.history import MAX_POINTS
+from gateway.core import views
+from gateway.core.history import MAX_POINTS
+from gateway.current import service, service_of
+from gateway.errors import InvalidInput, NotFound
 from gateway.service import VERBS, Gateway, job_of
+from gateway.web.http_errors import outcome_status
 from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)
 
 
 def gw() -> Gateway:
-    gateway: Gateway = current_app.extensions["kvmsup"]
-    return gateway
+    return service()
 
 
 def host_arg() -> str | None:
@@ -140,11 +141,11 @@ def vm_history(name: str) -> ResponseReturnValue:
     longest = gateway.store.windows.longest
     minutes = _number("minutes", "10", float)
     if not 0 < minutes <= longest:  # NaN fails both
-        raise BadRequest(f"minutes must be in (0, {longest}]")
+        raise InvalidInput(f"minutes must be in (0, {longest}]")
     points = request.args.get("points")
     limit = None if points is None else _number("points", points, int)
     if limit is not None and not 1 <= limit <= MAX_POINTS:
-        raise BadRequest(f"points must be an integer in [1, {MAX_POINTS}]")
+        raise InvalidInput(f"points must be an integer in [1, {MAX_POINTS}]")
     vm = gateway.cache.find(name, host_arg())
     history = gateway.store.history(vm.host, vm.uuid, minutes, limit)
     return jsonify(views.history(vm, minutes, history))
@@ -155,7 +156,7 @@ def _number(name: str, default: str, kind: type[float] | type[int]) -> Any:
         return kind(request.args.get(name, default))
     except ValueError as exc:
         what = "an integer" if kind is int else "a number"
-        raise BadRequest(f"{name} must be {what}") from exc
+        raise InvalidInput(f"{name} must be {what}") from exc
 
 
 def json_body(raw: bytes) -> Any:
@@ -167,7 +168,7 @@ def json_body(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
-        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
 
 
 def read_body() -> bytes:
@@ -184,8 +185,8 @@ def read_body() -> bytes:
 def _command(name: str, verb: str) -> ResponseReturnValue:
     body = json_body(read_body())
     outcome = gw().command(name, host_arg(), verb, body, g.principal, request.args.get("wait"))
-    headers = {"Location": f"/jobs/{outcome.job_id}"} if outcome.status == 202 else {}
-    return jsonify(outcome.body), outcome.status, headers
+    headers = {"Location": f"/jobs/{outcome.job_id}"} if not outcome.finished else {}
+    return jsonify(outcome.body), outcome_status(outcome), headers
 
 
 for _verb in VERBS:
@@ -284,9 +285,9 @@ def _limit() -> int:
     try:
         limit = int(request.args.get("limit", "100"))
     except ValueError as exc:
-        raise BadRequest("limit must be an integer") from exc
+        raise InvalidInput("limit must be an integer") from exc
     if not 1 <= limit <= 10000:
-        raise BadRequest("limit must be between 1 and 10000")
+        raise InvalidInput("limit must be between 1 and 10000")
     return limit
 
 
@@ -307,5 +308,4 @@ def init_app(app: Flask) -> None:
 
 
 def gw_settings_origins(app: Flask) -> list[str]:
-    gateway: Gateway = app.extensions["kvmsup"]
-    return gateway.settings.cors_list()
+    return service_of(app).settings.cors_list()
