@@ -91,6 +91,7 @@ def _readable(sock: Any) -> bool:
         return False
 
 
+@functools.cache  # first called once the client reads, long after gevent patched the process
 def _original_select() -> Callable[..., Any]:
     if under_gevent():
         import gevent.monkey
