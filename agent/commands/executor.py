@@ -20,7 +20,7 @@ from functools import partial
 
 from agent.commands.requests import Rejection
 from agent.commands.tickets import NotBegun, Ticket
-from agent.commands.transitions import ALLOWED_FROM, TARGET
+from agent.commands.transitions import AFTER, ALLOWED_FROM, TARGET
 from agent.errors import AgentError, CallTimeout, HypervisorUnavailable, OutcomeUnknown
 from agent.hypervisor import Hypervisor
 from agent.hypervisor.callpool import CallPool, DaemonPool
@@ -478,23 +478,18 @@ class CommandExecutor:
         return guard
 
     def _attempt(self, request: CommandRequest, ticket: Ticket, progress: _Progress) -> None:
-        """On one call worker (no thread hop between the steps): the state before, then, when
-        the action applies, the action (through the ticket's guard) and the state after."""
+        """On one call worker (no thread hop between the steps): the state before from libvirt
+        (never the record, which may lag it), then, when the action applies, the action through
+        the ticket's guard. The state after is what the returned call guarantees (`AFTER`)."""
         uuid, action = request.vm, request.action
-
-        def read() -> VmStateName:
-            return self._inventory.state_name(uuid, self._hv.domain_state(uuid)[0])
-
-        before = progress.before = read()
+        state, _reason = self._hv.domain_state(uuid)
+        before = progress.before = self._inventory.state_name(uuid, state)
         if before in TARGET.get(action, ()) or before not in ALLOWED_FROM[action]:
             return
         self._hv.perform(uuid, action, guard=self._guard(ticket, action, uuid))
         progress.acted = True
         if action != "shutdown":  # the guest's own pace: the shutdown job waits for it
-            try:
-                progress.after = read()
-            except AgentError as exc:  # the action was done: the reply keeps the record's state
-                logger.warning("command %s: state after %s not read: %s", ticket.id, action, exc)
+            progress.after = AFTER.get(action, before)
 
     def _await(self, future: Future[None], ticket: Ticket, deadline: float, since: int) -> None:
         """Waits for a call worker's job that may begin an action (the ticket's action number
@@ -522,7 +517,7 @@ class CommandExecutor:
             pass
         ticket.close()
         if ticket.returned[since]:
-            return  # the action returned; only the read after it is late
+            return  # the action returned; only its worker's last steps are late
         sent = f"{action} was sent before the deadline (reported outcome_unknown)"
         future.add_done_callback(partial(_late_call_ended, ticket.id, sent))
         raise OutcomeUnknown(

@@ -12,6 +12,17 @@ TARGET: dict[str, tuple[VmStateName, ...]] = {
     "suspend": ("paused",),
     "resume": ("running",),
 }
+# What libvirt guarantees once the action's call has returned: suspend, resume, create and
+# destroy return after the vCPUs stopped, ran, or the process was started or killed, so the
+# reply states it without another read (one RPC less per command, and no race with the
+# lifecycle event's own re-read). Reboot and reset leave the VM as it was: a paused VM stays
+# paused through a reset, and a reboot is only a request to the guest.
+AFTER: dict[str, VmStateName] = {
+    "start": "running",
+    "destroy": "stopped",
+    "suspend": "paused",
+    "resume": "running",
+}
 # States an action may start from; anything else fails with `invalid_state`.
 ALLOWED_FROM: dict[str, tuple[VmStateName, ...]] = {
     "start": ("stopped", "crashed"),

@@ -91,6 +91,7 @@ def _readable(sock: Any) -> bool:
         return False
 
 
+@functools.cache  # first called once the client reads, long after gevent patched the process
 def _original_select() -> Callable[..., Any]:
     if under_gevent():
         import gevent.monkey
@@ -294,8 +295,9 @@ class Bus:
             self.drops.drop("handler_error", topic, "see the traceback above", payload)
 
     # -- commands (request threads) ------------------------------------------------------------
-    def send_command(self, host: str, request: CommandRequest, expiry_s: int) -> None:
-        """Publish a command as an MQTT v5 request; BusError when the broker cannot take it."""
+    def send_command(self, host: str, request: CommandRequest, expiry_s: int) -> Callable[[], None]:
+        """Publish a command as an MQTT v5 request, without waiting: the returned function
+        waits for the broker's PUBACK. Either raises BusError when the broker cannot take it."""
         if not self.connected:
             raise BusError("the gateway is not connected to the MQTT broker")
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -303,9 +305,13 @@ class Bus:
         props.CorrelationData = request.id.encode()
         props.MessageExpiryInterval = max(1, expiry_s)
         info = self._client.publish(self.topics.cmd(host), dump(request), qos=1, properties=props)
-        try:
-            info.wait_for_publish(3)
-        except (RuntimeError, ValueError) as exc:
-            raise BusError("the broker did not take the command") from exc
-        if not info.is_published():
-            raise BusError("the broker did not acknowledge the command in time")
+
+        def confirm() -> None:
+            try:
+                info.wait_for_publish(3)
+            except (RuntimeError, ValueError) as exc:
+                raise BusError("the broker did not take the command") from exc
+            if not info.is_published():
+                raise BusError("the broker did not acknowledge the command in time")
+
+        return confirm

@@ -39,7 +39,9 @@ from shared.messages import (
 
 logger = logging.getLogger(__name__)
 
-Sender = Callable[[str, CommandRequest, int], None]
+# Publishes a request without waiting; returns what waits for the broker's acknowledgement
+# (None when there is nothing to wait for). Both raise on failure.
+Sender = Callable[[str, CommandRequest, int], Callable[[], None] | None]
 JobListener = Callable[["Job"], None]
 Persist = Callable[["Job"], None]
 
@@ -201,10 +203,17 @@ class JobManager:
                 code="store_slow",
                 job=self.snapshot(job),
             )
-        # Listeners (audit, Socket.IO) hear of `pending` before a reply can overtake it.
-        self._publish(job)
         try:
-            self._send(host, request, math.ceil(self.accept_timeout))
+            # The request leaves before the listeners (audit, Socket.IO) hear of `pending`:
+            # under gevent their work would otherwise run ahead of paho's write. They still
+            # hear it first: a reply must take this lock before it can change the job.
+            with self._cond:
+                try:
+                    confirm = self._send(host, request, math.ceil(self.accept_timeout))
+                finally:
+                    self._publish(job)
+            if confirm is not None:
+                confirm()
         except Exception as exc:
             with self._cond:
                 self._update(

@@ -25,6 +25,11 @@ JOB_STATUSES = ("pending", "accepted", *GATEWAY_FINAL)
 TRANSPORTS = ("rest", "socketio")
 VM_LABELS = ["host", "uuid", "name"]
 Family = GaugeMetricFamily | CounterMetricFamily
+# (key in GatewayFigures.late, family, what it counts)
+LATE_FAMILIES = (
+    ("batches", "kvmsup_gateway_metrics_batches_late_total", "Metrics batches"),
+    ("vm_metrics", "kvmsup_gateway_vm_metrics_late_total", "VM metrics in the batches"),
+)
 
 
 @dataclass(frozen=True)
@@ -88,20 +93,14 @@ class GatewayCollector:
             dropped.add_metric([*gw, reason], count)
         yield dropped
         # Applied, but more than two intervals after they were taken (shed ones are a drop).
-        late_batches = CounterMetricFamily(
-            "kvmsup_gateway_metrics_batches_late_total",
-            "Metrics batches applied more than two intervals after they were taken",
-            labels=["gateway"],
-        )
-        late_batches.add_metric(gw, f.late.get("batches", 0))
-        yield late_batches
-        late_vms = CounterMetricFamily(
-            "kvmsup_gateway_vm_metrics_late_total",
-            "VM metrics in the batches applied more than two intervals after they were taken",
-            labels=["gateway"],
-        )
-        late_vms.add_metric(gw, f.late.get("vm_metrics", 0))
-        yield late_vms
+        for key, name, what in LATE_FAMILIES:
+            late = CounterMetricFamily(
+                name,
+                f"{what} applied more than two intervals after they were taken",
+                labels=["gateway"],
+            )
+            late.add_metric(gw, f.late.get(key, 0))
+            yield late
         auth = CounterMetricFamily(
             "kvmsup_gateway_auth_failures_total",
             "Failed authentications since the gateway started, by transport and reason",

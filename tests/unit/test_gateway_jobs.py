@@ -388,3 +388,26 @@ def test_requests_in_flight_each_wait_for_their_own_job() -> None:
         assert results[job.id][0] and job.status == ("succeeded" if i % 2 else "failed")
     finished, waited = results[submitted[-1].id]
     assert not finished and submitted[-1].status == "accepted" and waited >= 1.4
+
+
+def test_listeners_hear_pending_before_a_reply_that_comes_while_the_request_is_sent() -> None:
+    """The request now leaves before the listeners hear `pending` (their work must not delay
+    it); a reply racing in on the ingest thread must still reach them after `pending`, or the
+    audit and a Socket.IO client would see `accepted` turn back into `pending`."""
+    jobs: JobManager | None = None
+    racers: list[threading.Thread] = []
+
+    def send_and_reply_at_once(host: str, request: CommandRequest, expiry: int) -> None:
+        reply = CommandReply(id=request.id, host=host, status="accepted")
+        assert jobs is not None
+        racer = threading.Thread(target=jobs.on_reply, args=(reply,))
+        racer.start()
+        racer.join(0.3)  # without the ordering it is done by now; with it, it waits for us
+        racers.append(racer)
+
+    jobs = JobManager(send_and_reply_at_once, accept_timeout=2)
+    heard: list[str] = []
+    jobs.listen(lambda j: heard.append(j.status))
+    job = submit(jobs)
+    racers[0].join(5)
+    assert heard == ["pending", "accepted"] and job.status == "accepted"
