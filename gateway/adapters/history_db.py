@@ -205,11 +205,16 @@ class HistoryTables:
     def read_ticks(
         self, conn: sqlite3.Connection, key: Key, since: float, until: float, tail: list[Minute]
     ) -> list[Tick]:
-        """One VM's ticks in [since, until], the uncommitted `tail` merged in (it wins over
-        a row of the same minute: a minute committed a moment ago is still in it, whole)."""
+        """One VM's ticks in [since, until], the uncommitted `tail` merged in. A closed minute
+        of the tail wins over the row of its minute (committed a moment ago, the row holds it
+        whole); the open one adds to it (the row is the part written before a restart)."""
         first, last = math.floor(since / 60), math.floor(until / 60)
         by_minute = {m.minute: m for m in self._ticks(conn, _vm(conn, key), first, last)}
-        by_minute.update((m.minute, m) for m in tail)
+        for m in tail:
+            row = by_minute.get(m.minute)
+            if m.unwritten and row is not None:
+                m.raw[:0] = row.raw
+            by_minute[m.minute] = m
         ticks = [p for m in sorted(by_minute) for p in by_minute[m].ticks()]
         return [p for p in ticks if since <= p[0] <= until]
 
@@ -232,7 +237,13 @@ class HistoryTables:
             quarters = self._aggs(conn, "history_15m", vm, first // 15, rolled - 1, 900)
             first = max(first, rolled * 15)  # the minutes not rolled up yet
         minutes = {int(a.t // 60): a for a in self._aggs(conn, "history_1m", vm, first, last, 60)}
-        minutes.update((m.minute, m.summary()) for m in tail if m.minute >= first)
+        for m in tail:  # as in read_ticks: the open minute adds to its row, a closed one wins
+            if m.minute >= first:
+                point, row = m.summary(), minutes.get(m.minute)
+                if m.unwritten and row is not None:
+                    row.merge(point)
+                    point = row
+                minutes[m.minute] = point
         points = quarters + [minutes[k] for k in sorted(minutes)]
         return bucket(points, 900.0) if tier == "15m" else points
 

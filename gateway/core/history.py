@@ -40,14 +40,18 @@ Tick = tuple[float, tuple[float | None, ...]]  # epoch seconds, figures in FIELD
 class Minute:
     """One VM's ticks of one minute, packed as they arrive (46 bytes per tick)."""
 
-    __slots__ = ("minute", "raw")
+    __slots__ = ("minute", "raw", "unwritten")
 
-    def __init__(self, minute: int, raw: bytes | bytearray = b"") -> None:
+    def __init__(self, minute: int, raw: bytes | bytearray = b"", unwritten: bool = False) -> None:
         self.minute = minute
         self.raw = bytearray(raw)
+        # A copy of a minute this process has not handed to the writer yet (`Tail.of`): a row
+        # of the same minute in the file is then another part of it (written by the run
+        # before a restart), to be merged, never one this copy already holds.
+        self.unwritten = unwritten
 
-    def copy(self) -> Minute:
-        return Minute(self.minute, self.raw)
+    def copy(self, unwritten: bool = False) -> Minute:
+        return Minute(self.minute, self.raw, unwritten)
 
     def __len__(self) -> int:
         return len(self.raw) // TICK.size
@@ -266,12 +270,12 @@ class Tail:
                     del self._pending[key]
 
     def of(self, key: Key) -> list[Minute]:
-        """Copies of one VM's uncommitted minutes, oldest first."""
+        """Copies of one VM's uncommitted minutes, oldest first; the open one `unwritten`."""
         with self._lock:
             mins = [m.copy() for m in self._pending.get(key, ())]
             buf = self._open.get(key)
             if buf is not None:
-                mins.append(buf.copy())
+                mins.append(buf.copy(unwritten=True))
         return mins
 
     def counts(self) -> tuple[int, int]:

@@ -157,7 +157,14 @@ def test_a_minute_split_by_a_restart_keeps_both_parts(tmp_path: Path) -> None:
     assert [p.cpu_percent for p in second.history(HOST, uuid(0), 5).points] == list(
         map(float, range(10))
     )
-    feed(second, clock, 1, 10, 25)  # the rest of the minute, then into the next
+    feed(second, clock, 1, 10, 5)  # more of the same minute, still open in memory
+    # The part in memory adds to the part the first run wrote; it does not hide it.
+    assert [p.cpu_percent for p in second.history(HOST, uuid(0), 5).points] == list(
+        map(float, range(15))
+    )
+    minute = second.history(HOST, uuid(0), 24 * 60).points[0]
+    assert (minute.samples, minute.cpu_percent, minute.maxima[0]) == (15, 7.0, 14.0)
+    feed(second, clock, 1, 15, 20)  # the rest of the minute, then into the next
     second.stop()
     third = Store(path, 60, 1, clock=clock)
     assert [p.cpu_percent for p in third.history(HOST, uuid(0), 5).points] == [
