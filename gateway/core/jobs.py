@@ -10,7 +10,7 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway.core.ingest import Drop
 from gateway.core.job import (
@@ -137,6 +137,28 @@ class JobManager:
         self, host: str, vm: str, name: str, action: str, params: CommandParams, by: str
     ) -> Job:
         """Publish the request; Conflict when a job in flight on the VM blocks it."""
+        job = self._admit(host, vm, name, action, params, by)
+        request = CommandRequest(
+            id=job.id,
+            action=action,
+            vm=vm,
+            params=params,
+            by=by,
+            not_after=job.created_at + timedelta(seconds=self.accept_timeout),
+        )
+        self._persist_before_sending(job)
+        if utc_now() >= request.not_after:
+            # Persisting took the whole acceptance window (SQLite busy): the agent would refuse
+            # the request as expired, so it is not sent at all.
+            self._refuse_as_store_slow(job)
+        self._send_request(job, request)
+        return job
+
+    def _admit(
+        self, host: str, vm: str, name: str, action: str, params: CommandParams, by: str
+    ) -> Job:
+        """The new job, in the table as `pending` with its deadlines; Conflict when a job in
+        flight on the VM blocks it."""
         job = Job(
             id=uuid.uuid4().hex,
             host=host,
@@ -166,50 +188,53 @@ class JobManager:
             self._jobs[job.id] = job
             self.counts["pending"] += 1
             self._trim()
-        request = CommandRequest(
-            id=job.id,
-            action=action,
-            vm=vm,
-            params=params,
-            by=by,
-            not_after=job.created_at + timedelta(seconds=self.accept_timeout),
-        )
-        if self._persist is not None:
-            try:
-                self._persist(job)  # on disk before the agent can act on it
-            except Exception as exc:
-                with self._cond:
-                    self._jobs.pop(job.id, None)
-                logger.error("job %s not sent: %s", job.id, exc)
-                raise Unavailable(
-                    "the gateway cannot record the command", code="store_unavailable"
-                ) from exc
-        if utc_now() >= request.not_after:
-            # Persisting took the whole acceptance window (SQLite busy): the agent would refuse
-            # the request as expired, so it is not sent at all.
+        return job
+
+    def _persist_before_sending(self, job: Job) -> None:
+        """On disk before the agent can act on it; a job that cannot be recorded is forgotten
+        and never sent (Unavailable, `store_unavailable`)."""
+        if self._persist is None:
+            return
+        try:
+            self._persist(job)
+        except Exception as exc:
             with self._cond:
-                self._update(
-                    job,
-                    "rejected",
-                    error={
-                        "code": "store_slow",
-                        "message": "recording the job took longer than the command may wait "
-                        f"({self.accept_timeout:g} s); it was not sent",
-                    },
-                )
-            self._publish(job)
+                self._jobs.pop(job.id, None)
+            logger.error("job %s not sent: %s", job.id, exc)
             raise Unavailable(
-                "the gateway recorded the command too slowly to send it",
-                code="store_slow",
-                job=self.snapshot(job),
+                "the gateway cannot record the command", code="store_unavailable"
+            ) from exc
+
+    def _refuse_as_store_slow(self, job: Job) -> NoReturn:
+        """The job ends `rejected` (`store_slow`), unsent: the listeners hear it, the client
+        gets it with the Unavailable."""
+        with self._cond:
+            self._update(
+                job,
+                "rejected",
+                error={
+                    "code": "store_slow",
+                    "message": "recording the job took longer than the command may wait "
+                    f"({self.accept_timeout:g} s); it was not sent",
+                },
             )
+        self._publish(job)
+        raise Unavailable(
+            "the gateway recorded the command too slowly to send it",
+            code="store_slow",
+            job=self.snapshot(job),
+        )
+
+    def _send_request(self, job: Job, request: CommandRequest) -> None:
+        """Publish the request and wait for the broker to take it; a failure leaves the job
+        `failed` (`broker_unreachable`) and raises BusError carrying it."""
         try:
             # The request leaves before the listeners (audit, Socket.IO) hear of `pending`:
             # under gevent their work would otherwise run ahead of paho's write. They still
             # hear it first: a reply must take this lock before it can change the job.
             with self._cond:
                 try:
-                    confirm = self._send(host, request, math.ceil(self.accept_timeout))
+                    confirm = self._send(job.host, request, math.ceil(self.accept_timeout))
                 finally:
                     self._publish(job)
             if confirm is not None:
@@ -224,7 +249,6 @@ class JobManager:
             raise BusError(
                 str(exc) or "the broker did not take the command", job=self.snapshot(job)
             ) from exc
-        return job
 
     def run(self, job: Job, wait_s: float) -> bool:
         """Wait for `accepted` (AgentTimeout when none comes), then up to `wait_s` in all for
