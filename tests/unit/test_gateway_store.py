@@ -153,8 +153,14 @@ def test_writes_never_block_and_audit_is_never_dropped_when_the_writer_is_behind
 def test_an_unusable_path_refuses_to_start(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(StoreError):
-        Store(str(blocker / "gw.db"), 1, 1)
+    store = Store(str(blocker / "gw.db"), 1, 1)  # built: nothing is opened yet
+    with pytest.raises(StoreError, match=r"cannot open the database .*gw\.db"):
+        store.start()
+
+
+def test_building_a_store_leaves_no_file(tmp_path: Path) -> None:
+    Store(str(tmp_path / "sub" / "gw.db"), 1, 1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_job_is_on_disk_when_record_now_returns_and_old_files_are_migrated(
