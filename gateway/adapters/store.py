@@ -78,16 +78,29 @@ class Store:
         self._tail = Tail()
         self._tables = HistoryTables(self.windows)
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-        try:
-            if path != ":memory:" and not path.startswith("file:"):
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            conn = blocking.call(self._connect)
+        # The file is made by `open` (from `start`, or the first read), not here: building the
+        # app must leave no trace on disk, and a test that only builds it needs no database.
+        self._opened = False
+        self._open_lock = threading.Lock()
+
+    def open(self) -> None:
+        """Create the file, its directory and its tables, once; StoreError when the path
+        cannot take them (the gateway then refuses to start)."""
+        with self._open_lock:
+            if self._opened:
+                return
+            path = self.path
             try:
-                blocking.call(self._create, conn)
-            finally:
-                blocking.call(conn.close)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the database {path!r}: {exc}") from exc
+                if path != ":memory:" and not path.startswith("file:"):
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                conn = blocking.call(self._connect)
+                try:
+                    blocking.call(self._create, conn)
+                finally:
+                    blocking.call(conn.close)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot open the database {path!r}: {exc}") from exc
+            self._opened = True
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
@@ -108,6 +121,7 @@ class Store:
 
     def _read(self, fn: Callable[..., R], *args: Any) -> R:
         """`fn(conn, *args)` on a reader connection of its own, off the event loop."""
+        self.open()
         with self._idle_lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
@@ -123,6 +137,8 @@ class Store:
                 blocking.call(conn.close)
 
     def start(self) -> None:
+        """Open the file (StoreError when it cannot be), then start the writer."""
+        self.open()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:

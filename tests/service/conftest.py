@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.broker import Broker
 from tests.support.gateway import GatewayProc, wait_until
+from tests.support.gateway_app import make_app  # noqa: F401  (an app in-process, started)
 from tests.support.procs import Service, demo_node_uri
 
 DEMO_VMS = 7  # 4 on demo-a, 3 on demo-b

@@ -21,7 +21,7 @@ OPERATOR = {"Authorization": "Bearer operator-secret"}
 
 @pytest.fixture
 def client(make_app: Callable[..., Flask]) -> FlaskClient:
-    return make_app().test_client()
+    return make_app(started=False).test_client()
 
 
 def test_the_page_is_served_at_ui_with_a_strict_csp_and_root_stays_json(client):
@@ -127,7 +127,7 @@ def test_whoami_needs_a_token(client):
 
 
 def test_whoami_with_auth_off_is_an_anonymous_operator(make_app):
-    resp = make_app(auth="none").test_client().get("/whoami")
+    resp = make_app(started=False, auth="none").test_client().get("/whoami")
     assert resp.get_json() == {"name": "anonymous", "role": "operator", "auth": "none"}
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
 from gateway.current import service_of
 from gateway.service import Gateway
-from shared.messages import CommandReply, CommandRequest, HostStatus, VmState
+from shared.messages import HostStatus, VmState
 
 pytestmark = pytest.mark.unit
 
@@ -23,7 +21,7 @@ OPERATOR = {"Authorization": "Bearer operator-secret"}
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    app = make_app(accept_timeout=0.5, cors_origins="https://app.example")
+    app = make_app(started=False, accept_timeout=0.5, cors_origins="https://app.example")
     gw: Gateway = service_of(app)
     gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
     gw.handle(
@@ -43,38 +41,6 @@ def app(make_app: Callable[..., Flask]) -> Flask:
         )
     )
     return app
-
-
-def agent_answers(gw: Gateway, *statuses: tuple[float, str]) -> list[CommandRequest]:
-    sent: list[CommandRequest] = []
-
-    def send(host: str, request: CommandRequest, expiry: int) -> None:
-        sent.append(request)
-        for delay, status in statuses:
-            reply = CommandReply(
-                id=request.id,
-                host=host,
-                status=status,  # type: ignore[arg-type]
-                state="stopped",
-            )
-            threading.Timer(delay, gw.jobs.on_reply, args=(reply,)).start()
-
-    gw.jobs._send = send
-    gw.bus._connected.set()
-    return sent
-
-
-def test_late_end_is_202_with_location(app: Flask) -> None:
-    gw: Gateway = service_of(app)
-    agent_answers(gw, (0.01, "accepted"), (0.5, "succeeded"))
-    client: FlaskClient = app.test_client()
-    resp = client.post("/vm/web/stop?wait=0", headers=OPERATOR)
-    assert resp.status_code == 202
-    job = resp.get_json()
-    assert resp.headers["Location"] == f"/jobs/{job['id']}"
-    assert job["status"] == "accepted"
-    again = client.post("/vm/web/start", headers=OPERATOR)
-    assert again.status_code == 409 and again.get_json()["error"]["code"] == "job_in_progress"
 
 
 def test_errors_are_json_and_roles_hold(app: Flask) -> None:
@@ -120,21 +86,8 @@ def test_json_body_reads_any_bytes_and_reports_bad_json() -> None:
             json_body(raw)
 
 
-def test_jobs_count_is_what_is_returned_and_total_what_matched(app: Flask) -> None:
-    gw: Gateway = service_of(app)
-    agent_answers(gw, (0.0, "accepted"), (0.0, "succeeded"))
-    client = app.test_client()
-    for verb in ("stop", "start", "stop"):
-        assert client.post(f"/vm/web/{verb}", headers=OPERATOR).status_code == 200
-    page = client.get("/jobs?limit=2", headers=VIEWER).get_json()
-    assert (page["count"], len(page["jobs"]), page["total"]) == (2, 2, 3)
-    mine = client.get("/jobs?by=o&limit=100", headers=VIEWER).get_json()
-    assert (mine["count"], mine["total"]) == (3, 3)
-    assert client.get("/jobs?by=nobody", headers=VIEWER).get_json()["total"] == 0
-
-
 def test_a_body_over_the_limit_is_413_json_sized_or_chunked(make_app: Callable[..., Flask]) -> None:
-    app = make_app(max_body_bytes=1024)
+    app = make_app(started=False, max_body_bytes=1024)
     client = app.test_client()
     resp = client.post("/vm/web/stop", headers=OPERATOR, data=b"{" + b" " * 5000 + b"}")
     assert resp.status_code == 413

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -27,11 +28,15 @@ def open_sockets() -> set[str]:
     return found
 
 
-def test_create_app_opens_no_socket_and_starts_no_thread(make_app: Callable[..., Flask]) -> None:
+def test_create_app_opens_no_socket_and_starts_no_thread(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
     threads, sockets = set(threading.enumerate()), open_sockets()
-    app = make_app(started=False)
+    app = make_app(started=False, db=str(tmp_path / "data" / "gateway.db"))
     assert set(threading.enumerate()) == threads
     assert open_sockets() == sockets
+    # Nor a file: the database (and its directory) is made when the gateway starts.
+    assert list(tmp_path.iterdir()) == []
     # Built all the same: REST answers from the (empty) cache.
     resp = app.test_client().get("/vms", headers={"Authorization": "Bearer viewer-secret"})
     assert resp.status_code == 200 and resp.get_json()["count"] == 0

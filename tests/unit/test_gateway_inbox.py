@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from itertools import pairwise
 
 import pytest
@@ -74,16 +73,3 @@ def test_other_messages_are_refused_past_their_bound_never_shed() -> None:
     assert not inbox.put(raw("p/c/status"))
     inbox.put_metrics(raw("p/a/metrics"))
     assert inbox.queued().other == 2
-
-
-def test_a_waiting_consumer_wakes_for_a_message_and_for_close() -> None:
-    inbox = Inbox()
-    got: list[Raw | None] = []
-    reader = threading.Thread(target=lambda: got.extend([inbox.get(), inbox.get()]))
-    reader.start()
-    inbox.put_metrics(item := raw("p/a/metrics"))
-    inbox.close()
-    reader.join(10)
-    assert got == [item, None]
-    with pytest.raises(TimeoutError):
-        Inbox().get(timeout=0.01)

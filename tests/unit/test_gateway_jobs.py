@@ -50,16 +50,6 @@ def submit(jobs: JobManager, action: str = "shutdown"):
     return jobs.submit("h1", U, "web", action, CommandParams(), "bob")
 
 
-def test_a_job_ends_with_the_final_reply() -> None:
-    jobs, agent = manager([(0.01, "accepted"), (0.05, "succeeded")])
-    job = submit(jobs)
-    assert jobs.run(job, wait_s=2)
-    assert (job.status, job.state, job.changed) == ("succeeded", "stopped", True)
-    request = agent.sent[0]
-    assert (request.id, request.by, request.vm) == (job.id, "bob", U)
-    assert request.not_after is not None
-
-
 def test_no_accepted_reply_is_an_agent_timeout() -> None:
     jobs, agent = manager([], accept=0.2)
     job = submit(jobs)
@@ -74,82 +64,6 @@ def test_no_accepted_reply_is_an_agent_timeout() -> None:
     assert not_after is not None and job.finished_at is not None
     assert (job.finished_at - not_after).total_seconds() >= CLOCK_MARGIN_S - 0.05
     assert status_of(exc.value) == 504 and job.status == "timed_out"
-
-
-def test_a_late_end_leaves_the_job_running_then_it_finishes() -> None:
-    # Generous gaps: the machine may be loaded (acceptance can take a while to come).
-    jobs, _ = manager([(0.01, "accepted"), (1.5, "succeeded")], accept=5)
-    updates: list[str] = []
-    jobs.listen(lambda j: updates.append(j.status))
-    job = submit(jobs)
-    assert not jobs.run(job, wait_s=0.05)
-    assert job.status == "accepted"
-    deadline = time.monotonic() + 10
-    while not job.finished and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert job.status == "succeeded"
-    assert updates == ["pending", "accepted", "succeeded"]
-
-
-def test_rejection_without_acceptance_is_final() -> None:
-    jobs, _ = manager([(0.01, "rejected")])
-    job = submit(jobs)
-    assert jobs.run(job, wait_s=1) and job.status == "rejected"
-
-
-def test_one_job_at_a_time_per_vm_and_offline_hosts_fail_jobs() -> None:
-    jobs, _ = manager([(0.01, "accepted")])
-    job = submit(jobs)
-    jobs.run(job, wait_s=0)
-    with pytest.raises(Conflict):
-        submit(jobs, "start")
-    jobs.host_offline("h1")
-    assert job.status == "failed" and job.error and job.error["code"] == "host_offline"
-    submit(jobs, "start")  # the VM is free again
-
-
-def test_accepted_jobs_without_an_end_expire() -> None:
-    jobs, _ = manager([(0.0, "accepted")])
-    job = submit(jobs, "start")
-    jobs.run(job, wait_s=0)
-    assert jobs.expire(time.monotonic()) == []
-    assert jobs.expire(time.monotonic() + 3600) == [job]
-    assert job.status == "timed_out"
-
-
-@pytest.mark.parametrize(
-    ("graceful", "forced"), [("shutdown", "destroy"), ("reboot", "reset"), ("shutdown", "reset")]
-)
-def test_a_forced_action_preempts_a_graceful_one_in_flight(graceful: str, forced: str) -> None:
-    """A guest ignoring ACPI holds a shutdown for up to timeout_s: force must still go through
-    (the agent runs it beside the shutdown, which then ends when the VM is stopped)."""
-    jobs, agent = manager([(0.01, "accepted")])
-    pending = submit(jobs, graceful)
-    jobs.run(pending, wait_s=0)
-    assert not pending.finished
-    forced_job = submit(jobs, forced)
-    assert [r.action for r in agent.sent] == [graceful, forced]
-    assert not forced_job.finished and not pending.finished
-
-
-def test_other_overlaps_stay_conflicts() -> None:
-    jobs, _ = manager([(0.01, "accepted")])
-    job = submit(jobs, "destroy")
-    jobs.run(job, wait_s=0)
-    for action in ("destroy", "reset", "shutdown", "start"):
-        with pytest.raises(Conflict):
-            submit(jobs, action)  # a forced action in flight is never preempted
-    jobs.host_offline("h1")
-
-    graceful = submit(jobs, "shutdown")
-    jobs.run(graceful, wait_s=0)
-    for action in ("start", "suspend", "shutdown", "reboot"):
-        with pytest.raises(Conflict):
-            submit(jobs, action)  # only force preempts
-    submit(jobs, "destroy")
-    with pytest.raises(Conflict) as exc:
-        submit(jobs, "reset")  # one forced action at a time
-    assert exc.value.code == "job_in_progress"
 
 
 def test_a_late_reply_corrects_a_job_failed_as_broker_unreachable() -> None:
@@ -202,54 +116,6 @@ def test_a_reply_from_another_host_vm_or_action_finishes_nothing() -> None:
     assert unknown is not None and unknown.reason == "unknown_job"
     assert jobs.on_reply(reply(status="accepted")) is None
     assert jobs.on_reply(reply()) is None and job.status == "succeeded"
-
-
-def test_a_late_reply_replaces_a_guess_and_says_so(caplog) -> None:
-    jobs, _agent = manager([(0.01, "accepted")], accept=1)
-    job = submit(jobs)
-    assert not jobs.run(job, wait_s=0.1) and job.status == "accepted"
-    jobs.expire(job.deadline + 1)  # the agent never said: the gateway's guess
-    assert (job.status, job.error and job.error["code"]) == ("timed_out", "no_final_reply")
-    with caplog.at_level("WARNING"):
-        late = CommandReply(id=job.id, host="h1", status="succeeded", vm=U, state="stopped")
-        assert jobs.on_reply(late) is None
-    assert (job.status, job.state, job.error) == ("succeeded", "stopped", None)
-    assert job.revised is not None and job.revised["status"] == "timed_out"
-    assert job.to_dict()["revised"]["error"]["code"] == "no_final_reply"
-    assert f"job {job.id}: the agent's succeeded replaces the gateway's timed_out" in caplog.text
-    # Counted once, under its first final status; the correction has its own counter.
-    counts, in_flight = jobs.stats()
-    assert (counts.get("timed_out"), counts.get("succeeded"), in_flight) == (1, None, 0)
-    assert jobs.revision_counts() == {("timed_out", "succeeded"): 1}
-
-
-def test_a_command_event_ends_a_job_whose_reply_was_lost() -> None:
-    from shared.messages import ErrorInfo, VmEvent
-
-    jobs, _agent = manager([(0.01, "accepted")])
-    job = submit(jobs)
-    jobs.run(job, wait_s=0.1)
-
-    def event(**kw: object) -> VmEvent:
-        fields: dict[str, object] = {
-            "host": "h1",
-            "kind": "command",
-            "event": "shutdown",
-            "uuid": U,
-            "id": job.id,
-            "action": "shutdown",
-            "status": "failed",
-            "error": ErrorInfo(code="libvirt_error", message="no"),
-            **kw,
-        }
-        return VmEvent.model_validate(fields)
-
-    assert jobs.on_event(event(id="not-ours")) is None  # Home Assistant's: not counted
-    assert jobs.on_event(event(status="accepted")) is None and job.status == "accepted"
-    forged = jobs.on_event(event(host="h2"))
-    assert forged is not None and forged.reason == "identity" and job.status == "accepted"
-    assert jobs.on_event(event()) is None
-    assert job.status == "failed" and job.error == {"code": "libvirt_error", "message": "no"}
 
 
 def test_restored_jobs_get_their_deadlines_back_with_a_grace() -> None:
@@ -352,62 +218,3 @@ def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
     job = jobs.all()[0]
     assert job.status == "rejected" and job.error is not None
     assert job.error["code"] == "store_slow" and exc.value.extra["job"]["id"] == job.id
-
-
-def test_requests_in_flight_each_wait_for_their_own_job() -> None:
-    # Twenty commands on twenty VMs at once, answered in reverse order, and one whose agent
-    # never sends its end: each request returns with its own outcome, the silent one only
-    # when its wait runs out (the others' replies do not end it).
-    jobs = JobManager(lambda *a: None, accept_timeout=2)
-    vms = [f"a0000000-0000-4000-8000-{i:012d}" for i in range(21)]
-    submitted = [
-        jobs.submit("h1", vm, f"vm{i}", "suspend", CommandParams(), "bob")
-        for i, vm in enumerate(vms)
-    ]
-    results: dict[str, tuple[bool, float]] = {}
-
-    def run(job) -> None:
-        t0 = time.monotonic()
-        results[job.id] = (jobs.run(job, wait_s=1.5), time.monotonic() - t0)
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in submitted]
-    for thread in threads:
-        thread.start()
-    for job in submitted:
-        jobs.on_reply(
-            CommandReply(id=job.id, host="h1", status="accepted", vm=job.vm, action="suspend")
-        )
-    for i, job in reversed(list(enumerate(submitted[:-1]))):
-        status = "succeeded" if i % 2 else "failed"
-        jobs.on_reply(
-            CommandReply(id=job.id, host="h1", status=status, vm=job.vm, action="suspend")
-        )
-    for thread in threads:
-        thread.join(10)
-    for i, job in enumerate(submitted[:-1]):
-        assert results[job.id][0] and job.status == ("succeeded" if i % 2 else "failed")
-    finished, waited = results[submitted[-1].id]
-    assert not finished and submitted[-1].status == "accepted" and waited >= 1.4
-
-
-def test_listeners_hear_pending_before_a_reply_that_comes_while_the_request_is_sent() -> None:
-    """The request now leaves before the listeners hear `pending` (their work must not delay
-    it); a reply racing in on the ingest thread must still reach them after `pending`, or the
-    audit and a Socket.IO client would see `accepted` turn back into `pending`."""
-    jobs: JobManager | None = None
-    racers: list[threading.Thread] = []
-
-    def send_and_reply_at_once(host: str, request: CommandRequest, expiry: int) -> None:
-        reply = CommandReply(id=request.id, host=host, status="accepted")
-        assert jobs is not None
-        racer = threading.Thread(target=jobs.on_reply, args=(reply,))
-        racer.start()
-        racer.join(0.3)  # without the ordering it is done by now; with it, it waits for us
-        racers.append(racer)
-
-    jobs = JobManager(send_and_reply_at_once, accept_timeout=2)
-    heard: list[str] = []
-    jobs.listen(lambda j: heard.append(j.status))
-    job = submit(jobs)
-    racers[0].join(5)
-    assert heard == ["pending", "accepted"] and job.status == "accepted"

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    return make_app()
+    return make_app(started=False)
 
 
 def flask_routes(app: Flask) -> set[tuple[str, str]]:
@@ -98,7 +98,9 @@ def test_flask_paths_become_openapi_paths() -> None:
 
 def test_parameter_maxima_follow_the_settings(make_app: Callable[..., Flask]) -> None:
     """What the server refuses with a 400 is what the document says it accepts, no more."""
-    app = make_app(max_wait=30, history_minutes=90, history_1m_hours=1, history_15m_days=0)
+    app = make_app(
+        started=False, max_wait=30, history_minutes=90, history_1m_hours=1, history_15m_days=0
+    )
     client = app.test_client()
     paths = client.get("/openapi.json").get_json()["paths"]
     wait = next(p for p in paths["/vm/{name}/stop"]["post"]["parameters"] if p["name"] == "wait")

@@ -7,7 +7,6 @@ import gzip
 import itertools
 import json
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core.state import StateCache
 from gateway.web.collectors import GatewayFigures
-from gateway.web.prometheus import SingleFlight, registry
+from gateway.web.prometheus import registry
 from shared.messages import (
     DiskIO,
     HostMetrics,
@@ -31,7 +30,6 @@ from shared.messages import (
     VmMetrics,
     VmState,
 )
-from tests.support.gateway import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -338,7 +336,7 @@ def test_an_empty_gateway_still_exports_its_own_families() -> None:
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    return make_app(api_tokens="v:viewer:viewer-secret")
+    return make_app(started=False, api_tokens="v:viewer:viewer-secret")
 
 
 def test_route_needs_a_viewer_and_speaks_text_0_0_4(app: Flask) -> None:
@@ -366,65 +364,6 @@ def test_route_speaks_openmetrics_to_a_scraper_that_asks_for_it(app: Flask) -> N
     fams = {f.name: f for f in parse_om(text)}
     assert fams["kvmsup_gateway_auth_failures"].type == "counter"
     assert fams["kvmsup_gateway_mqtt_connected"].samples[0].value == 0
-
-
-def test_concurrent_scrapes_share_one_make_and_sequential_ones_do_not() -> None:
-    flights = SingleFlight()
-    started, release = threading.Event(), threading.Event()
-    made: list[int] = []
-
-    def slow() -> bytes:
-        made.append(1)
-        started.set()
-        assert release.wait(10)
-        return b"first"
-
-    results: list[bytes] = []
-    leader = threading.Thread(target=lambda: results.append(flights.run("text", slow)))
-    leader.start()
-    assert started.wait(10)
-    # Arrives while the first is being made: waits for it instead of making its own.
-    follower = threading.Thread(target=lambda: results.append(flights.run("text", slow)))
-    follower.start()
-    wait_until(lambda: flights.waiting("text") == 1)
-    # Another format is another scrape.
-    assert flights.run("openmetrics", lambda: b"other") == b"other"
-    release.set()
-    leader.join(10)
-    follower.join(10)
-    assert results == [b"first", b"first"] and len(made) == 1
-    # Once it is done, the next scrape makes a fresh body.
-    assert flights.run("text", lambda: b"second") == b"second"
-
-
-def test_a_failed_make_does_not_strand_the_scrapes_waiting_for_it() -> None:
-    flights = SingleFlight()
-    started, release = threading.Event(), threading.Event()
-
-    def broken() -> bytes:
-        started.set()
-        assert release.wait(10)
-        raise RuntimeError("boom")
-
-    errors: list[Exception] = []
-
-    def lead() -> None:
-        try:
-            flights.run("text", broken)
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    leader = threading.Thread(target=lead)
-    leader.start()
-    assert started.wait(10)
-    got: list[bytes] = []
-    follower = threading.Thread(target=lambda: got.append(flights.run("text", lambda: b"own")))
-    follower.start()
-    wait_until(lambda: flights.waiting("text") == 1)
-    release.set()
-    leader.join(10)
-    follower.join(10)
-    assert len(errors) == 1 and got == [b"own"]
 
 
 def test_route_gzips_for_a_scraper_that_accepts_it(app: Flask) -> None:

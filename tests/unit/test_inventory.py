@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -128,36 +127,6 @@ def test_remove() -> None:
     assert removed.uuid == UA
     assert inv.remove(UA) is None
     assert inv.all() == []
-
-
-def test_wait_for_wakes_on_update_from_another_thread() -> None:
-    inv = Inventory("kvm1")
-    inv.update(info(state=1))
-
-    def stop_later() -> None:
-        time.sleep(0.05)
-        inv.update(info(state=5, reason=1))
-
-    worker = threading.Thread(target=stop_later)
-    started = time.monotonic()
-    worker.start()
-    try:
-        ok = inv.wait_for(UA, lambda s: s is not None and s.state == "stopped", timeout=5)
-    finally:
-        worker.join()
-    assert ok
-    assert time.monotonic() - started < 2
-
-
-def test_wait_for_wakes_on_removal() -> None:
-    inv = Inventory("kvm1")
-    inv.update(info())
-    timer = threading.Timer(0.05, inv.remove, args=(UA,))
-    timer.start()
-    try:
-        assert inv.wait_for(UA, lambda s: s is None, timeout=5)
-    finally:
-        timer.join()
 
 
 def test_wait_for_times_out() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.realtime.sessions import WholeSends
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.service
 
 BIG = 16 * 1024 * 1024  # far more than a socket's send buffer takes at once
 

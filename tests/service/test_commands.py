@@ -19,7 +19,7 @@ from agent.hypervisor.operations import Guard
 from agent.inventory import Inventory
 from shared.messages import CommandReply, CommandRequest, utc_now
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.service
 
 UUID = "a0000000-0000-4000-8000-000000000001"
 NEXT = {

@@ -12,7 +12,7 @@ from agent.config import AgentSettings
 from agent.service import AgentService
 from tests.support.procs import demo_node_uri
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.service
 
 
 def test_a_listing_slower_than_one_event_call_still_resyncs_without_reconnecting(
