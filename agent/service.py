@@ -27,7 +27,7 @@ from agent.hypervisor.callpool import CallPool
 from agent.inventory import Inventory
 from agent.publisher import Publisher, outbound
 from agent.tick.sampler import Sampler
-from agent.tick.ticker import Ticker
+from agent.tick.ticker import Ticker, next_deadline
 from shared.messages import HostStatus, MetricsBatch, utc_now
 from shared.topics import Topics
 
@@ -376,13 +376,8 @@ class AgentService:
 
     # -- the tick ---------------------------------------------------------------------------
     def _ticker(self) -> None:
-        interval = self.settings.metrics_interval
-        next_at = time.monotonic()
+        due = time.monotonic()
         while not self._stop.is_set():
-            next_at += interval
             guarded("metrics tick", self.run_tick)()
-            delay = next_at - time.monotonic()
-            if delay < 0:  # fell behind: skip ticks rather than bunching them
-                next_at = time.monotonic()
-                delay = 0
+            due, delay = next_deadline(due, self.settings.metrics_interval, time.monotonic())
             self._stop.wait(delay)

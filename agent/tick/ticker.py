@@ -133,6 +133,17 @@ class Ticker:
             self._refresh(uuid, None)
 
 
+def next_deadline(previous: float, interval: float, now: float) -> tuple[float, float]:
+    """The tick clock: (the next tick's time, how long to wait for it) once a tick due at
+    `previous` has run until `now`. Ticks keep a fixed cadence (a slow tick is not added to the
+    interval); one that overran the next deadline is not made up for with a burst of ticks
+    back to back: the clock restarts from now."""
+    due = previous + interval
+    if due < now:
+        return now, 0.0
+    return due, due - now
+
+
 def _differs(known: VmState, raw: RawSample) -> bool:
     """What a tick can see changed without an event: state, name, vCPUs, memory."""
     if known.name != raw.name or known.vcpus != (raw.vcpus or known.vcpus):

@@ -24,7 +24,7 @@ from agent.hypervisor.bulkstats import BalloonStats, RawSample
 from agent.inventory import Inventory
 from agent.publisher import Publisher
 from agent.tick.sampler import Sampler
-from agent.tick.ticker import Ticker
+from agent.tick.ticker import Ticker, next_deadline
 from shared.messages import utc_now
 from shared.topics import Topics
 
@@ -290,3 +290,13 @@ def test_a_shutdown_in_progress_is_not_mistaken_for_a_change() -> None:
     assert world.inventory.get(UA).state == "shutting_down"  # type: ignore[union-attr]
     world.ticker.run_tick()
     assert world.refreshed == []
+
+
+def test_the_tick_clock_keeps_its_cadence_and_never_bursts_to_catch_up() -> None:
+    # A tick that took 0.3 s of a 2 s interval: the next one is still 2 s after this one.
+    assert next_deadline(100.0, 2.0, 100.3) == (102.0, pytest.approx(1.7))
+    # One that took 5 s overran two deadlines: the next runs at once, and the clock restarts
+    # from now instead of running the missed ticks back to back.
+    due, wait = next_deadline(100.0, 2.0, 105.0)
+    assert (due, wait) == (105.0, 0.0)
+    assert next_deadline(due, 2.0, 105.1) == (107.0, pytest.approx(1.9))
