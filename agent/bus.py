@@ -132,8 +132,10 @@ class Bus:
         )
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             return True
-        if info.rc == mqtt.MQTT_ERR_NO_CONN and msg.qos == 0:
-            return False  # QoS 0 while offline: dropped by design, the next tick replaces it.
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            # QoS 1 while offline: paho keeps it (within the bound) and sends it on reconnect.
+            # QoS 0: dropped by design, the next tick replaces it.
+            return msg.qos > 0
         logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
         return False
 
