@@ -26,19 +26,22 @@ def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
 
 
 def main() -> int:
+    # Configured before the settings are read so a bad one is a log line like any other; the
+    # level comes from them just after.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+    )
     try:
         settings = AgentSettings()
     except ValidationError as exc:
-        # Each error's message only: pydantic's full text repeats the input, which for
+        # Each error's message only: pydantic's full text may repeat the input, which for
         # KVMSUP_MQTT_URL or LIBVIRT_URI may hold a password (SPEC §7).
         for err in exc.errors():
             where = ".".join(str(part) for part in err["loc"]) or "settings"
-            print(f"kvmsup-agent: invalid setting {where}: {err['msg']}", file=sys.stderr)
+            logger.error("bad setting %s: %s", where, err["msg"])
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
-    )
+    logging.getLogger().setLevel(settings.log_level.upper())
     # Whatever a log line quotes (libvirt's errors quote the URI), the URI's secrets stay out.
     for handler in logging.getLogger().handlers:
         handler.addFilter(ScrubFilter(settings.libvirt_redacted))

@@ -1,16 +1,14 @@
 """The agent's paho-mqtt adapter: MQTT v5 session, will, `online` on every connect, publishing.
 
-The only agent module that imports paho. Callbacks run on paho's network thread: they convert
-the message once into an `Inbound` and hand it to the service's queue, since a callback that
-blocks stops every delivery and keepalive of the connection.
+The only agent module that imports paho; the client itself is set up by `shared/mqtt.py`, as the
+gateway's is. Callbacks run on paho's network thread: they convert the message once into an
+`Inbound` and hand it to the service's queue, since a callback that blocks stops every delivery
+and keepalive of the connection.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -19,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -27,8 +24,12 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import AgentSettings
 from agent.refusals import RefusalLog
+from shared.mqtt import Backoff, Will, build_client, guarded, utf8_topic
 
 logger = logging.getLogger(__name__)
+
+# Reconnect delays drawn per process (whole seconds): first retry after 1-2 s, at most 8-11 s.
+BACKOFF = Backoff(min_delay=(1, 2), max_delay=(8, 11))
 
 
 @dataclass(frozen=True)
@@ -71,31 +72,19 @@ class Bus:
         self._connected = threading.Event()
         self._generation = 0  # connections made so far: a change tells a reconnect happened
         self._refusals = RefusalLog()
-        endpoint = settings.mqtt
-        self.endpoint = endpoint
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        if endpoint.username:
-            client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            client.tls_set(
-                ca_certs=settings.mqtt_ca,
-                certfile=settings.mqtt_cert,
-                keyfile=settings.mqtt_key,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        # Bounded offline queue (paho's default keeps QoS 1 messages without limit and sends them
-        # all late) and per-client jittered backoff (paho's own backoff has no jitter).
-        client.max_queued_messages_set(settings.offline_queue)
-        client.reconnect_delay_set(
-            min_delay=1 + int(random.random() * 2), max_delay=8 + int(random.random() * 4)
+        self.endpoint = settings.mqtt
+        client = build_client(
+            settings,
+            client_id,
+            Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
+            queue_limit=settings.offline_queue,
+            backoff=BACKOFF,
+            client_class=mqtt.Client,
         )
-        client.on_socket_open = _no_delay
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.suppress_exceptions = True
+        client.on_connect = guarded(self._on_connect)
+        client.on_disconnect = guarded(self._on_disconnect)
+        client.on_message = guarded(self._on_message)
+        client.on_publish = guarded(self._on_publish)
         self._client = client
         # PUBACKs still awaited for `publish_paced` messages (see there).
         self._paced: deque[mqtt.MQTTMessageInfo] = deque()
@@ -143,8 +132,10 @@ class Bus:
         )
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             return True
-        if info.rc == mqtt.MQTT_ERR_NO_CONN and msg.qos == 0:
-            return False  # QoS 0 while offline: dropped by design, the next tick replaces it.
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            # QoS 1 while offline: paho keeps it (within the bound) and sends it on reconnect.
+            # QoS 0: dropped by design, the next tick replaces it.
+            return msg.qos > 0
         logger.warning("publish to %s refused: %s", msg.topic, mqtt.error_string(info.rc))
         return False
 
@@ -197,74 +188,52 @@ class Bus:
             return None
         return self._refused.pop(info.mid, None) is None
 
-    # -- paho callbacks (network thread) ---------------------------------------------------
+    # -- paho callbacks (network thread; each wrapped in `guarded`, which logs what it raises) --
     def _on_publish(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:
-        try:
-            # Runs before paho marks the message published, so a waiter always finds it here.
-            if reason.is_failure:
-                if len(self._refused) > 1000:  # nobody asked about those: forget them
-                    self._refused.clear()
-                self._refused[mid] = reason.value
-            else:
-                self._refused.pop(mid, None)  # a mid reused after an old refusal
-        except Exception:
-            logger.exception("MQTT on_publish handler failed")
+        # Runs before paho marks the message published, so a waiter always finds it here.
+        if reason.is_failure:
+            if len(self._refused) > 1000:  # nobody asked about those: forget them
+                self._refused.clear()
+            self._refused[mid] = reason.value
+        else:
+            self._refused.pop(mid, None)  # a mid reused after an old refusal
 
     def _on_connect(
         self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
-        try:
-            if reason.is_failure:
-                logger.warning("MQTT broker refused the connection: %s", reason)
-                return
-            logger.info("connected to MQTT broker %r", self.endpoint)
-            online = self._online()
-            client.publish(online.topic, online.payload, qos=online.qos, retain=online.retain)
-            for topic, no_local in self._subscriptions:
-                # retainAsPublished: a command published retained is seen as such even when it
-                # arrives live, so it is refused every time, not only after a reconnect.
-                options = SubscribeOptions(qos=1, noLocal=no_local, retainAsPublished=True)
-                client.subscribe(topic, options=options)
-            self._generation += 1
-            self._connected.set()
-            self._on_connected_cb()
-        except Exception:
-            logger.exception("MQTT on_connect handler failed")
+        if reason.is_failure:
+            logger.warning("MQTT broker refused the connection: %s", reason)
+            return
+        logger.info("connected to MQTT broker %r", self.endpoint)
+        online = self._online()
+        client.publish(online.topic, online.payload, qos=online.qos, retain=online.retain)
+        for topic, no_local in self._subscriptions:
+            # retainAsPublished: a command published retained is seen as such even when it
+            # arrives live, so it is refused every time, not only after a reconnect.
+            options = SubscribeOptions(qos=1, noLocal=no_local, retainAsPublished=True)
+            client.subscribe(topic, options=options)
+        self._generation += 1
+        self._connected.set()
+        self._on_connected_cb()
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
-        try:
-            self._connected.clear()
-            logger.warning("disconnected from MQTT broker: %s", reason)
-        except Exception:
-            logger.exception("MQTT on_disconnect handler failed")
+        self._connected.clear()
+        logger.warning("disconnected from MQTT broker: %s", reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            try:
-                topic = msg.topic
-            except UnicodeDecodeError:
-                self._refusals.refused(
-                    "topic_not_utf8", "", "a message whose topic is not UTF-8: %r", msg._topic[:256]
-                )
-                return
-            props = msg.properties
-            response = getattr(props, "ResponseTopic", None) if props else None
-            correlation = getattr(props, "CorrelationData", None) if props else None
-            self._on_message_cb(
-                Inbound(topic, bytes(msg.payload), bool(msg.retain), response, correlation)
-            )
-        except Exception:
-            logger.exception("MQTT message handler failed")
+        topic = utf8_topic(msg, self._bad_topic)
+        if topic is None:
+            return
+        props = msg.properties
+        response = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        self._on_message_cb(
+            Inbound(topic, bytes(msg.payload), bool(msg.retain), response, correlation)
+        )
 
-
-def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-    """TCP_NODELAY: with Nagle, a PUBLISH written right after a PUBACK waits for the broker's
-    delayed ACK (~40 ms on Linux), which showed in every command reply (benchmarks/latency.py)."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError) as exc:
-        logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
+    def _bad_topic(self, raw: bytes) -> None:
+        self._refusals.refused("topic_not_utf8", "", "a message whose topic is not UTF-8: %r", raw)

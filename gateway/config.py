@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.broker_url import parse_broker_url
-from shared.topics import validate_gateway_id, validate_prefix
+from shared.settings import ServiceSettings
+from shared.topics import validate_gateway_id
 
 # Default cap on open Socket.IO sessions. Under gunicorn's gevent worker an authenticated
 # websocket client costs about 70 kB of gateway memory (measured by benchmarks/sio_fanout.py:
@@ -28,30 +27,15 @@ def default_gateway_id() -> str:
     return (name or "gateway")[:63]
 
 
-class Settings(BaseSettings):
-    """Everything the gateway reads from its environment; nothing else touches `os.environ`."""
-
-    # hide_input_in_errors: a ValidationError would otherwise quote the value it refused, and
-    # the broker URL and the tokens hold secrets (SPEC §7), even in a gunicorn traceback.
-    model_config = SettingsConfigDict(
-        env_prefix="KVMSUP_",
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        hide_input_in_errors=True,
-    )
+class Settings(ServiceSettings):
+    """Everything the gateway reads from its environment (the broker's in `ServiceSettings`);
+    nothing else touches `os.environ`."""
 
     # Seed names, kept without the prefix.
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("HOST"))
     port: int = Field(5000, validation_alias=AliasChoices("PORT"))
     flask_debug: bool = Field(False, validation_alias=AliasChoices("FLASK_DEBUG"))
 
-    mqtt_url: str = Field("mqtt://127.0.0.1:1883", repr=False)  # may hold a password
-    mqtt_ca: Path | None = None
-    mqtt_cert: Path | None = None
-    mqtt_key: Path | None = None
-    mqtt_keepalive: int = Field(15, ge=2, le=3600)
-    topic_prefix: str = "kvmsup"
     gateway_id: str = Field(default_factory=default_gateway_id)
 
     auth: Literal["token", "none"] = "token"
@@ -109,19 +93,6 @@ class Settings(BaseSettings):
     @classmethod
     def _gateway_id(cls, value: str) -> str:
         return validate_gateway_id(value)
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt_url(cls, value: str) -> str:
-        """Checked here, not first in the bus (a worker traceback, exit 3): a bad URL is a
-        settings error like the others. The parser's message never echoes the URL."""
-        parse_broker_url(value)
-        return value
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return validate_prefix(value)
 
     def socket_limit(self) -> int:
         """Open Socket.IO sessions at most, from all addresses together (503 beyond)."""

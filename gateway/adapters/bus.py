@@ -1,20 +1,19 @@
-"""The MQTT adapter: the only module that imports paho. Decodes every message into a model."""
+"""The MQTT adapter: the only gateway module that imports paho (the client itself is set up by
+`shared/mqtt.py`, as the agent's is). Decodes every message into a model."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
-import random
-import socket
 import threading
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, TypeVar
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -24,21 +23,24 @@ from gateway.config import Settings
 from gateway.core.drops import Drops
 from gateway.core.ingest import Drop, Inbound, VmRemoved, decode
 from gateway.errors import BusError
-from shared.broker_url import parse_broker_url
 from shared.messages import CommandRequest, GatewayStatus, dump
+from shared.mqtt import Backoff, Will, build_client, guarded, utf8_topic
 from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Bus", "Inbound", "VmRemoved", "decode", "gateway_version"]
 
-F = TypeVar("F", bound=Callable[..., None])
-
 # Messages other than metrics waiting for the ingest thread. Bounded so a stalled handler
 # cannot grow memory without end; when full, paho's thread drops (and logs) rather than waits.
 INBOX_SIZE = OTHER_MAX
 # How long stopping waits for the ingest thread to apply what it was given before the stop.
 INGEST_DRAIN_S = 10.0
+# Commands and statuses paho keeps awaiting the broker's acknowledgement at most; beyond, a
+# command is refused at once (503) rather than sent late.
+OUTGOING_QUEUE = 100
+# Reconnect delays drawn per process (whole seconds): first retry after 1 s, at most 4-8 s.
+BACKOFF = Backoff(min_delay=(1, 1), max_delay=(4, 8))
 
 
 def gateway_version() -> str:
@@ -46,31 +48,6 @@ def gateway_version() -> str:
         return version("kvm-supervisor")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-def _guarded(callback: F) -> F:
-    """paho swallows a callback's exception (suppress_exceptions) and logs it nowhere unless
-    it was given a logger: wrap each one so a bug is logged with its traceback, and paho's
-    network thread carries on."""
-
-    @functools.wraps(callback)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            callback(*args, **kwargs)
-        except Exception:
-            logger.exception("MQTT callback %s failed", callback.__name__)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@_guarded
-def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
-    """TCP_NODELAY: with Nagle, a command PUBLISH written right after another packet waits for
-    the broker's delayed ACK (~40 ms on Linux), which showed in every REST command."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
-    except (OSError, AttributeError) as exc:
-        logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
 
 
 # Packets read per network wake-up at most (see `_DrainingClient`).
@@ -132,7 +109,7 @@ class Bus:
         self.topics = Topics(settings.topic_prefix)
         self.gateway_id = settings.gateway_id
         self.handler = handler
-        self.url = parse_broker_url(settings.mqtt_url)
+        self.url = settings.mqtt
         self._connected = threading.Event()
         self.drops = drops or Drops()
         self._inbox = Inbox(inbox_size, on_shed=self._shed)
@@ -145,31 +122,18 @@ class Bus:
         return self._connected.is_set()
 
     def _make_client(self) -> mqtt.Client:
-        client = _DrainingClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"kvmsup-gateway-{self.gateway_id}",
-            protocol=mqtt.MQTTv5,
-        )
-        # An exception escaping a callback would end paho's network thread for good.
-        client.suppress_exceptions = True
-        if self.url.username:
-            client.username_pw_set(self.url.username, self.url.password)
-        if self.url.tls:
-            s = self.settings
-            client.tls_set(
-                ca_certs=str(s.mqtt_ca) if s.mqtt_ca else None,
-                certfile=str(s.mqtt_cert) if s.mqtt_cert else None,
-                keyfile=str(s.mqtt_key) if s.mqtt_key else None,
-            )
         will = GatewayStatus(gateway=self.gateway_id, online=False, version=gateway_version())
-        client.will_set(self._status_topic, dump(will), qos=1, retain=True)
-        client.max_queued_messages_set(100)
-        # Jitter so a fleet of gateways does not reconnect in one burst: paho's backoff has none.
-        client.reconnect_delay_set(min_delay=1, max_delay=4 + random.randint(0, 4))
-        client.on_socket_open = _no_delay
-        client.on_connect = _guarded(self._on_connect)
-        client.on_disconnect = _guarded(self._on_disconnect)
-        client.on_message = _guarded(self._on_message)
+        client = build_client(
+            self.settings,
+            f"kvmsup-gateway-{self.gateway_id}",
+            Will(self._status_topic, dump(will), qos=1, retain=True),
+            queue_limit=OUTGOING_QUEUE,
+            backoff=BACKOFF,
+            client_class=_DrainingClient,
+        )
+        client.on_connect = guarded(self._on_connect)
+        client.on_disconnect = guarded(self._on_disconnect)
+        client.on_message = guarded(self._on_message)
         return client
 
     def start(self) -> None:
@@ -205,7 +169,7 @@ class Bus:
         if self._ingest.is_alive():
             logger.warning("the ingest thread did not finish within %g s", INGEST_DRAIN_S)
 
-    # -- paho callbacks (network thread: never block here) ---------------------------------
+    # -- paho callbacks (network thread: never block here; each wrapped in `guarded`) -------
     def _on_connect(
         self, client: mqtt.Client, _u: object, flags: object, reason: object, _p: object
     ) -> None:
@@ -230,15 +194,15 @@ class Bus:
         logger.warning("disconnected from the broker: %s", reason)
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            # A broker should refuse such a PUBLISH (MQTT 5 §1.5.4); paho raises on reading it.
-            self.drops.drop("bad_topic", repr(msg._topic[:256]), "the topic is not UTF-8")
+        topic = utf8_topic(msg, self._bad_topic)
+        if topic is None:
             return
         props = getattr(msg, "properties", None)
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
         self.deliver(topic, msg.payload, bool(getattr(msg, "retain", False)), correlation)
+
+    def _bad_topic(self, raw: bytes) -> None:
+        self.drops.drop("bad_topic", repr(raw), "the topic is not UTF-8")
 
     def deliver(
         self,

@@ -286,3 +286,69 @@ def test_a_host_status_never_carries_libvirt_credentials() -> None:
     status = HostStatus.model_validate_json(raw)
     assert status.libvirt_uri == "qemu+ssh://kvm1/system"
     assert HostStatus(host="h", online=False).libvirt_uri is None
+
+
+def test_settings_are_frozen() -> None:
+    """Read once at start-up and passed down: nothing may change them under a running agent."""
+    settings = AgentSettings()
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.host_id = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.mqtt_url = "mqtt://elsewhere"  # type: ignore[misc]
+    assert settings.host_id == "kvm-node1"
+
+
+def test_shared_broker_settings_keep_their_names_and_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KVMSUP_MQTT_CA", "/etc/kvmsup/ca.pem")
+    monkeypatch.setenv("KVMSUP_MQTT_CERT", "/etc/kvmsup/agent.pem")
+    monkeypatch.setenv("KVMSUP_MQTT_KEY", "/etc/kvmsup/agent.key")
+    s = AgentSettings()
+    assert (str(s.mqtt_ca), str(s.mqtt_cert), str(s.mqtt_key)) == (
+        "/etc/kvmsup/ca.pem",
+        "/etc/kvmsup/agent.pem",
+        "/etc/kvmsup/agent.key",
+    )
+    assert s.offline_queue == 1000 and s.command_workers == 4 and s.log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        ("KVMSUP_HOST_ID", "gateway", "host_id"),
+        ("KVMSUP_MQTT_URL", "http://agent:hunter2secret@broker", "mqtt_url"),
+        ("KVMSUP_MQTT_KEEPALIVE", "1", "mqtt_keepalive"),
+        ("KVMSUP_HA_PREFIX", "home/+", "ha_prefix"),
+    ],
+)
+def test_the_agent_logs_a_bad_setting_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    field: str,
+) -> None:
+    from agent.__main__ import main
+
+    monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.ERROR):
+        assert main() == 2
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].getMessage().startswith(f"bad setting {field}: ")
+    assert "hunter2" not in caplog.text
+    assert capsys.readouterr().err == ""  # logged, not printed
+
+
+def test_the_agent_reports_every_bad_setting_at_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent.__main__ import main
+
+    monkeypatch.setenv("KVMSUP_METRICS_INTERVAL", "0")
+    monkeypatch.setenv("KVMSUP_TOPIC_PREFIX", "a//b")
+    with caplog.at_level(logging.ERROR):
+        assert main() == 2
+    logged = {r.getMessage().split(":")[0] for r in caplog.records if r.levelno == logging.ERROR}
+    assert logged == {"bad setting metrics_interval", "bad setting topic_prefix"}

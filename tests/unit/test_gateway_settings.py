@@ -34,3 +34,25 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
     settings = Settings(mqtt_url=f"mqtts://gw:{SECRET}@broker.lan", api_tokens=f"a:viewer:{SECRET}")
     assert SECRET not in repr(settings) and SECRET not in str(settings)
     assert Settings(mqtt_url="mqtt://127.0.0.1:1884").mqtt_url == "mqtt://127.0.0.1:1884"
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings(mqtt_url="mqtt://127.0.0.1:1884", gateway_id="gw")
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.gateway_id = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.mqtt_keepalive = 30  # type: ignore[misc]
+
+
+def test_the_broker_settings_are_checked_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker's settings come from the base both services share: same names, same bounds."""
+    for name in ("URL", "CA", "KEEPALIVE"):
+        monkeypatch.delenv(f"KVMSUP_MQTT_{name}", raising=False)
+    monkeypatch.delenv("KVMSUP_TOPIC_PREFIX", raising=False)
+    settings = Settings(gateway_id="gw")
+    assert settings.mqtt_url == "mqtt://127.0.0.1:1883" and settings.mqtt_keepalive == 15
+    assert settings.topic_prefix == "kvmsup" and settings.mqtt_ca is None
+    assert repr(settings.mqtt) == "mqtt://127.0.0.1:1883"
+    for bad in ({"mqtt_keepalive": 1}, {"mqtt_keepalive": 3601}, {"topic_prefix": "a//b"}):
+        with pytest.raises(ValidationError):
+            Settings(gateway_id="gw", **bad)

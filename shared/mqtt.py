@@ -1,0 +1,131 @@
+"""The paho 2.x client setup both services share, and the callback guards around it.
+
+MQTT v5, credentials and TLS from the settings, the will, jittered reconnects, TCP_NODELAY, a
+bounded outgoing queue, and callbacks that log what they raise. What differs (client id, will
+payload, subscriptions, sessions, the gateway's reader) stays in each service's bus module.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from shared.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., None])
+C = TypeVar("C", bound=mqtt.Client)
+
+# Bytes of a topic that is not UTF-8 handed to the service to report: enough to recognise it,
+# not enough for a sender to flood a log line.
+BAD_TOPIC_SHOWN = 256
+
+
+@dataclass(frozen=True)
+class Will:
+    """What the broker publishes for a client that vanished (its retained `offline` status)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays in whole seconds (paho takes ints): paho doubles from `min_delay` to
+    `max_delay` identically in every client, so each process draws both from these ranges and a
+    fleet does not reconnect in one burst after a broker restart."""
+
+    min_delay: tuple[int, int]
+    max_delay: tuple[int, int]
+
+    def draw(self, rng: random.Random | None = None) -> tuple[int, int]:
+        pick = rng or random
+        return pick.randint(*self.min_delay), pick.randint(*self.max_delay)
+
+
+def guarded(callback: F) -> F:
+    """Wrap a paho callback so whatever it raises is logged with its traceback (on the logger of
+    the callback's module) and swallowed. Left to paho, an exception either ends its network
+    thread (`suppress_exceptions` off) or vanishes (on: paho reports it only to a logger it was
+    given, and none is)."""
+    log = logging.getLogger(getattr(callback, "__module__", None) or __name__)
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            callback(*args, **kwargs)
+        except Exception:
+            log.exception("MQTT callback %s failed", getattr(callback, "__name__", callback))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def utf8_topic(msg: mqtt.MQTTMessage, on_bad: Callable[[bytes], None]) -> str | None:
+    """The message's topic, or None after `on_bad(first bytes)` when it is not UTF-8. paho decodes
+    `msg.topic` on every read and raises UnicodeDecodeError for such a PUBLISH, which a broker
+    should have refused (MQTT 5 §1.5.4) but a lenient one forwards."""
+    try:
+        return msg.topic
+    except UnicodeDecodeError:
+        on_bad(bytes(msg._topic[:BAD_TOPIC_SHOWN]))
+        return None
+
+
+@guarded
+def no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    """TCP_NODELAY: with Nagle, a PUBLISH written right after another packet (a command after a
+    PUBACK, a reply after the command's) waits for the broker's delayed ACK, ~40 ms on Linux."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+    except (OSError, AttributeError) as exc:  # a non-TCP socket (a unix one, a websocket)
+        logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
+
+
+def build_client(
+    settings: ServiceSettings,
+    client_id: str,
+    will: Will,
+    queue_limit: int,
+    backoff: Backoff,
+    client_class: type[C],
+) -> C:
+    """A `client_class` (paho's `Client` or a subclass) set up, not connected. The caller adds
+    its callbacks (each through `guarded`), then `connect_async` and `loop_start`, so a broker
+    that is down at start-up is retried rather than fatal. Reads the TLS files for `mqtts://`."""
+    url = settings.mqtt
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    # The callbacks log through `guarded`; this keeps paho's loop going if one ever is not.
+    client.suppress_exceptions = True
+    if url.username:
+        client.username_pw_set(url.username, url.password)
+    if url.tls:
+        # paho's context: the newest TLS the library offers, the broker's certificate and host
+        # name checked; the system's CAs unless `KVMSUP_MQTT_CA` names one.
+        client.tls_set(
+            ca_certs=_path(settings.mqtt_ca),
+            certfile=_path(settings.mqtt_cert),
+            keyfile=_path(settings.mqtt_key),
+        )
+    client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+    # paho's default keeps every QoS 1 message without limit while offline and sends them all
+    # late; bounded, `publish` refuses (MQTT_ERR_QUEUE_SIZE) what comes beyond.
+    client.max_queued_messages_set(queue_limit)
+    min_delay, max_delay = backoff.draw()
+    client.reconnect_delay_set(min_delay=min_delay, max_delay=max_delay)
+    client.on_socket_open = no_delay
+    return client
+
+
+def _path(value: object | None) -> str | None:
+    return str(value) if value else None
