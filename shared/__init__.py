@@ -1,7 +1,7 @@
 """What the agent and the gateway share: the message models (`messages`), the MQTT topics and
-their QoS/retain policy (`topics`), the broker URL (`broker_url`) and credential redaction
-(`redact`).
+their QoS/retain policy (`topics`), the broker URL (`broker_url`), credential redaction
+(`redact`), the settings both read (`settings`) and the one paho client setup (`mqtt`).
 
-May import: pydantic and the standard library only; never `agent` or `gateway` (both build on
-this), paho, Flask, libvirt or SQLite.
+May import: pydantic, pydantic-settings and the standard library; paho in `mqtt` only. Never
+`agent` or `gateway` (both build on this), Flask, libvirt or SQLite.
 """

@@ -198,10 +198,12 @@ def test_gateway_imports_point_only_the_way_the_packages_allow() -> None:
 
 
 def test_shared_imports_neither_the_agent_nor_the_gateway() -> None:
+    # paho only where the one client setup lives: the models and topics stay importable alone.
     wrong = [
         f"{path.relative_to(ROOT)} imports {module}"
         for path in _modules(ROOT / "shared")
         for module in _imports(path)
-        if _within(module, ("agent", "gateway", "paho", "flask", "libvirt", "sqlite3"))
+        if _within(module, ("agent", "gateway", "flask", "libvirt", "sqlite3"))
+        or (_within(module, ("paho",)) and path.name != "mqtt.py")
     ]
     assert not wrong, wrong
