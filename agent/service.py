@@ -51,7 +51,8 @@ _MQTT_CONNECTED = Inbound("", b"", False)  # marker queued by the bus after ever
 
 
 def guarded(name: str, fn: Callable[[], object]) -> Callable[[], None]:
-    """A thread body that logs and survives every exception of one iteration (STYLE 5)."""
+    """One iteration of a long-lived thread: whatever it raises is logged and the loop goes on.
+    Escaping the thread's body, it would end that thread, and with it the ticks or the events."""
 
     def run() -> None:
         try:
