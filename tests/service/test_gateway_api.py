@@ -11,37 +11,18 @@ from flask.testing import FlaskClient
 
 from gateway.current import service_of
 from gateway.service import Gateway
-from shared.messages import CommandReply, CommandRequest, HostStatus, VmState
+from shared.messages import CommandReply, CommandRequest
+from tests.support.gateway_app import with_web_vm
 
 pytestmark = pytest.mark.service
 
-U = "a0000000-0000-4000-8000-000000000001"
 VIEWER = {"Authorization": "Bearer viewer-secret"}
 OPERATOR = {"Authorization": "Bearer operator-secret"}
 
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    app = make_app(accept_timeout=0.5, cors_origins="https://app.example")
-    gw: Gateway = service_of(app)
-    gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
-    gw.handle(
-        VmState(
-            host="h1",
-            uuid=U,
-            name="web",
-            state="running",
-            reason="booted",
-            is_active=True,
-            vcpus=2,
-            memory_mb=1024,
-            max_memory_mb=1024,
-            autostart=False,
-            persistent=True,
-            seq=1,
-        )
-    )
-    return app
+    return with_web_vm(make_app(accept_timeout=0.5, cors_origins="https://app.example"))
 
 
 def agent_answers(gw: Gateway, *statuses: tuple[float, str]) -> list[CommandRequest]:

@@ -12,72 +12,23 @@ import pytest
 
 from agent.homeassistant import discovery
 from agent.homeassistant.sync import HomeAssistantPublisher
-from shared.messages import VmState
 from shared.topics import Topics
+from tests.support.gateway import wait_until
+from tests.support.ha_layouts import (
+    HA,
+    UUID_A,
+    UUID_B,
+    VMS,
+    assert_kept,
+    legacy_configs,
+    upgraded_from_old_layout,
+    vm_state,
+)
 from tests.support.hass import HassDiscovery
 
 pytestmark = pytest.mark.service
 
-HA = "homeassistant"
-UUID_A = "6f1c1f0e-2b7a-4c1e-9a51-0d6f3b1a2c3d"
-UUID_B = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 UUID_GONE = "11111111-2222-4333-8444-555555555555"
-
-
-def vm_state(uuid: str, name: str) -> VmState:
-    return VmState(
-        host="h1",
-        uuid=uuid,
-        name=name,
-        state="running",
-        reason="booted",
-        is_active=True,
-        vcpus=2,
-        memory_mb=2048,
-        max_memory_mb=4096,
-        autostart=False,
-        persistent=True,
-        seq=1,
-    )
-
-
-VMS = [vm_state(UUID_A, "web"), vm_state(UUID_B, "db")]
-
-
-def legacy_configs(vm: VmState) -> list[tuple[str, bytes]]:
-    """What an agent before the per-host layout published: the same payloads, old topics."""
-    new = discovery.vm_configs("h1", vm, Topics(), HA, "0.9")
-    old = discovery.legacy_config_topics("h1", vm.uuid, HA)
-    return [(topic, payload) for topic, (_, payload) in zip(old, new, strict=True)]
-
-
-def upgraded_from_old_layout(*vms: VmState) -> tuple[HassDiscovery, dict[str, Any]]:
-    """A Home Assistant that discovered the old agent's entities; a user renamed one."""
-    hass = HassDiscovery()
-    for topic, payload in discovery.host_configs("h1", None, Topics(), HA, "0.9"):
-        hass.receive(topic, payload)  # the host's topics do not move
-    for vm in vms:
-        for topic, payload in legacy_configs(vm):
-            hass.receive(topic, payload)
-    assert not hass.refused and not hass.removed
-    power = f"kvmsup_h1_{UUID_A.replace('-', '')}_power"
-    hass.entities()[power].name = "Web power"
-    return hass, snapshot(hass)
-
-
-def snapshot(hass: HassDiscovery) -> dict[str, Any]:
-    return {
-        uid: (e.id, e.entity_id, e.name, e.device_id, e.disabled)
-        for uid, e in hass.entities().items()
-    }
-
-
-def assert_kept(hass: HassDiscovery, before: dict[str, Any]) -> None:
-    assert hass.refused == [] and hass.removed == []
-    assert snapshot(hass) == before  # same entries, ids, entity_ids, names, devices
-    bound = hass.bound()
-    assert set(bound) == set(before)  # every entity loaded (or tracked, if disabled) once
-    assert all("/kvmsup_h1/" in topic for topic in bound.values()), bound
 
 
 # -- the publisher's rounds ----------------------------------------------------------------------
@@ -118,13 +69,6 @@ def publisher(broker: Broker, **kw: Any) -> HomeAssistantPublisher:
     return pub
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_agent_start_moves_an_old_layout_without_losing_an_entity() -> None:
     hass, before = upgraded_from_old_layout(*VMS)
     broker = Broker(hass)
@@ -136,7 +80,7 @@ def test_agent_start_moves_an_old_layout_without_losing_an_entity() -> None:
             pub.vm_changed(vm)
         assert broker.sent == []
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
     finally:
         pub.stop()
     assert_kept(hass, before)
@@ -159,10 +103,10 @@ def test_migration_happens_once_per_start_and_later_births_only_republish() -> N
     pub = publisher(broker)
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
         broker.sent.clear()
         pub.on_status(b"online", retain=False)
-        wait_for(lambda: len(broker.sent) >= 2 + 2 * len(discovery.VM_OBJECTS))
+        wait_until(lambda: len(broker.sent) >= 2 + 2 * len(discovery.VM_OBJECTS))
         time.sleep(0.2)
     finally:
         pub.stop()
@@ -179,7 +123,7 @@ def test_a_vm_undefined_while_the_agent_was_down_loses_its_old_configs_too() -> 
     try:
         pub.vm_removed(UUID_GONE)  # its orphaned retained state was seen and cleared
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
     finally:
         pub.stop()
     assert not [t for t in broker.retained if UUID_GONE.replace("-", "") in t]
@@ -192,12 +136,12 @@ def test_a_flood_of_births_makes_a_few_rounds_not_one_per_message() -> None:
     pub = publisher(broker, coalesce_s=0.2, min_gap_s=0.5)
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
         start = pub.rounds
         began = time.monotonic()
         for _ in range(2000):
             pub.on_status(b"online", retain=False)
-        wait_for(lambda: pub.rounds > start)
+        wait_until(lambda: pub.rounds > start)
         flood_s = time.monotonic() - began
         time.sleep(1.0)
     finally:
@@ -216,7 +160,7 @@ def test_junk_on_the_status_topic_is_counted_and_ignored(
     pub = publisher(broker)
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
         rounds = pub.rounds
         for _ in range(2500):
             pub.on_status(junk, retain=False)
@@ -236,12 +180,12 @@ def test_a_vm_removed_during_a_round_gets_no_config_after_its_removal() -> None:
     pub = publisher(broker)
     try:
         pub.publish_all(None, vms)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
         pub.request()
         for vm in vms[::3]:
             pub.vm_removed(vm.uuid)
         time.sleep(0.3)
-        wait_for(lambda: not pub._wanted.is_set())
+        wait_until(lambda: not pub._wanted.is_set())
         time.sleep(0.3)
     finally:
         pub.stop()
@@ -260,7 +204,7 @@ def test_when_the_acl_refuses_the_old_layout_nothing_more_is_sent_there() -> Non
     pub = publisher(broker, probe=refused)
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
     finally:
         pub.stop()
     assert len(probed) == 1
@@ -291,10 +235,10 @@ def test_vm_events_never_wait_for_a_stalled_broker() -> None:
     try:
         broker.release.set()
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
         broker.release.clear()
         pub.request()  # a republish that the broker now stalls
-        wait_for(broker.blocked.is_set)
+        wait_until(broker.blocked.is_set)
         renamed = [vm_state(UUID_A, f"web{i}") for i in range(50)]
 
         def libvirt_events() -> None:  # what the libvirt event thread calls
@@ -311,8 +255,8 @@ def test_vm_events_never_wait_for_a_stalled_broker() -> None:
         worker.join()
         assert not stalled, "the libvirt event thread waited for the broker"
         new_topics = set(discovery.config_topics("h1", UUID_GONE, HA))
-        wait_for(lambda: new_topics <= set(broker.retained))
-        wait_for(lambda: not [t for t in broker.retained if UUID_B.replace("-", "") in t])
+        wait_until(lambda: new_topics <= set(broker.retained))
+        wait_until(lambda: not [t for t in broker.retained if UUID_B.replace("-", "") in t])
     finally:
         broker.release.set()
         pub.stop()
@@ -337,7 +281,7 @@ def test_a_migration_without_an_answer_is_retried_without_a_new_request() -> Non
     pub = publisher(broker, probe=probe, retry_s=0.05)
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)  # no connect, no `online`: the retries alone
+        wait_until(lambda: pub.migrated)  # no connect, no `online`: the retries alone
     finally:
         pub.stop()
     assert_kept(hass, before)
@@ -349,10 +293,10 @@ def test_a_vm_defined_after_start_is_discovered_while_the_migration_waits() -> N
     pub = publisher(broker, probe=lambda topic, payload: None, retry_s=0.05)
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.rounds >= 2)  # the migration failed, and failed again
+        wait_until(lambda: pub.rounds >= 2)  # the migration failed, and failed again
         pub.vm_changed(vm_state(UUID_GONE, "new"))
         new_topics = set(discovery.config_topics("h1", UUID_GONE, HA))
-        wait_for(lambda: new_topics <= set(broker.retained))
+        wait_until(lambda: new_topics <= set(broker.retained))
         assert not pub.migrated
         assert set(discovery.host_config_topics("h1", HA)) <= set(broker.retained)
     finally:
@@ -433,7 +377,7 @@ def test_a_broker_drop_mid_migration_restarts_it_with_the_pause_kept() -> None:
     pub.start()
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated and broker.generation == 2)
+        wait_until(lambda: pub.migrated and broker.generation == 2)
     finally:
         pub.stop()
     # Every new-layout VM config reached the broker at least the pause after the last marker
@@ -460,10 +404,10 @@ def test_an_undefine_after_the_migration_leaves_the_old_layout_alone(
     pub = publisher(broker, probe=probe)
     try:
         pub.publish_all(None, VMS)
-        wait_for(lambda: pub.migrated)
+        wait_until(lambda: pub.migrated)
         broker.sent.clear()
         pub.vm_removed(UUID_A)
-        wait_for(lambda: len(broker.sent) >= len(discovery.VM_OBJECTS))
+        wait_until(lambda: len(broker.sent) >= len(discovery.VM_OBJECTS))
         time.sleep(0.2)
     finally:
         pub.stop()

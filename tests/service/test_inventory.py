@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
-from typing import Any
 
 import pytest
 
-from agent.hypervisor import DomainInfo
 from agent.inventory import Inventory
+from tests.support.domains import UA, info
 
 pytestmark = pytest.mark.service
-
-UA = "a0000000-0000-4000-8000-000000000001"
-
-
-def info(
-    uuid: str = UA, name: str = "web", state: int = 1, reason: int = 1, **kw: Any
-) -> DomainInfo:
-    base = DomainInfo(
-        uuid=uuid,
-        name=name,
-        state=state,
-        reason=reason,
-        vcpus=2,
-        memory_kib=2048 * 1024,
-        max_memory_kib=4096 * 1024,
-        autostart=True,
-        persistent=True,
-    )
-    return replace(base, **kw)
 
 
 def test_wait_for_wakes_on_update_from_another_thread() -> None:

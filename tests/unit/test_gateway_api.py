@@ -8,39 +8,19 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 
-from gateway.current import service_of
-from gateway.service import Gateway
-from shared.messages import HostStatus, VmState
+from tests.support.gateway_app import with_web_vm
 
 pytestmark = pytest.mark.unit
 
-U = "a0000000-0000-4000-8000-000000000001"
 VIEWER = {"Authorization": "Bearer viewer-secret"}
 OPERATOR = {"Authorization": "Bearer operator-secret"}
 
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    app = make_app(started=False, accept_timeout=0.5, cors_origins="https://app.example")
-    gw: Gateway = service_of(app)
-    gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
-    gw.handle(
-        VmState(
-            host="h1",
-            uuid=U,
-            name="web",
-            state="running",
-            reason="booted",
-            is_active=True,
-            vcpus=2,
-            memory_mb=1024,
-            max_memory_mb=1024,
-            autostart=False,
-            persistent=True,
-            seq=1,
-        )
+    return with_web_vm(
+        make_app(started=False, accept_timeout=0.5, cors_origins="https://app.example")
     )
-    return app
 
 
 def test_errors_are_json_and_roles_hold(app: Flask) -> None:

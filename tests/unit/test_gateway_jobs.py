@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -11,43 +10,9 @@ from gateway.core.jobs import CLOCK_MARGIN_S, JobManager
 from gateway.errors import AgentTimeout, Conflict
 from gateway.web.http_errors import status_of
 from shared.messages import CommandParams, CommandReply, CommandRequest
+from tests.support.jobs import U, manager, submit
 
 pytestmark = pytest.mark.unit
-
-U = "a0000000-0000-4000-8000-000000000001"
-
-
-class FakeAgent:
-    """Answers requests on a timer, the way the MQTT ingest thread would deliver replies."""
-
-    def __init__(self, statuses: list[tuple[float, str]]) -> None:
-        self.statuses = statuses
-        self.sent: list[CommandRequest] = []
-        self.jobs: JobManager | None = None
-
-    def send(self, host: str, request: CommandRequest, expiry: int) -> None:
-        self.sent.append(request)
-        for delay, status in self.statuses:
-            reply = CommandReply(
-                id=request.id,
-                host=host,
-                status=status,  # type: ignore[arg-type]
-                state="stopped",
-                changed=True,
-            )
-            assert self.jobs is not None
-            threading.Timer(delay, self.jobs.on_reply, args=(reply,)).start()
-
-
-def manager(statuses: list[tuple[float, str]], accept: float = 0.5) -> tuple[JobManager, FakeAgent]:
-    agent = FakeAgent(statuses)
-    jobs = JobManager(agent.send, accept_timeout=accept)
-    agent.jobs = jobs
-    return jobs, agent
-
-
-def submit(jobs: JobManager, action: str = "shutdown"):
-    return jobs.submit("h1", U, "web", action, CommandParams(), "bob")
 
 
 def test_no_accepted_reply_is_an_agent_timeout() -> None:

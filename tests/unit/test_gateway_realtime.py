@@ -10,37 +10,15 @@ import pytest
 from flask import Flask
 from flask_socketio import SocketIOTestClient
 
-from gateway.current import service_of
 from gateway.realtime.events import socketio
-from shared.messages import HostStatus, VmState
+from tests.support.gateway_app import U, with_web_vm
 
 pytestmark = pytest.mark.unit
-
-U = "a0000000-0000-4000-8000-000000000001"
 
 
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
-    app = make_app(started=False, auth_fail_burst=100)
-    gw = service_of(app)
-    gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
-    gw.handle(
-        VmState(
-            host="h1",
-            uuid=U,
-            name="web",
-            state="running",
-            reason="booted",
-            is_active=True,
-            vcpus=2,
-            memory_mb=1024,
-            max_memory_mb=1024,
-            autostart=False,
-            persistent=True,
-            seq=1,
-        )
-    )
-    return app
+    return with_web_vm(make_app(started=False, auth_fail_burst=100))
 
 
 def client(app: Flask, token: str = "viewer-secret") -> SocketIOTestClient:

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from typing import Any
 
 import pytest
 
-from agent.hypervisor import DomainInfo
 from agent.inventory import Inventory, next_seq, to_vm_state
+from tests.support.domains import UA, info
 
 pytestmark = pytest.mark.unit
 
-UA = "a0000000-0000-4000-8000-000000000001"
 UB = "b0000000-0000-4000-8000-000000000002"
-
-
-def info(
-    uuid: str = UA, name: str = "web", state: int = 1, reason: int = 1, **kw: Any
-) -> DomainInfo:
-    base = DomainInfo(
-        uuid=uuid,
-        name=name,
-        state=state,
-        reason=reason,
-        vcpus=2,
-        memory_kib=2048 * 1024,
-        max_memory_kib=4096 * 1024,
-        autostart=True,
-        persistent=True,
-    )
-    return replace(base, **kw)
 
 
 def test_next_seq_follows_the_clock() -> None:

@@ -11,13 +11,13 @@ import json
 
 import pytest
 
-from agent.bus import Outbound
 from agent.config import AgentSettings
 from agent.hypervisor import DomainInfo, NodeFacts
 from agent.inventory import Inventory
 from agent.publisher import Publisher
 from shared.messages import CommandReply, CommandRequest, ErrorInfo, HostStatus, VmState, utc_now
 from shared.topics import Topics
+from tests.support.agent_bus import RecordingBus
 
 pytestmark = pytest.mark.unit
 
@@ -29,18 +29,6 @@ STATE_B = f"kvmsup/v1/{HOST}/vm/{UB}/state"
 STATUS = f"kvmsup/v1/{HOST}/status"
 EVENTS = f"kvmsup/v1/{HOST}/events"
 RUNNING = 1
-
-
-class RecordingBus:
-    def __init__(self) -> None:
-        self.sent: list[Outbound] = []
-
-    def publish(self, msg: Outbound, *, correlation: bytes | None = None) -> bool:
-        self.sent.append(msg)
-        return True
-
-    def on(self, topic: str) -> list[Outbound]:
-        return [m for m in self.sent if m.topic == topic]
 
 
 class Libvirt:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from agent.bus import Outbound
 from agent.config import AgentSettings
 from agent.errors import HypervisorError
 from agent.hypervisor import DomainInfo, NodeFacts
@@ -27,6 +26,7 @@ from agent.tick.sampler import Sampler
 from agent.tick.ticker import Ticker, next_deadline
 from shared.messages import utc_now
 from shared.topics import Topics
+from tests.support.agent_bus import RecordingBus
 
 pytestmark = pytest.mark.unit
 
@@ -36,18 +36,6 @@ UB = "b0000000-0000-4000-8000-000000000002"
 METRICS = f"kvmsup/v1/{HOST}/metrics"
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
 S = 1_000_000_000
-
-
-class RecordingBus:
-    def __init__(self) -> None:
-        self.sent: list[Outbound] = []
-
-    def publish(self, msg: Outbound, *, correlation: bytes | None = None) -> bool:
-        self.sent.append(msg)
-        return True
-
-    def batches(self) -> list[dict[str, Any]]:
-        return [json.loads(m.payload) for m in self.sent if m.topic == METRICS]
 
 
 class Libvirt:
@@ -177,7 +165,7 @@ def test_each_tick_publishes_one_batch_with_every_vm_at_qos_0_unretained() -> No
     world.ticker.run_tick()
     world.libvirt.samples = [raw(UA, "web", 102, 11), raw(UB, "db", 102, 20)]
     world.ticker.run_tick()
-    batches = world.bus.batches()
+    batches = world.bus.payloads(METRICS)
     assert [b["tick"] for b in batches] == [1, 2]
     assert all((m.qos, m.retain) == (0, False) for m in world.bus.sent)
     second = batches[1]
@@ -224,7 +212,7 @@ def test_a_slow_sample_does_not_stall_the_tick_every_vm_is_reported_stale() -> N
     assert batch is not None
     # It waited one interval for libvirt, no longer.
     assert world.pool.running.waited == [2.0]
-    [published] = world.bus.batches()
+    [published] = world.bus.payloads(METRICS)
     assert published["tick"] == 1
     assert sorted((v["uuid"], v["stale"]) for v in published["vms"]) == [
         (UA, True),
@@ -249,7 +237,7 @@ def test_a_sample_still_running_is_awaited_again_not_started_twice() -> None:
     world.ticker.run_tick()
     # One hung libvirt call at a time: the next tick waits on the same sample.
     assert world.pool.submitted == 1
-    assert [b["tick"] for b in world.bus.batches()] == [1, 2]
+    assert [b["tick"] for b in world.bus.payloads(METRICS)] == [1, 2]
 
 
 def test_a_failed_sample_publishes_nothing_and_the_next_tick_carries_on() -> None:
@@ -259,7 +247,7 @@ def test_a_failed_sample_publishes_nothing_and_the_next_tick_carries_on() -> Non
     assert world.bus.sent == []
     world.libvirt.fail = None
     world.ticker.run_tick()
-    assert [b["tick"] for b in world.bus.batches()] == [1]
+    assert [b["tick"] for b in world.bus.payloads(METRICS)] == [1]
 
 
 def test_a_state_change_without_its_event_is_refreshed_by_the_next_tick() -> None:
