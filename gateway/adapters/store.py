@@ -86,6 +86,8 @@ class Store:
     def open(self) -> None:
         """Create the file, its directory and its tables, once; StoreError when the path
         cannot take them (the gateway then refuses to start)."""
+        if self._opened:  # every read passes here: no lock once the file is there
+            return
         with self._open_lock:
             if self._opened:
                 return
