@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -265,13 +266,19 @@ def test_a_viewer_sees_no_action_buttons_and_stays_signed_in(
     assert page.locator("button.act, .actions").count() == 0
 
     # Live without polling: while nothing changes, the page sends no request at all, yet the
-    # metrics pushed each tick keep coming.
+    # metrics pushed each tick keep coming. The test driver's CPU figure is steady (its guests
+    # spend wall-clock time on every vCPU, so 100 % ÷ vCPUs), so the test changes it through
+    # libvirt: web-01 left with one of its two vCPUs goes from 50 % to 100 %. Only a metrics
+    # push carries the new figure; a state push re-renders the row with the last one.
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
-    before = page.locator(".vm-row .spark-value").all_text_contents()
     time.sleep(3)
     assert requests == []
-    wait_until(lambda: page.locator(".vm-row .spark-value").all_text_contents() != before, 10)
+    web = next(v for v in vms if v["name"] == "web-01")
+    web_cpu = row(page, "lab-a", web["uuid"]).locator(".spark-cell.cpu .spark-value")
+    expect(web_cpu).to_have_text(re.compile(r"^(49\.\d|50\.\d) %$"))
+    conn.lookupByName("web-01").setVcpusFlags(1, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    expect(web_cpu).to_have_text(re.compile(r"^(99\.\d|100\.0) %$"), timeout=10000)
 
     # Still none after a state change re-renders a row, nor on a VM page.
     db = next(v for v in vms if v["name"] == "db-01")
