@@ -24,7 +24,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import AgentSettings
 from agent.refusals import RefusalLog
-from shared.mqtt import Backoff, Will, build_client, guarded, utf8_topic
+from shared.mqtt import Backoff, PromptClient, Will, build_client, guarded, utf8_topic
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Bus:
             Will(will.topic, will.payload, qos=will.qos, retain=will.retain),
             queue_limit=settings.offline_queue,
             backoff=BACKOFF,
-            client_class=mqtt.Client,
+            client_class=PromptClient,
         )
         client.on_connect = guarded(self._on_connect)
         client.on_disconnect = guarded(self._on_disconnect)
@@ -131,6 +131,9 @@ class Bus:
             msg.topic, msg.payload, qos=msg.qos, retain=msg.retain, properties=props
         )
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            if correlation is not None:
+                # A command reply: on the wire now, from the thread that made it.
+                self._client.write_now()
             return True
         if info.rc == mqtt.MQTT_ERR_NO_CONN:
             # QoS 1 while offline: paho keeps it (within the bound) and sends it on reconnect.

@@ -11,12 +11,13 @@ import functools
 import logging
 import random
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from shared.settings import ServiceSettings
 
@@ -90,6 +91,63 @@ def no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
     except (OSError, AttributeError) as exc:  # a non-TCP socket (a unix one, a websocket)
         logger.debug("TCP_NODELAY not set on the MQTT socket: %s", exc)
+
+
+# paho internals `PromptClient` relies on; checked once, so an upgrade that renames them turns
+# `write_now` into a no-op (paho's network thread writes, as before) instead of breaking writes.
+PROMPT_WRITES = all(hasattr(mqtt.Client, n) for n in ("_packet_write", "_sock_recv", "_sock_close"))
+
+
+class PromptClient(mqtt.Client):
+    """A client whose latency-critical publishes (command requests, command replies) leave on
+    the thread that makes them. In paho's threaded mode a packet queued by another thread
+    waits for the network thread to wake up (a byte on its socket pair), and then for the
+    interpreter, which the publishing thread and whatever it woke keep for a while: about
+    0.3 ms a reply on the agent's call workers here; under gevent the gateway's command
+    waited behind its own Socket.IO pushes.
+
+    `write_now` writes paho's queue on the calling thread. One lock is held around every
+    write of the queue, every read of the socket and its closing, so packets never
+    interleave and a TLS connection never reads and writes at once (OpenSSL does not allow
+    that on one connection); paho's network thread takes the same lock for its own writes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._io_lock = threading.RLock()
+        # Instance attributes: the rest of what `write_now` relies on.
+        self.prompt = PROMPT_WRITES and all(
+            hasattr(self, n) for n in ("_sock", "_in_callback_mutex", "_out_packet")
+        )
+
+    def _packet_write(self) -> MQTTErrorCode:
+        with self._io_lock:
+            return super()._packet_write()
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        with self._io_lock:
+            return super()._sock_recv(bufsize)
+
+    def _sock_close(self) -> None:
+        with self._io_lock:
+            super()._sock_close()
+
+    def write_now(self) -> bool:
+        """Write what paho has queued, now, on this thread; False when it left that to the
+        network thread, as paho does without this. It never waits: not while another thread
+        reads or writes (that one, or the network thread it woke, writes the packet too), and
+        not inside a paho callback, where a QoS 0 packet's write would wait for paho's
+        callback lock, held by the callback itself."""
+        if not self.prompt or self._sock is None or self._in_callback_mutex.locked():
+            return False
+        if not self._io_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._sock is None:
+                return False
+            super()._packet_write()
+            return True
+        finally:
+            self._io_lock.release()
 
 
 def build_client(

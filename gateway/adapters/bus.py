@@ -24,7 +24,7 @@ from gateway.core.drops import Drops
 from gateway.core.ingest import Drop, Inbound, VmRemoved, decode
 from gateway.errors import BusError
 from shared.messages import CommandRequest, GatewayStatus, dump
-from shared.mqtt import Backoff, Will, build_client, guarded, utf8_topic
+from shared.mqtt import Backoff, PromptClient, Will, build_client, guarded, utf8_topic
 from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _original_select() -> Callable[..., Any]:
     return select.select
 
 
-class _DrainingClient(mqtt.Client):
+class _DrainingClient(PromptClient):
     """paho reads ONE packet per wake-up of its network loop. Under gevent every wake-up is a
     trip through the hub, so the reader is paced to the ingest, one message each, and a
     backlog stays in the broker, where the inbox cannot shed superseded metrics batches and
@@ -121,7 +121,7 @@ class Bus:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> PromptClient:
         will = GatewayStatus(gateway=self.gateway_id, online=False, version=gateway_version())
         client = build_client(
             self.settings,
@@ -269,6 +269,9 @@ class Bus:
         props.CorrelationData = request.id.encode()
         props.MessageExpiryInterval = max(1, expiry_s)
         info = self._client.publish(self.topics.cmd(host), dump(request), qos=1, properties=props)
+        # On the wire before the job's listeners run: under gevent, paho's network greenlet
+        # would write it only after the Socket.IO pushes they start.
+        self._client.write_now()
 
         def confirm() -> None:
             try:

@@ -36,11 +36,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.homeassistant import discovery
+from shared.mqtt import PromptClient
 from tests.support.agentctl import DEMO_A, DEMO_B
 from tests.support.broker import mosquitto_binary
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.ports import free_port, wait_port
 from tests.support.procs import ROOT, Service, agent_service, demo_node_uri
+from tests.support.prompt_flood import Flood, run_flood
 
 pytestmark = pytest.mark.service
 
@@ -710,3 +712,37 @@ def test_upgrade_window_lets_an_agent_move_its_old_layout_then_closes(
     # Closed again: demo-a may no longer write a node id that is not its own.
     after = connect("demo-a")
     assert after.publish(sorted(legacy)[0], b"", retain=True).value == NOT_AUTHORIZED
+
+
+def _tls(broker: ProdBroker, user: str, cls: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
+    c = cls(CallbackAPIVersion.VERSION2, client_id=f"flood-{user}", protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, SECRETS[user])
+    c.tls_set(ca_certs=str(broker.ca), cert_reqs=ssl.CERT_REQUIRED)
+    c.connect("127.0.0.1", broker.port, keepalive=30)
+    c.loop_start()
+    return c
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["many", "big"])
+def test_prompt_writes_over_tls_never_meet_a_read(prod_broker: ProdBroker, big: bool) -> None:
+    """The agent's replies are written by its call workers while paho's network thread reads
+    the connection. Over TLS, one OpenSSL connection must never do both at once: the client's
+    lock keeps them apart, and this run checks that nothing is lost, cut or reordered through
+    the production broker (its ACLs: demo-a reads its `cmd` and answers gw1, which sends)."""
+    writer = _tls(prod_broker, "demo-a", PromptClient)
+    reader = _tls(prod_broker, "gw1")
+    flood = (
+        Flood(per_thread=25, qos0=25, inbound=50, pad_every=8, pad_unit=60_000) if big else Flood()
+    )
+    try:
+        run_flood(
+            writer,  # type: ignore[arg-type]
+            reader,
+            f"{ROOT_TOPIC}/demo-a/cmd",
+            f"{ROOT_TOPIC}/demo-a/reply/gw1",
+            flood,
+        )
+    finally:
+        for c in (writer, reader):
+            c.disconnect()
+            c.loop_stop()

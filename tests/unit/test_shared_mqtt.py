@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import ssl
+import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,7 +23,16 @@ from gateway.adapters.bus import BACKOFF as GATEWAY_BACKOFF
 from gateway.adapters.bus import OUTGOING_QUEUE
 from gateway.adapters.bus import Bus as GatewayBus
 from gateway.config import Settings as GatewaySettings
-from shared.mqtt import Backoff, Will, build_client, guarded, no_delay, utf8_topic
+from shared.mqtt import (
+    PROMPT_WRITES,
+    Backoff,
+    PromptClient,
+    Will,
+    build_client,
+    guarded,
+    no_delay,
+    utf8_topic,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -244,3 +254,58 @@ def test_the_gateway_bus_builds_its_client_from_its_settings() -> None:
     assert client.will_topic == "kvmsup/v1/gateway/gw1/status"
     assert b'"online":false' in bytes(client.will_payload or b"")
     assert client.username == "gw" and client.on_socket_open is no_delay
+
+
+class _WireSocket:
+    """Stands for a connected socket: records what is sent (no I/O)."""
+
+    def __init__(self) -> None:
+        self.sent = b""
+
+    def send(self, buf: bytes) -> int:
+        self.sent += bytes(buf)
+        return len(buf)
+
+    def close(self) -> None:
+        pass
+
+
+def _queued_prompt_client() -> tuple[PromptClient, _WireSocket]:
+    """A client 'connected' to a recording socket with one packet (a PINGREQ) queued for the
+    network thread, as paho's threaded mode leaves what another thread queued."""
+    client = build_client(AgentSettings(), "c", WILL, 10, AGENT_BACKOFF, PromptClient)
+    wire = _WireSocket()
+    client._sock = wire
+    client._thread = threading.current_thread()  # threaded mode: queued, not written
+    client._packet_queue(0xC0, b"\xc0\x00", 0, 0)
+    client._thread = None
+    assert wire.sent == b"" and client.want_write()
+    return client, wire
+
+
+def test_both_services_publish_their_latency_critical_messages_promptly() -> None:
+    """The paho internals `write_now` relies on are there: a paho upgrade that renamed them
+    would silently leave every write to the network thread again."""
+    assert PROMPT_WRITES
+    assert _queued_prompt_client()[0].prompt
+    assert isinstance(_agent_bus([])._client, PromptClient)
+    settings = GatewaySettings(mqtt_url="mqtt://broker.lan", gateway_id="gw1")
+    assert isinstance(GatewayBus(settings, lambda _m: None)._client, PromptClient)
+
+
+def test_write_now_writes_the_queue_on_the_calling_thread() -> None:
+    client, wire = _queued_prompt_client()
+    assert client.write_now() is True
+    assert wire.sent == b"\xc0\x00"
+    assert not client.want_write()
+
+
+def test_write_now_leaves_the_write_to_paho_inside_a_callback_or_offline() -> None:
+    client, wire = _queued_prompt_client()
+    # Inside a callback (paho holds its callback lock): a QoS 0 write would take it again.
+    with client._in_callback_mutex:
+        assert client.write_now() is False
+    assert wire.sent == b"" and client.want_write()
+    client._sock = None  # not connected: paho keeps the queue for the connection
+    assert client.write_now() is False
+    assert client.want_write()
