@@ -128,7 +128,11 @@ class PromptClient(mqtt.Client):
             return super()._sock_recv(bufsize)
 
     def _sock_close(self) -> None:
-        with self._io_lock:
+        lock = getattr(self, "_io_lock", None)  # None: paho's __del__ after a failed __init__
+        if lock is None:
+            super()._sock_close()
+            return
+        with lock:
             super()._sock_close()
 
     def write_now(self) -> bool:
