@@ -308,9 +308,11 @@ def test_restarted_gateway_serves_full_state_from_retained_messages(
     gateway.stop()
 
     fresh = start_gateway(tokens=gateway.tokens)  # returns once it listens
-    t0 = time.monotonic()
-    after = wait_ready(fresh, timeout=5)
-    assert time.monotonic() - t0 < 2.0
+    # The agents stay idle and connected: they publish a VM's state only when it changes or
+    # they (re)connect, so every VM the fresh gateway serves, and its state, can only come
+    # from the broker's retained messages. No time bound: on a busy machine the worker still
+    # has to start, connect and subscribe before the retained messages come.
+    after = wait_ready(fresh, timeout=30)
     key = lambda v: (v["host"], v["uuid"])  # noqa: E731
     assert sorted(after["vms"], key=key) == sorted(before["vms"], key=key)
     assert fresh.get("/hosts").json()["count"] == 2
