@@ -262,27 +262,37 @@ def test_an_agent_that_does_not_answer_gives_504(
 
 
 def test_force_stop_preempts_a_graceful_stop_in_flight(
-    gateway: GatewayProc, demo_agents: dict[str, Service]
+    demo_agents: dict[str, Service], start_gateway: Callable[..., GatewayProc]
 ) -> None:
     """A frozen agent holds the graceful stop's job open (no `accepted` yet), as a guest that
     ignores ACPI would; `{"force": true}` must go through, not 409. Other overlaps still 409."""
+    # Both commands must still be within their `not_after` when the agent is thawed, whatever
+    # the steps in between cost on a busy machine: a long accept timeout here.
+    gateway = start_gateway(KVMSUP_ACCEPT_TIMEOUT="25")
+    wait_ready(gateway, timeout=30)
     agent = demo_agents["demo-a"]
     os.kill(agent.pid, signal.SIGSTOP)
     with ThreadPoolExecutor(2) as pool:
         try:
             graceful = pool.submit(gateway.post, "/vm/web-01/stop")
-            pending = wait_until(
-                lambda: [
-                    j
-                    for j in gateway.get("/jobs?host=demo-a").json()["jobs"]
-                    if j["action"] == "shutdown" and not j["finished"]
-                ],
-                timeout=2,
-            )
+
+            def in_flight(action: str) -> list[dict[str, Any]]:
+                jobs = gateway.get("/jobs?host=demo-a").json()["jobs"]
+                return [j for j in jobs if j["action"] == action and not j["finished"]]
+
+            pending = wait_until(lambda: in_flight("shutdown"), timeout=10)
             assert gateway.post("/vm/web-01/suspend").status_code == 409
             forced = pool.submit(gateway.post, "/vm/web-01/stop", json={"force": True})
-            time.sleep(0.5)  # the forced command is published while the agent is frozen
-            assert not forced.done() or forced.result().status_code != 409, forced.result().text
+
+            def forced_sent() -> list[dict[str, Any]] | str:
+                # Its job is in flight while the agent is frozen: it was not refused 409.
+                if forced.done():
+                    resp = forced.result()
+                    return f"answered while the agent is frozen: {resp.status_code} {resp.text}"
+                return in_flight("destroy")
+
+            seen = wait_until(forced_sent, timeout=10)
+            assert isinstance(seen, list), seen
         finally:
             os.kill(agent.pid, signal.SIGCONT)
         forced_resp, graceful_resp = forced.result(), graceful.result()
@@ -291,7 +301,7 @@ def test_force_stop_preempts_a_graceful_stop_in_flight(
     assert (job["action"], job["status"], job["state"]) == ("destroy", "succeeded", "stopped")
     assert graceful_resp.status_code == 200, graceful_resp.text
     assert graceful_resp.json()["id"] == pending[0]["id"] and graceful_resp.json()["finished"]
-    wait_until(lambda: gateway.get("/vm/web-01").json()["state"] == "stopped")
+    wait_until(lambda: gateway.get("/vm/web-01").json()["state"] == "stopped", timeout=20)
 
 
 def test_restarted_gateway_serves_full_state_from_retained_messages(
