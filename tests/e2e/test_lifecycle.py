@@ -11,6 +11,7 @@ import libvirt
 
 from tests.e2e.conftest import REPORT
 from tests.e2e.stack import Stack
+from tests.support.gateway import wait_until
 from tests.support.guests import Guest
 from tests.support.libvirtd import Libvirtd
 
@@ -104,16 +105,24 @@ def test_rest_commands_drive_a_real_guest(
     REPORT["rest_command_ms"] = took
 
     # A reset is a reboot as libvirt sees it (VIR_DOMAIN_EVENT_ID_REBOOT), in the audit trail.
-    events = stack.gateway.get(f"/events?vm={guest.uuid}").json()["events"]
-    assert any(e["kind"] == "reboot" for e in events), events
-    assert {e.get("action") for e in events if e["kind"] == "command"} >= {
-        "destroy",
-        "start",
-        "suspend",
-        "resume",
-        "reset",
-        "reboot",
-    }
+    # The agent publishes a command's outcome event after its reply, and the gateway's store
+    # writes events on its own thread: the last ones may land after the command returned.
+    def audited() -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = stack.gateway.get(f"/events?vm={guest.uuid}").json()[
+            "events"
+        ]
+        assert any(e["kind"] == "reboot" for e in events), events
+        assert {e.get("action") for e in events if e["kind"] == "command"} >= {
+            "destroy",
+            "start",
+            "suspend",
+            "resume",
+            "reset",
+            "reboot",
+        }, events
+        return events
+
+    wait_until(audited, timeout=30)
 
     # Asking for what already is: succeeded, changed false, nothing done.
     again = command(stack, guest.name, "resume")

@@ -178,6 +178,18 @@ def test_set_payloads(agent_a):
         since = time.monotonic()
         agent_a.rec.publish(set_topic, payload)
         agent_a.wait_state(OFF, state, since=since)
+    # The outcome event is published by the command worker, the state by the libvirt event
+    # thread: the last outcome may arrive after the "stopped" state.
+    events_topic = agent_a.topics.host_events("demo-a")
+    agent_a.rec.wait_for(
+        lambda m: (
+            m.topic == events_topic
+            and m.json().get("kind") == "command"
+            and m.json().get("uuid") == OFF
+            and m.json().get("action") == "shutdown"
+        ),
+        timeout=20,
+    )
     outcomes = [e for e in agent_a.events() if e["kind"] == "command" and e["uuid"] == OFF]
     assert [e["action"] for e in outcomes] == ["start", "suspend", "resume", "shutdown"]
     assert all(e["status"] == "succeeded" and e["by"] == "mqtt-set" for e in outcomes)

@@ -76,11 +76,15 @@ class ProdBroker:
     def mark(self) -> int:
         return self.log.stat().st_size
 
-    def denied(self, user: str, since: int = 0) -> list[str]:
-        """The broker's "Denied PUBLISH" lines for `user`, logged after `mark()` was `since`."""
+    def logged(self, since: int = 0) -> str:
+        """What the broker logged after `mark()` was `since`."""
         with self.log.open("rb") as log:
             log.seek(since)
-            text = log.read().decode(errors="replace")
+            return log.read().decode(errors="replace")
+
+    def denied(self, user: str, since: int = 0) -> list[str]:
+        """The broker's "Denied PUBLISH" lines for `user`, logged after `mark()` was `since`."""
+        text = self.logged(since)
         return [line for line in text.splitlines() if f"Denied PUBLISH from {user} " in line]
 
 
@@ -674,14 +678,24 @@ def test_upgrade_window_lets_an_agent_move_its_old_layout_then_closes(
         assert done.returncode == 0, done.stderr
         if os.geteuid() == 0:
             _owned_by_broker_user(secrets)
+        mark = prod_broker.mark()
         prod_broker.proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)  # Mosquitto reloads passwd and acl on its next loop
+        # Mosquitto reloads passwd and acl on its next loop, on its one thread, right after it
+        # logs this: a client connecting once it is logged meets the new files.
+        wait_until(lambda: "Reloading config" in prod_broker.logged(mark), 20)
 
     def retained() -> set[str]:
         reader = connect("homeassistant")  # replaces the previous HA session (one per user)
         reader.subscribe("homeassistant/#")
-        time.sleep(1.0)
-        return {m.topic for m in reader.messages if m.retain and m.payload}
+
+        def topics() -> set[str]:
+            return {m.topic for m in list(reader.messages) if m.retain and m.payload}
+
+        wait_until(lambda: new <= topics(), 20)
+        # The broker sends a subscription's retained messages in one burst: a short settle
+        # for any old-layout one among them (the caller checks that there is none).
+        time.sleep(0.5)
+        return topics()
 
     legacy = {t for u in DEMO_A.values() for t in discovery.legacy_config_topics("demo-a", u, HA)}
     new = set(discovery.host_config_topics("demo-a", HA))
@@ -700,7 +714,7 @@ def test_upgrade_window_lets_an_agent_move_its_old_layout_then_closes(
             KVMSUP_MQTT_CA=str(prod_broker.ca),
         ).start()
         try:
-            wait_until(lambda: "per-host layout (4 VMs moved)" in svc.output(), 20)
+            wait_until(lambda: "per-host layout (4 VMs moved)" in svc.output(), 60)
         finally:
             svc.stop()
         assert "Traceback" not in svc.output()

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from agent import domstate
-from agent.commands.executor import CommandExecutor
+from agent.commands.executor import ESCALATE_GRACE_S, CommandExecutor
 from agent.errors import HypervisorError
 from agent.hypervisor import DomainInfo, Hypervisor, HypervisorEvent
 from agent.hypervisor.operations import Guard
@@ -188,6 +188,7 @@ class Live:
         history: int = 2048,
         remember_after: float = 300.0,
         max_shutdowns: int = 64,
+        escalate_grace: float = ESCALATE_GRACE_S,
     ) -> None:
         from tests.support.procs import demo_node_uri
 
@@ -208,7 +209,10 @@ class Live:
             lambda _u: None,
             workers=workers,
             call_timeout=call_timeout,
-            escalate_grace=0.3,
+            # The product's grace by default: the waiter ends a slice (0.25 s) after the
+            # deadline and needs a CPU before the destroy's guard, and the short state reads
+            # around an escalation are bounded by it too.
+            escalate_grace=escalate_grace,
             history=history,
             remember_after=remember_after,
             max_shutdowns=max_shutdowns,
@@ -377,7 +381,8 @@ def test_a_shutdown_escalation_held_past_its_deadline_is_never_sent(
 ) -> None:
     # The guest "ignores" the shutdown (its state reads are held, so the wait sees no stop);
     # the escalation's destroy is then held at its start past `timeout_s` + the grace.
-    lv = live()
+    # The gates hold the calls, so a short grace keeps the test short without racing it.
+    lv = live(escalate_grace=0.3)
     gate = Gate("act", skip=1)  # the graceful shutdown passes, the destroy is held
     reads = Gate("read", skip=1)  # the read before passes, the wait's polls are held
 
@@ -402,10 +407,16 @@ def test_a_shutdown_escalation_that_begins_in_time_is_reported(
     live: Callable[..., Live],
 ) -> None:
     lv = live()
-    reads = Gate("read", skip=1)
-    lv.hv.hold = reads
+    reads = Gate("read", skip=1)  # the read before passes, the wait's polls are held
+
+    def hold(stage: str, uuid: str) -> None:
+        reads(stage, uuid)
+        if stage == "begun" and reads.count("begun") == 2:  # the destroy: reads answer again
+            reads.release.set()
+
+    lv.hv.hold = hold
     lv.submit("shutdown", WEB, begin_within=5, timeout_s=0.2, force_after=True)
-    reply = lv.final()
+    reply = lv.final(timeout=30)
     reads.release.set()
     # The test driver stops the guest at once, so the destroy may find it off; the point is
     # that the escalation began within its window instead of being refused.

@@ -16,6 +16,7 @@ from agent.homeassistant import discovery
 from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.agentctl import DEMO_A, DEMO_B, AgentClient
+from tests.support.gateway import wait_until
 from tests.support.hass import REQUIRED, HassDiscovery, ha_number, render
 from tests.support.mqtt import Recorder
 from tests.support.procs import demo_node_uri
@@ -220,7 +221,9 @@ def test_ha_birth_resends_every_config_and_the_will_makes_entities_unavailable(h
     ha.clear()
     ha.publish(f"{HA}/status", b"online")
     resent = ha.wait_for(
-        lambda m: m.topic.startswith(f"{HA}/") and m.topic.endswith("/config"), count=count
+        lambda m: m.topic.startswith(f"{HA}/") and m.topic.endswith("/config"),
+        count=count,
+        timeout=30,
     )
     assert {m.topic for m in resent} == set(found)
 
@@ -229,16 +232,18 @@ def test_ha_birth_resends_every_config_and_the_will_makes_entities_unavailable(h
 
     def availability() -> str:
         payload = ha.on(avail["topic"])[-1].payload if ha.on(avail["topic"]) else None
-        if payload is None:
+        if payload is None:  # as Home Assistant arriving now reads it: the retained status
             late = Recorder(ha.client._port)
-            late.subscribe(avail["topic"], settle=0.3)
-            payload = late.on(avail["topic"])[-1].payload
-            late.close()
+            try:
+                late.subscribe(avail["topic"], settle=0)
+                payload = late.wait_for(lambda m: m.topic == avail["topic"], timeout=10)[-1].payload
+            finally:
+                late.close()
         return render(avail["value_template"], payload)
 
     assert availability() == avail["payload_available"]
     agent.kill9()
-    ha.wait_for(lambda m: m.topic == avail["topic"] and not m.json()["online"], timeout=6)
+    ha.wait_for(lambda m: m.topic == avail["topic"] and not m.json()["online"], timeout=20)
     assert availability() == avail["payload_not_available"]
     # Every entity of the host names that same availability topic.
     for config in found.values():
@@ -336,12 +341,26 @@ def seed_old_agent(broker_port: int, host: str, vms: dict[str, str]) -> None:
     old.close()
 
 
-def retained_topics(broker_port: int, pattern: str) -> set[str]:
+def retained_topics(
+    broker_port: int, pattern: str, expect: frozenset[str] = frozenset(), timeout: float = 10
+) -> set[str]:
+    """The topics under `pattern` the broker holds a retained message for, as a client
+    subscribing now gets them: once `expect` are among them (or `timeout` passed), plus what
+    comes within a short settle (the callers check that nothing else is held)."""
     late = Recorder(broker_port)
-    late.subscribe(pattern, settle=0.5)
-    found = {m.topic for m in late.messages if m.retain and m.payload}
-    late.close()
-    return found
+    try:
+        late.subscribe(pattern, settle=0)
+
+        def found() -> set[str]:
+            return {m.topic for m in late.matching(lambda m: m.retain and bool(m.payload))}
+
+        deadline = time.monotonic() + timeout
+        while not expect <= found() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the broker sends a subscription's retained messages in one burst
+        return found()
+    finally:
+        late.close()
 
 
 def test_upgrading_from_the_old_layout_keeps_every_entity_once(broker, ha, start_agent):
@@ -372,12 +391,33 @@ def test_upgrading_from_the_old_layout_keeps_every_entity_once(broker, ha, start
         assert time.monotonic() < deadline, agent.output()[-3000:]
         time.sleep(0.1)
     new_topics = set(discovery.host_config_topics("demo-a", HA))
+    new_vm_topics: set[str] = set()
     for uuid in DEMO_A.values():
-        new_topics |= set(discovery.config_topics("demo-a", uuid, HA))
-    deadline = time.monotonic() + 10
-    while not new_topics <= retained_topics(broker.port, f"{HA}/#"):
-        assert time.monotonic() < deadline
-    time.sleep(0.5)
+        new_vm_topics |= set(discovery.config_topics("demo-a", uuid, HA))
+    new_topics |= new_vm_topics
+    deadline = time.monotonic() + 30
+    while not new_topics <= (
+        held := retained_topics(broker.port, f"{HA}/#", frozenset(new_topics))
+    ):
+        assert time.monotonic() < deadline, sorted(new_topics - held)
+    # Until Home Assistant has been sent the whole move: the old configs cleared (the moved
+    # VMs' and the undefined one's), and after the last of the moved VMs' clearings, their
+    # new configs once more (the ones HA refused before it unloaded the old entities).
+    moved = {
+        t for uuid in DEMO_A.values() for t in discovery.legacy_config_topics("demo-a", uuid, HA)
+    }
+    gone_old = set(discovery.legacy_config_topics("demo-a", gone, HA))
+
+    def upgrade_sent() -> bool:
+        sent = ha.messages[seen:]
+        cleared = [i for i, m in enumerate(sent) if m.topic in moved | gone_old and not m.payload]
+        if {sent[i].topic for i in cleared} != moved | gone_old:
+            return False
+        last = max(i for i in cleared if sent[i].topic in moved)
+        again = {m.topic for m in sent[last + 1 :] if m.topic in new_vm_topics and m.payload}
+        return again == new_vm_topics
+
+    wait_until(upgrade_sent, timeout=30)
 
     for m in ha.messages[seen:]:  # everything the upgrade sent, in broker order
         hass.receive(m.topic, m.payload)
@@ -393,7 +433,7 @@ def test_upgrading_from_the_old_layout_keeps_every_entity_once(broker, ha, start
     assert set(bound) == set(before)  # each entity loaded once, none left over
     assert set(bound.values()) == new_topics
     # The broker keeps the new layout only: no old config left to rediscover, no orphan.
-    assert retained_topics(broker.port, f"{HA}/#") == new_topics
+    assert retained_topics(broker.port, f"{HA}/#", frozenset(new_topics)) == new_topics
     assert not retained_topics(broker.port, TOPICS.vm_state("demo-a", gone))
 
 

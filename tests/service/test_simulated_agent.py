@@ -89,22 +89,33 @@ def test_expired_and_deadline_less_requests_are_refused(host: AgentClient) -> No
     assert host.states(RUNNING)[-1]["state"] == "running"
 
 
+def wait_both_online(host: AgentClient) -> None:
+    """sim-0001 runs in the second process: it may connect after sim-0000 is up. Its retained
+    `online` status says it is connected, so stopping it now must say goodbye."""
+    host.rec.subscribe(host.topics.host_status("sim-0001"))
+    for h in (HOST, "sim-0001"):
+        topic = host.topics.host_status(h)
+        host.rec.wait_for(lambda m, t=topic: m.topic == t and m.json()["online"], timeout=20)
+
+
 def test_a_stopped_simulator_leaves_its_hosts_offline(
     host: AgentClient, simulator: subprocess.Popen[bytes]
 ) -> None:
-    host.rec.subscribe(host.topics.host_status("sim-0001"))
+    wait_both_online(host)
     simulator.terminate()
     simulator.wait(timeout=20)
     for h in (HOST, "sim-0001"):
         topic = host.topics.host_status(h)
-        found = host.rec.wait_for(lambda m, t=topic: m.topic == t and not m.json()["online"])
+        found = host.rec.wait_for(
+            lambda m, t=topic: m.topic == t and not m.json()["online"], timeout=20
+        )
         assert HostStatus.model_validate_json(found[-1].payload).online is False
 
 
 def test_a_killed_simulated_host_is_announced_offline_by_its_will(
     host: AgentClient, simulator: subprocess.Popen[bytes]
 ) -> None:
-    host.rec.subscribe(host.topics.host_status("sim-0001"))
+    wait_both_online(host)
     host.rec.clear()
     children = [
         pid
@@ -116,6 +127,6 @@ def test_a_killed_simulated_host_is_announced_offline_by_its_will(
         os.kill(int(pid), signal.SIGKILL)
     for h in (HOST, "sim-0001"):
         topic = host.topics.host_status(h)
-        found = host.rec.wait_for(lambda m, t=topic: m.topic == t)
+        found = host.rec.wait_for(lambda m, t=topic: m.topic == t, timeout=20)
         will = HostStatus.model_validate_json(found[-1].payload)
         assert will.online is False and will.agent_version is None
