@@ -42,7 +42,7 @@ from tests.support.broker import mosquitto_binary
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.ports import free_port, wait_port
 from tests.support.procs import ROOT, Service, agent_service, demo_node_uri
-from tests.support.prompt_flood import Flood, run_flood
+from tests.support.prompt_flood import BIG, run_floods
 
 pytestmark = pytest.mark.service
 
@@ -745,16 +745,14 @@ def test_prompt_writes_over_tls_never_meet_a_read(prod_broker: ProdBroker, big: 
     the production broker (its ACLs: demo-a reads its `cmd` and answers gw1, which sends)."""
     writer = _tls(prod_broker, "demo-a", PromptClient)
     reader = _tls(prod_broker, "gw1")
-    flood = (
-        Flood(per_thread=25, qos0=25, inbound=50, pad_every=8, pad_unit=60_000) if big else Flood()
-    )
     try:
-        run_flood(
+        run_floods(
             writer,  # type: ignore[arg-type]
             reader,
             f"{ROOT_TOPIC}/demo-a/cmd",
             f"{ROOT_TOPIC}/demo-a/reply/gw1",
-            flood,
+            rounds=2,
+            **(BIG if big else {}),
         )
     finally:
         for c in (writer, reader):

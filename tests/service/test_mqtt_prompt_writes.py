@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from shared.mqtt import PromptClient
 from tests.support.broker import Broker
 from tests.support.gateway import wait_until
-from tests.support.prompt_flood import Flood, run_flood
+from tests.support.prompt_flood import BIG, run_floods
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 
@@ -43,16 +43,15 @@ def test_threads_writing_themselves_lose_and_reorder_nothing(
     pair: tuple[PromptClient, mqtt.Client],
 ) -> None:
     writer, reader = pair
-    for round_ in range(5):  # each round is short: the race it looks for needs many chances
-        run_flood(writer, reader, f"kvmsup/h{round_}/cmd", f"kvmsup/h{round_}/reply/gw", Flood())
+    # Each round is short: the race it looks for needs many chances.
+    run_floods(writer, reader, "kvmsup/h1/cmd", "kvmsup/h1/reply/gw", rounds=5)
 
 
 def test_big_messages_written_in_parts_never_interleave(
     pair: tuple[PromptClient, mqtt.Client],
 ) -> None:
     writer, reader = pair
-    big = Flood(per_thread=25, qos0=25, inbound=50, pad_every=8, pad_unit=60_000)
-    run_flood(writer, reader, "kvmsup/big/cmd", "kvmsup/big/reply/gw", big)
+    run_floods(writer, reader, "kvmsup/big/cmd", "kvmsup/big/reply/gw", rounds=3, **BIG)
 
 
 def test_a_write_from_inside_a_callback_is_left_to_the_network_thread(
