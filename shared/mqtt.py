@@ -112,8 +112,9 @@ class PromptClient(mqtt.Client):
     that on one connection); paho's network thread takes the same lock for its own writes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # Before paho's own __init__: its __del__ closes the socket even after a failed one.
         self._io_lock = threading.RLock()
+        super().__init__(*args, **kwargs)
         # Instance attributes: the rest of what `write_now` relies on.
         self.prompt = PROMPT_WRITES and all(
             hasattr(self, n) for n in ("_sock", "_in_callback_mutex", "_out_packet")
@@ -128,11 +129,7 @@ class PromptClient(mqtt.Client):
             return super()._sock_recv(bufsize)
 
     def _sock_close(self) -> None:
-        lock = getattr(self, "_io_lock", None)  # None: paho's __del__ after a failed __init__
-        if lock is None:
-            super()._sock_close()
-            return
-        with lock:
+        with self._io_lock:
             super()._sock_close()
 
     def write_now(self) -> bool:
@@ -141,12 +138,12 @@ class PromptClient(mqtt.Client):
         reads or writes (that one, or the network thread it woke, writes the packet too), and
         not inside a paho callback, where a QoS 0 packet's write would wait for paho's
         callback lock, held by the callback itself."""
-        if not self.prompt or self._sock is None or self._in_callback_mutex.locked():
+        if not self.prompt or self._in_callback_mutex.locked():
             return False
         if not self._io_lock.acquire(blocking=False):
             return False
         try:
-            if self._sock is None:
+            if self._sock is None:  # not connected: paho keeps the queue for the connection
                 return False
             super()._packet_write()
             return True
