@@ -18,7 +18,6 @@ from shared.messages import (
     MetricsBatch,
     NetIO,
     VmMetrics,
-    VmState,
     dump,
     iso_z,
 )
@@ -26,6 +25,7 @@ from shared.topics import Topics
 from tests.support.broker import Broker
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.mqtt import Recorder
+from tests.support.vm_states import vm_state
 
 pytestmark = pytest.mark.service
 
@@ -41,20 +41,7 @@ def agent(broker: Broker) -> Iterator[Recorder]:
     client = Recorder(broker.port)
     status = HostStatus(host=HOST, online=True, libvirt_connected=True, interval_s=2.0)
     client.publish(T.host_status(HOST), dump(status), retain=True)
-    vm = VmState(
-        host=HOST,
-        uuid=UUID,
-        name="web",
-        state="running",
-        reason="booted",
-        is_active=True,
-        vcpus=2,
-        memory_mb=1024,
-        max_memory_mb=1024,
-        autostart=False,
-        persistent=True,
-        seq=1,
-    )
+    vm = vm_state(HOST, UUID)
     client.publish(T.vm_state(HOST, UUID), dump(vm), retain=True)
     yield client
     client.close()

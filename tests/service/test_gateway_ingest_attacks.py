@@ -26,6 +26,7 @@ from shared.topics import Topics
 from tests.support.broker import Broker
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.mqtt import Recorder
+from tests.support.vm_states import vm_state
 
 pytestmark = pytest.mark.service
 
@@ -36,18 +37,15 @@ STRANGER = "c0000000-0000-4000-8000-00000000000c"
 
 
 def state(host: str, uuid: str, name: str, seq: int, st: str = "running") -> VmState:
-    return VmState(
-        host=host,
-        uuid=uuid,
-        name=name,
-        state=st,  # type: ignore[arg-type]
-        reason="booted",
+    return vm_state(
+        host,
+        uuid,
+        name,
+        state=st,
         is_active=st == "running",
         vcpus=1,
         memory_mb=256,
         max_memory_mb=256,
-        autostart=False,
-        persistent=True,
         seq=seq,
     )
 

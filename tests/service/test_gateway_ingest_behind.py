@@ -26,6 +26,7 @@ from shared.topics import Topics
 from tests.support.broker import Broker
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.mqtt import Recorder
+from tests.support.vm_states import vm_state
 
 pytestmark = pytest.mark.service
 
@@ -39,18 +40,15 @@ def uuid_of(i: int) -> str:
 
 
 def state(i: int, seq: int, st: str = "running") -> VmState:
-    return VmState(
-        host=HOST,
-        uuid=uuid_of(i),
-        name=f"flood-{i:03d}",
-        state=st,  # type: ignore[arg-type]
-        reason="booted",
+    return vm_state(
+        HOST,
+        uuid_of(i),
+        f"flood-{i:03d}",
+        state=st,
         is_active=st == "running",
         vcpus=1,
         memory_mb=256,
         max_memory_mb=256,
-        autostart=False,
-        persistent=True,
         seq=seq,
     )
 

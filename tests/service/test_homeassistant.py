@@ -20,6 +20,7 @@ from tests.support.gateway import wait_until
 from tests.support.hass import REQUIRED, HassDiscovery, ha_number, render
 from tests.support.mqtt import Recorder
 from tests.support.procs import demo_node_uri
+from tests.support.vm_states import vm_state
 
 pytestmark = pytest.mark.service
 
@@ -310,20 +311,7 @@ def test_undefine_removes_and_rename_updates_configs(ha, start_agent, testdriver
 
 # -- the move from the earlier layout, in front of Home Assistant's bookkeeping ---------------
 def demo_vm(host: str, name: str, uuid: str) -> VmState:
-    return VmState(
-        host=host,
-        uuid=uuid,
-        name=name,
-        state="running",
-        reason="booted",
-        is_active=True,
-        vcpus=1,
-        memory_mb=512,
-        max_memory_mb=512,
-        autostart=False,
-        persistent=True,
-        seq=1,
-    )
+    return vm_state(host, uuid, name, vcpus=1, memory_mb=512, max_memory_mb=512)
 
 
 def seed_old_agent(broker_port: int, host: str, vms: dict[str, str]) -> None:

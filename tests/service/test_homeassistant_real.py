@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from agent.homeassistant import discovery
-from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.agentctl import DEMO_A
 from tests.support.mqtt import Recorder
 from tests.support.procs import demo_node_uri
+from tests.support.vm_states import vm_state
 
 pytestmark = [
     pytest.mark.service,
@@ -119,20 +119,7 @@ def test_upgrade_keeps_entities_ids_and_a_users_rename_in_real_home_assistant(
     for topic, payload in discovery.host_configs("demo-a", None, TOPICS, HA, "0.9"):
         old.publish(topic, payload, retain=True)
     for name, uuid in DEMO_A.items():
-        vm = VmState(
-            host="demo-a",
-            uuid=uuid,
-            name=name,
-            state="running",
-            reason="booted",
-            is_active=True,
-            vcpus=1,
-            memory_mb=512,
-            max_memory_mb=512,
-            autostart=False,
-            persistent=True,
-            seq=1,
-        )
+        vm = vm_state("demo-a", uuid, name, vcpus=1, memory_mb=512, max_memory_mb=512)
         configs = discovery.vm_configs("demo-a", vm, TOPICS, HA, "0.9")
         for topic, (_, payload) in zip(
             discovery.legacy_config_topics("demo-a", uuid, HA), configs, strict=True

@@ -13,7 +13,8 @@ from flask import Flask
 from gateway import create_app, start, stop
 from gateway.config import Settings
 from gateway.current import service_of
-from shared.messages import HostStatus, VmState
+from shared.messages import HostStatus
+from tests.support.vm_states import vm_state
 
 TOKENS = "v:viewer:viewer-secret,o:operator:operator-secret"
 U = "a0000000-0000-4000-8000-000000000001"  # the VM `web` of `with_web_vm`
@@ -49,20 +50,5 @@ def with_web_vm(app: Flask) -> Flask:
     """`app`'s cache fed directly (no broker): host `h1` online, its running VM `web` (`U`)."""
     gw = service_of(app)
     gw.handle(HostStatus(host="h1", online=True, libvirt_connected=True))
-    gw.handle(
-        VmState(
-            host="h1",
-            uuid=U,
-            name="web",
-            state="running",
-            reason="booted",
-            is_active=True,
-            vcpus=2,
-            memory_mb=1024,
-            max_memory_mb=1024,
-            autostart=False,
-            persistent=True,
-            seq=1,
-        )
-    )
+    gw.handle(vm_state("h1", U))
     return app

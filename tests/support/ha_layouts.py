@@ -9,6 +9,7 @@ from agent.homeassistant import discovery
 from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.hass import HassDiscovery
+from tests.support.vm_states import vm_state as running_vm
 
 HA = "homeassistant"
 UUID_A = "6f1c1f0e-2b7a-4c1e-9a51-0d6f3b1a2c3d"
@@ -16,20 +17,7 @@ UUID_B = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 
 
 def vm_state(uuid: str, name: str) -> VmState:
-    return VmState(
-        host="h1",
-        uuid=uuid,
-        name=name,
-        state="running",
-        reason="booted",
-        is_active=True,
-        vcpus=2,
-        memory_mb=2048,
-        max_memory_mb=4096,
-        autostart=False,
-        persistent=True,
-        seq=1,
-    )
+    return running_vm("h1", uuid, name, memory_mb=2048, max_memory_mb=4096)
 
 
 VMS = [vm_state(UUID_A, "web"), vm_state(UUID_B, "db")]

@@ -11,6 +11,7 @@ from gateway.core.drops import REASONS, Drops
 from gateway.core.ingest import Drop, VmRemoved, decode
 from shared.messages import CommandReply, GatewayStatus, HostStatus, VmState, dump
 from shared.topics import Topics
+from tests.support.vm_states import vm_state
 
 pytestmark = pytest.mark.unit
 
@@ -20,22 +21,7 @@ U2 = "a0000000-0000-4000-8000-000000000002"
 
 
 def state(host: str = "h1", uuid: str = U) -> bytes:
-    return dump(
-        VmState(
-            host=host,
-            uuid=uuid,
-            name="web",
-            state="running",
-            reason="booted",
-            is_active=True,
-            vcpus=1,
-            memory_mb=512,
-            max_memory_mb=512,
-            autostart=False,
-            persistent=True,
-            seq=1,
-        )
-    )
+    return dump(vm_state(host, uuid, vcpus=1, memory_mb=512, max_memory_mb=512))
 
 
 def reason(result: object) -> str:

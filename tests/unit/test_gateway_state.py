@@ -23,6 +23,7 @@ from shared.messages import (
     VmState,
     utc_now,
 )
+from tests.support.vm_states import vm_state
 
 pytestmark = pytest.mark.unit
 
@@ -31,21 +32,7 @@ UB = "b0000000-0000-4000-8000-000000000001"
 
 
 def vm(host: str, uuid: str, name: str, seq: int = 1, state: str = "running", **kw: Any) -> VmState:
-    return VmState(
-        host=host,
-        uuid=uuid,
-        name=name,
-        state=state,
-        reason="booted",  # type: ignore[arg-type]
-        is_active=state != "stopped",
-        vcpus=2,
-        memory_mb=1024,
-        max_memory_mb=1024,
-        autostart=False,
-        persistent=True,
-        seq=seq,
-        **kw,
-    )
+    return vm_state(host, uuid, name, state=state, is_active=state != "stopped", seq=seq, **kw)
 
 
 def batch(host: str, uuid: str, name: str, cpu: float, ts_offset_s: float = 0) -> MetricsBatch:
