@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
+from pathlib import Path
+
+# Below the kernel's range of source ports for outgoing connections (Linux: 32768 and up).
+LOWEST = 20000
+_given: set[int] = set()
+_pick = random.SystemRandom()  # not the `random` a test may have seeded
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, for a process the test starts to listen on. Not one the
+    kernel picks (bind to port 0): that comes from the range it also gives outgoing
+    connections as their source port, and one may take it between this release and the
+    service's bind (seen: a gateway that found its port in use). Below that range only an
+    explicit bind takes a port, and this process never hands out the same one twice."""
+    top = _ephemeral_start()
+    for _ in range(1000):
+        port = _pick.randrange(LOWEST, max(top, LOWEST + 1000))
+        if port in _given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {LOWEST}-{top}")
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
