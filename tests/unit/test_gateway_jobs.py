@@ -183,3 +183,37 @@ def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
     job = jobs.all()[0]
     assert job.status == "rejected" and job.error is not None
     assert job.error["code"] == "store_slow" and exc.value.extra["job"]["id"] == job.id
+
+
+def test_only_a_vms_own_unfinished_jobs_block_it_and_count_as_in_flight() -> None:
+    from gateway.errors import Unavailable
+
+    disk_full = [False]
+
+    def persist(_job: object) -> None:
+        if disk_full[0]:
+            raise OSError("disk full")
+
+    jobs = JobManager(lambda *a: None, accept_timeout=0.5, keep=10, persist=persist)
+    other_vm = "a0000000-0000-4000-8000-000000000002"
+    first = jobs.submit("h1", U, "web", "shutdown", CommandParams(), "bob")
+    jobs.submit("h1", other_vm, "db", "shutdown", CommandParams(), "bob")  # another VM
+    elsewhere = jobs.submit("h2", U, "web", "shutdown", CommandParams(), "bob")  # another host
+    assert jobs.stats()[1] == 3
+    with pytest.raises(Conflict):
+        jobs.submit("h1", U, "web", "reboot", CommandParams(), "bob")
+    ended = CommandReply(
+        id=first.id, host="h1", status="succeeded", action="shutdown", vm=U, state="stopped"
+    )
+    assert jobs.on_reply(ended) is None and jobs.stats()[1] == 2
+    # A job that could not be recorded was never sent: it blocks nothing and is not in flight.
+    disk_full[0] = True
+    with pytest.raises(Unavailable):
+        jobs.submit("h1", U, "web", "start", CommandParams(), "bob")
+    disk_full[0] = False
+    again = jobs.submit("h1", U, "web", "start", CommandParams(), "bob")
+    assert jobs.stats()[1] == 3
+    jobs.host_offline("h1")  # ends h1's jobs only
+    assert again.status == "failed" and elsewhere.status == "pending"
+    assert jobs.stats()[1] == 1
+    assert [j.id for j in jobs.expire(elsewhere.accept_deadline + 1)] == []  # its thread's
