@@ -125,6 +125,14 @@ class Stack:
     def sio(self) -> TimedSio:
         return TimedSio(self.gateway.url, self.gateway.tokens.viewer)
 
+    def stop_recording(self) -> None:
+        """The recorder stops taking a copy of the host's messages (for benchmarks: each copy
+        is one more delivery by the broker and a wake-up of the benchmark's process, on the
+        machine whose figures are being taken). `metrics()` and `host_status()` then see
+        nothing new."""
+        self.recorder.client.unsubscribe(f"{self.client.topics.root}/{self.host}/#")
+        self.recorder.clear()
+
     def assert_clean_logs(self) -> None:
         for svc in (self.agent, self.gateway.service):
             out = svc.output()
