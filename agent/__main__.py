@@ -41,7 +41,7 @@ def main() -> int:
             where = ".".join(str(part) for part in err["loc"]) or "settings"
             logger.error("bad setting %s: %s", where, err["msg"])
         return 2
-    logging.getLogger().setLevel(settings.log_level.upper())
+    logging.getLogger().setLevel(settings.log_level)
     # Whatever a log line quotes (libvirt's errors quote the URI), the URI's secrets stay out.
     for handler in logging.getLogger().handlers:
         handler.addFilter(ScrubFilter(settings.libvirt_redacted))

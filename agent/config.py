@@ -15,6 +15,10 @@ def _default_host_id() -> str:
     return socket.gethostname().split(".")[0].lower()
 
 
+# The level names KVMSUP_LOG_LEVEL takes (logging's own, WARN and FATAL aside).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class AgentSettings(ServiceSettings):
     """Every setting of the agent (the broker's in `ServiceSettings`); seed names
     (`LIBVIRT_URI`) stay as they were."""
@@ -44,6 +48,16 @@ class AgentSettings(ServiceSettings):
     @classmethod
     def _ha_prefix(cls, value: str) -> str:
         return validate_prefix(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        """One of logging's level names, in any case; anything else would end the agent with
+        a traceback when the level is set, instead of a bad-setting line."""
+        name = value.strip().upper()
+        if name not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return name
 
     @property
     def libvirt_redacted(self) -> RedactedUri:

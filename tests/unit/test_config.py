@@ -320,6 +320,7 @@ def test_shared_broker_settings_keep_their_names_and_defaults(
         ("KVMSUP_MQTT_URL", "http://agent:hunter2secret@broker", "mqtt_url"),
         ("KVMSUP_MQTT_KEEPALIVE", "1", "mqtt_keepalive"),
         ("KVMSUP_HA_PREFIX", "home/+", "ha_prefix"),
+        ("KVMSUP_LOG_LEVEL", "verbose", "log_level"),
     ],
 )
 def test_the_agent_logs_a_bad_setting_and_exits_2(
