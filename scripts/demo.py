@@ -35,11 +35,13 @@ def port_free(port: int) -> bool:
 
 
 def pick_port(wanted: int) -> int:
-    if port_free(wanted):
-        return wanted
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """`wanted`, else the next free port above it. Not one the kernel picks (bind to port 0):
+    that range is also where outgoing connections get their source ports, and one could take
+    the port between this check and the service's own bind."""
+    for port in range(wanted, wanted + 100):
+        if port_free(port):
+            return port
+    raise SystemExit(f"no free port in {wanted}-{wanted + 99}: stop what holds them, or retry")
 
 
 def wait_port(port: int, timeout: float = 15) -> bool:
