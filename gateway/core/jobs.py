@@ -425,16 +425,15 @@ class JobManager:
         changed: list[Job] = []
         with self._cond:
             for job in self._in_flight(host):
-                if not job.finished:
-                    self._update(
-                        job,
-                        "failed",
-                        error={
-                            "code": "host_offline",
-                            "message": f"host {host} went offline before the command finished",
-                        },
-                    )
-                    changed.append(job)
+                self._update(
+                    job,
+                    "failed",
+                    error={
+                        "code": "host_offline",
+                        "message": f"host {host} went offline before the command finished",
+                    },
+                )
+                changed.append(job)
         for job in changed:
             self._publish(job)
 
