@@ -18,6 +18,7 @@ from agent import domstate
 from agent.bus import Bus, Inbound, Outbound
 from agent.commands.executor import CommandExecutor
 from agent.commands.intake import Intake
+from agent.commands.settings import ExecutorSettings
 from agent.config import AgentSettings
 from agent.errors import AgentError, DomainNotFound
 from agent.homeassistant.discovery import DISCOVERY_QOS
@@ -109,7 +110,7 @@ class AgentService:
             self.inventory,
             self.publisher.command_outcome,
             on_change=self._request_refresh,
-            workers=settings.command_workers,
+            settings=ExecutorSettings(workers=settings.command_workers),
         )
         self.ticker = Ticker(
             settings,
@@ -176,7 +177,7 @@ class AgentService:
             self.ha.stop()
         # Every accepted command's final reply goes out while MQTT is still connected, and no
         # action begins once the agent has said it is going.
-        self.executor.stop()
+        self.executor.drain()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
         self._event_calls.shutdown()
         self.ticker.shutdown()
