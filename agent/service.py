@@ -355,8 +355,8 @@ class AgentService:
         parsed = self.topics.parse(msg.topic)
         if parsed is not None and parsed.kind in ("cmd", "vm_set") and parsed.host == self.host:
             # Requests are admitted right here: decoding one and queuing its job never waits
-            # (libvirt is called on the executor's workers), and a hop through the dispatcher
-            # was a measurable share of every command's round trip.
+            # (libvirt is called on the executor's workers), so a hop through the dispatcher
+            # would only add a thread switch to every command's round trip.
             keep_going(f"message on {msg.topic!r}", partial(self._on_inbound, msg))
             return
         try:

@@ -102,9 +102,9 @@ class PromptClient(mqtt.Client):
     """A client whose latency-critical publishes (command requests, command replies) leave on
     the thread that makes them. In paho's threaded mode a packet queued by another thread
     waits for the network thread to wake up (a byte on its socket pair), and then for the
-    interpreter, which the publishing thread and whatever it woke keep for a while: about
-    0.3 ms a reply on the agent's call workers here; under gevent the gateway's command
-    waited behind its own Socket.IO pushes.
+    interpreter, which the publishing thread and whatever it woke keep for a while; under
+    gevent the network greenlet also queues behind every other ready greenlet (the gateway's
+    Socket.IO pushes).
 
     `write_now` writes paho's queue on the calling thread. One lock is held around every
     write of the queue, every read of the socket and its closing, so packets never
