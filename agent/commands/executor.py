@@ -3,8 +3,8 @@
 Flow (SPEC §3): a request that passes validation is answered `accepted`, then exactly one final
 reply: `succeeded` (with `changed:false` when the VM already was as asked), `failed`,
 `rejected` or `timed_out`. Every final outcome is also published on `events` (the audit trail).
-The id cache is `replies`', a command's deadline `deadlines`', the wait for a guest that was
-asked to shut down `shutdown`'s.
+The id cache lives in `replies`, a command's deadline in `deadlines`, its one final reply in
+`jobs`, the wait for a guest asked to shut down in `shutdown`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from functools import partial
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.commands.deadlines import CommandDeadline
+from agent.commands.jobs import Job, OpenJobs, Reply
 from agent.commands.outcomes import Outcomes, Progress
 from agent.commands.replies import ReplyCache
 from agent.commands.requests import Rejection
@@ -32,20 +32,6 @@ from agent.inventory import Inventory
 from shared.messages import CommandReply, CommandRequest, ErrorInfo
 
 logger = logging.getLogger(__name__)
-
-Reply = Callable[[CommandReply], None]
-
-
-@dataclass
-class _Job:
-    request: CommandRequest
-    send: Reply | None
-    deadline: CommandDeadline
-    progress: Progress = field(default_factory=Progress)
-    # The first call (the state before, the action): started at admission, on a call worker.
-    first: Future[None] | None = None
-    # Set once the first call returned and its worker is done answering (or chose not to).
-    settled: threading.Event = field(default_factory=threading.Event)
 
 
 class CommandExecutor:
@@ -80,11 +66,9 @@ class CommandExecutor:
         self._guest = GuestShutdown(
             hypervisor, inventory, self._outcomes, self._pools, settings, self._stopping, clock
         )
-        self._pending = 0
+        self._open = OpenJobs(self._replies, on_outcome, clock)
+        self._pending = 0  # admitted commands but shutdowns (the inventory counts those)
         self._lock = threading.Lock()
-        # Jobs accepted whose final reply is not out yet; the first to answer one takes it.
-        self._open: dict[str, _Job] = {}
-        self._closed = threading.Condition(self._lock)
 
     def drain(self, grace: float = STOP_GRACE_S) -> None:
         """Before the agent's MQTT connection goes: every accepted command gets its final reply,
@@ -93,11 +77,9 @@ class CommandExecutor:
         `grace` to be answered, then is reported `outcome_unknown`. New requests are refused
         `agent_stopping`."""
         self._stopping.set()
-        with self._lock:
-            jobs = list(self._open.values())
-        for job in jobs:
+        for job in self._open.all():
             if job.deadline.expire(0):
-                self._finish(
+                self._open.finish(
                     job,
                     self._outcomes.final(
                         job.request,
@@ -108,17 +90,11 @@ class CommandExecutor:
                         ),
                     ),
                 )
-        until = self._clock.monotonic() + grace
-        with self._closed:
-            self._clock.wait_for(
-                self._closed, lambda: not self._open, max(0.0, until - self._clock.monotonic())
-            )
-            jobs = list(self._open.values())
-        for job in jobs:
+        for job in self._open.wait_until_empty(grace):
             job.deadline.close()
             begun = job.deadline.begun
             action = begun[-1][0] if begun else job.request.action
-            self._finish(
+            self._open.finish(
                 job,
                 self._outcomes.final(
                     job.request,
@@ -214,9 +190,8 @@ class CommandExecutor:
         if send is not None:
             self._replies.remember(request, accepted)
             send(accepted)
-        job = _Job(request, send, deadline)
-        with self._lock:
-            self._open[request.id] = job
+        job = Job(request, send, deadline)
+        self._open.add(job)
         # The first call starts now, beside the job's thread rather than from it: the job
         # thread only keeps the deadline, and a thread hop less is a shorter round trip.
         job.first = self._start_first(job)
@@ -248,7 +223,7 @@ class CommandExecutor:
         return None
 
     # -- the first call (call workers) ------------------------------------------------------
-    def _start_first(self, job: _Job) -> Future[None]:
+    def _start_first(self, job: Job) -> Future[None]:
         """Queues the job's first call. A command that is over once it returns (all but a
         shutdown) is answered by that call's worker as soon as it returns, unless a deadline
         or the agent's stop has decided the command's end first (then that path answers)."""
@@ -295,7 +270,7 @@ class CommandExecutor:
         if action != "shutdown":  # the guest's own pace: the shutdown job waits for it
             progress.after = AFTER.get(action, before)
 
-    def _answer_on_return(self, job: _Job, future: Future[None]) -> None:
+    def _answer_on_return(self, job: Job, future: Future[None]) -> None:
         """On the call worker, right after the first call of a quick command returned: its
         final reply, decided here when nothing else has decided the end (`deadline.close`).
         The job thread, woken after this (`settled`), reaches the same reply from the same
@@ -313,14 +288,14 @@ class CommandExecutor:
             else:
                 reply = self._outcomes.after_first_call(job.request, job.progress)
             if reply is not None:
-                self._finish(job, reply)
+                self._open.finish(job, reply)
         except Exception:
             logger.exception("command %s: reply not sent on return", job.request.id)
         finally:
             job.settled.set()
 
     # -- the job (its own thread: keeps the deadline, sends the final reply) ----------------
-    def _run_job(self, job: _Job) -> None:
+    def _run_job(self, job: Job) -> None:
         request, deadline = job.request, job.deadline
         try:
             reply = self._execute(job)
@@ -336,10 +311,10 @@ class CommandExecutor:
             else:
                 with self._lock:
                     self._pending -= 1
-        if not self._finish(job, reply) and self._stopping.is_set():
+        if not self._open.finish(job, reply) and self._stopping.is_set():
             logger.info("command %s: its final reply went out at agent stop", request.id)
 
-    def _execute(self, job: _Job) -> CommandReply:
+    def _execute(self, job: Job) -> CommandReply:
         request, deadline = job.request, job.deadline
         assert job.first is not None
         try:
@@ -359,33 +334,3 @@ class CommandExecutor:
             if request.action == "shutdown" and deadline.anything_begun:
                 self._inventory.shutdown_settled(request.vm)
                 self._on_change(request.vm)
-
-    def _finish(self, job: _Job, reply: CommandReply) -> bool:
-        """Sends a job's final reply unless another path already did (True when this one did)."""
-        request = job.request
-        with self._lock:
-            if self._open.get(request.id) is not job:
-                return False
-            del self._open[request.id]
-            self._closed.notify_all()
-        if job.send is not None:
-            self._replies.remember(request, reply)
-        # On a job's thread an exception would vanish into its Future: say so here.
-        try:
-            if job.send is not None:
-                job.send(reply)
-        except Exception:
-            logger.exception("command %s: final reply not sent", request.id)
-        logger.info(  # after the reply: the log line is not on its way
-            "command %s %s %s by %s: %s",
-            request.id,
-            request.action,
-            request.vm,
-            request.by,
-            reply.status,
-        )
-        try:
-            self._on_outcome(request, reply)
-        except Exception:
-            logger.exception("command %s: outcome not published", request.id)
-        return True
