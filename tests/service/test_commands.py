@@ -72,7 +72,7 @@ def run(
 
     executor = CommandExecutor(
         "h",
-        hv,
+        hv,  # type: ignore[arg-type]
         inventory,
         lambda *_: None,
         lambda _u: None,
