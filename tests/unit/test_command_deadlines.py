@@ -143,6 +143,36 @@ def test_a_guest_that_ignores_its_shutdown_is_forced_off_when_timeout_s_is_over(
     assert 120 <= world.clock.elapsed < 121  # the wait's end, then the destroy at once
 
 
+def test_an_escalation_that_cannot_begin_within_its_grace_is_never_sent() -> None:
+    # The call workers are all busy when the guest's time is over: the destroy waits in the
+    # queue past `timeout_s` + the grace, the shutdown is answered, and the queue drops it.
+    world = World(escalate_grace=5)
+    world.submit("shutdown", begin_within=5, timeout_s=10, force_after=True)
+    world.calls.run()  # the state read and the shutdown request
+    world.jobs.run()  # the wait, then the escalation
+    reply = world.final()
+    assert reply.status == "timed_out" and reply.escalated is False, reply
+    assert reply.error is not None and reply.error.code == "shutdown_timeout"
+    assert "not forced off" in reply.error.message
+    assert world.clock.elapsed == pytest.approx(15)  # timeout_s, then the grace
+    world.calls.run()  # a worker frees up: the destroy was cancelled, it never runs
+    assert world.hv.performed == ["shutdown"]
+
+
+def test_agent_stop_answers_a_command_not_begun_at_once_and_never_begins_it() -> None:
+    world = World()
+    world.submit("suspend", begin_within=20)
+    world.executor.drain(grace=2)
+    reply = world.final()
+    assert reply.status == "timed_out" and reply.error is not None
+    assert reply.error.code == "agent_stopping" and "nothing was sent" in reply.error.message
+    assert world.clock.elapsed == 0  # nothing was open any more: no grace to wait out
+    world.calls.run()  # cleared from the queue at the stop: it never runs
+    world.jobs.run()
+    assert world.hv.performed == [] and not world.hv.answered.is_set()
+    assert [r.status for r in world.replies] == ["accepted", "timed_out"]
+
+
 def test_an_action_begins_only_before_its_deadline() -> None:
     clock = FakeClock()
     deadline = CommandDeadline("c1", clock.monotonic() + 1.0, clock)
