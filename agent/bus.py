@@ -24,7 +24,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.config import AgentSettings
 from agent.refusals import RefusalLog
-from shared.mqtt import Backoff, PromptClient, Will, build_client, guarded, utf8_topic
+from shared.mqtt import Backoff, PromptClient, Will, build_client, logged_callback, utf8_topic
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,10 @@ class Bus:
             backoff=BACKOFF,
             client_class=PromptClient,
         )
-        client.on_connect = guarded(self._on_connect)
-        client.on_disconnect = guarded(self._on_disconnect)
-        client.on_message = guarded(self._on_message)
-        client.on_publish = guarded(self._on_publish)
+        client.on_connect = logged_callback(self._on_connect)
+        client.on_disconnect = logged_callback(self._on_disconnect)
+        client.on_message = logged_callback(self._on_message)
+        client.on_publish = logged_callback(self._on_publish)
         self._client = client
         # PUBACKs still awaited for `publish_paced` messages (see there).
         self._paced: deque[mqtt.MQTTMessageInfo] = deque()
@@ -191,7 +191,7 @@ class Bus:
             return None
         return self._refused.pop(info.mid, None) is None
 
-    # -- paho callbacks (network thread; each wrapped in `guarded`, which logs what it raises) --
+    # -- paho callbacks (network thread; each wrapped in `logged_callback`) ------------------
     def _on_publish(
         self, _client: mqtt.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from agent import domstate
+from agent.clock import SYSTEM_CLOCK, Clock
 from agent.hypervisor import DomainInfo
 from shared.messages import ACTIVE_STATES, VmState, VmStateName, utc_now
 
@@ -154,8 +155,12 @@ class Inventory:
             return set(self._states)
 
     def wait_for(
-        self, uuid: str, predicate: Callable[[VmState | None], bool], timeout: float
+        self,
+        uuid: str,
+        predicate: Callable[[VmState | None], bool],
+        timeout: float,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> bool:
         """Blocks until the VM's recorded state satisfies `predicate`, or the timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: predicate(self._states.get(uuid)), timeout)
+            return clock.wait_for(self._cond, lambda: predicate(self._states.get(uuid)), timeout)

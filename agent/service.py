@@ -11,13 +11,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from agent import domstate
 from agent.bus import Bus, Inbound, Outbound
 from agent.commands.executor import CommandExecutor
 from agent.commands.intake import Intake
+from agent.commands.settings import ExecutorSettings
 from agent.config import AgentSettings
 from agent.errors import AgentError, DomainNotFound
 from agent.homeassistant.discovery import DISCOVERY_QOS
@@ -50,17 +52,26 @@ T = TypeVar("T")
 _MQTT_CONNECTED = Inbound("", b"", False)  # marker queued by the bus after every CONNACK
 
 
-def guarded(name: str, fn: Callable[[], object]) -> Callable[[], None]:
-    """One iteration of a long-lived thread: whatever it raises is logged and the loop goes on.
-    Escaping the thread's body, it would end that thread, and with it the ticks or the events."""
+def keep_going(name: str, fn: Callable[[], object]) -> None:
+    """Runs one iteration of a long-lived thread: whatever it raises is logged and the loop goes
+    on. Escaping the thread's body, it would end that thread, and with it the ticks or the
+    events."""
+    try:
+        fn()
+    except Exception:
+        logger.exception("%s failed", name)
 
-    def run() -> None:
-        try:
-            fn()
-        except Exception:
-            logger.exception("%s failed", name)
 
-    return run
+@dataclass(frozen=True)
+class Republish:
+    """The service's own request, after every MQTT connect (the broker may have lost every
+    retained state): queued behind libvirt's events so that one worker publishes every state,
+    in order."""
+
+    kind: ClassVar[str] = "republish"
+
+
+EventWork = HypervisorEvent | Republish
 
 
 class AgentService:
@@ -72,7 +83,7 @@ class AgentService:
         self._stop = threading.Event()
         self._event_calls = CallPool(2)
         self._resync_retry = RESYNC_RETRY_S
-        self._hv_events: queue.Queue[HypervisorEvent] = queue.Queue(maxsize=10_000)
+        self._hv_events: queue.Queue[EventWork] = queue.Queue(maxsize=10_000)
         self._inbound: queue.Queue[Inbound] = queue.Queue(maxsize=10_000)
         self.hypervisor = Hypervisor(settings.libvirt_uri, self._hv_events)
         self.inventory = Inventory(self.host)
@@ -109,7 +120,7 @@ class AgentService:
             self.inventory,
             self.publisher.command_outcome,
             on_change=self._request_refresh,
-            workers=settings.command_workers,
+            settings=ExecutorSettings(workers=settings.command_workers),
         )
         self.ticker = Ticker(
             settings,
@@ -176,7 +187,7 @@ class AgentService:
             self.ha.stop()
         # Every accepted command's final reply goes out while MQTT is still connected, and no
         # action begins once the agent has said it is going.
-        self.executor.stop()
+        self.executor.drain()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
         self._event_calls.shutdown()
         self.ticker.shutdown()
@@ -199,26 +210,27 @@ class AgentService:
                 ev = self._hv_events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            guarded(f"libvirt event {ev.kind}", partial(self._on_hypervisor_event, ev))()
+            keep_going(f"libvirt event {ev.kind}", partial(self._on_hypervisor_event, ev))
 
-    def _request(self, ev: HypervisorEvent) -> None:
+    def _request(self, ev: EventWork) -> None:
         try:
             self._hv_events.put_nowait(ev)
         except queue.Full:
-            logger.error("event queue full: dropped a %s request for %s", ev.kind, ev.uuid)
+            uuid = ev.uuid if isinstance(ev, HypervisorEvent) else None
+            logger.error("event queue full: dropped a %s request for %s", ev.kind, uuid)
 
     def _request_refresh(self, uuid: str, name: str | None = None) -> None:
         """Re-read one VM on the event worker and publish it if it changed."""
         self._request(HypervisorEvent("lifecycle", uuid, name))
 
-    def _on_hypervisor_event(self, ev: HypervisorEvent) -> None:
-        if ev.kind == "connected":
-            self._resync()
-        elif ev.kind == "republish":  # after every MQTT connect: the broker may have lost all
+    def _on_hypervisor_event(self, ev: EventWork) -> None:
+        if isinstance(ev, Republish):
             if self.inventory.synced:
                 for state in self.inventory.all():
                     self.publisher.publish_state(state)
             self.publisher.send_discovery()
+        elif ev.kind == "connected":
+            self._resync()
         elif ev.kind == "disconnected":
             self.inventory.synced = False
             self.sampler.reset()
@@ -268,7 +280,7 @@ class AgentService:
             detail=str(ev.detail) if ev.event >= 0 else "refreshed",
             state=state.state,
         )
-        if ev.event == 2 and self.settings.memory_stats_period > 0:  # started
+        if ev.started and self.settings.memory_stats_period > 0:
             self._stats_period(uuid)
 
     def _stats_period(self, uuid: str) -> None:
@@ -343,9 +355,9 @@ class AgentService:
         parsed = self.topics.parse(msg.topic)
         if parsed is not None and parsed.kind in ("cmd", "vm_set") and parsed.host == self.host:
             # Requests are admitted right here: decoding one and queuing its job never waits
-            # (libvirt is called on the executor's workers), and a hop through the dispatcher
-            # was a measurable share of every command's round trip.
-            guarded(f"message on {msg.topic!r}", partial(self._on_inbound, msg))()
+            # (libvirt is called on the executor's workers), so a hop through the dispatcher
+            # would only add a thread switch to every command's round trip.
+            keep_going(f"message on {msg.topic!r}", partial(self._on_inbound, msg))
             return
         try:
             self._inbound.put_nowait(msg)
@@ -358,11 +370,11 @@ class AgentService:
                 msg = self._inbound.get(timeout=0.5)
             except queue.Empty:
                 continue
-            guarded(f"message on {msg.topic!r}", partial(self._on_inbound, msg))()
+            keep_going(f"message on {msg.topic!r}", partial(self._on_inbound, msg))
 
     def _on_inbound(self, msg: Inbound) -> None:
         if msg is _MQTT_CONNECTED:
-            self._request(HypervisorEvent("republish"))
+            self._request(Republish())
             return
         parsed = self.topics.parse(msg.topic)
         if parsed is None or parsed.host != self.host:
@@ -379,6 +391,6 @@ class AgentService:
     def _ticker(self) -> None:
         due = time.monotonic()
         while not self._stop.is_set():
-            guarded("metrics tick", self.run_tick)()
+            keep_going("metrics tick", self.run_tick)
             due, delay = next_deadline(due, self.settings.metrics_interval, time.monotonic())
             self._stop.wait(delay)

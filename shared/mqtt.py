@@ -55,7 +55,7 @@ class Backoff:
         return pick.randint(*self.min_delay), pick.randint(*self.max_delay)
 
 
-def guarded(callback: F) -> F:
+def logged_callback(callback: F) -> F:
     """Wrap a paho callback so whatever it raises is logged with its traceback (on the logger of
     the callback's module) and swallowed. Left to paho, an exception either ends its network
     thread (`suppress_exceptions` off) or vanishes (on: paho reports it only to a logger it was
@@ -83,7 +83,7 @@ def utf8_topic(msg: mqtt.MQTTMessage, on_bad: Callable[[bytes], None]) -> str | 
         return None
 
 
-@guarded
+@logged_callback
 def no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
     """TCP_NODELAY: with Nagle, a PUBLISH written right after another packet (a command after a
     PUBACK, a reply after the command's) waits for the broker's delayed ACK, ~40 ms on Linux."""
@@ -102,9 +102,9 @@ class PromptClient(mqtt.Client):
     """A client whose latency-critical publishes (command requests, command replies) leave on
     the thread that makes them. In paho's threaded mode a packet queued by another thread
     waits for the network thread to wake up (a byte on its socket pair), and then for the
-    interpreter, which the publishing thread and whatever it woke keep for a while: about
-    0.3 ms a reply on the agent's call workers here; under gevent the gateway's command
-    waited behind its own Socket.IO pushes.
+    interpreter, which the publishing thread and whatever it woke keep for a while; under
+    gevent the network greenlet also queues behind every other ready greenlet (the gateway's
+    Socket.IO pushes).
 
     `write_now` writes paho's queue on the calling thread. One lock is held around every
     write of the queue, every read of the socket and its closing, so packets never
@@ -160,11 +160,12 @@ def build_client(
     client_class: type[C],
 ) -> C:
     """A `client_class` (paho's `Client` or a subclass) set up, not connected. The caller adds
-    its callbacks (each through `guarded`), then `connect_async` and `loop_start`, so a broker
-    that is down at start-up is retried rather than fatal. Reads the TLS files for `mqtts://`."""
+    its callbacks (each through `logged_callback`), then `connect_async` and `loop_start`, so a
+    broker that is down at start-up is retried rather than fatal. Reads the TLS files for
+    `mqtts://`."""
     url = settings.mqtt
     client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    # The callbacks log through `guarded`; this keeps paho's loop going if one ever is not.
+    # The callbacks log through `logged_callback`; this keeps paho's loop going if one ever is not.
     client.suppress_exceptions = True
     if url.username:
         client.username_pw_set(url.username, url.password)

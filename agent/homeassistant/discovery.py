@@ -150,8 +150,8 @@ def vm_removals(
 # entity from the registry (and the device with its last entity; recreated, it gets its registry
 # id back but not a user's entity_id or name), and a config on the new topic while the old one
 # still holds the unique_id is refused ("does not generate unique IDs") and forgotten, so the
-# emptied old topic then removes the entity for good. All three orders were run against a real
-# Home Assistant 2025.4 (tests/service/test_homeassistant_real.py runs the right one).
+# emptied old topic then removes the entity for good. tests/service/test_homeassistant_real.py
+# checks this order against a real Home Assistant.
 MIGRATE_PAYLOAD = b'{"migrate_discovery":true}'
 
 

@@ -17,6 +17,7 @@ from agent.hypervisor.loop import start_event_loop
 from agent.hypervisor.operations import Hypervisor
 from agent.hypervisor.records import (
     DomainInfo,
+    EventSink,
     HypervisorEvent,
     NodeFacts,
     domain_info,
@@ -33,6 +34,7 @@ __all__ = [
     "BulkSampler",
     "Connection",
     "DomainInfo",
+    "EventSink",
     "Hypervisor",
     "HypervisorEvent",
     "NodeFacts",

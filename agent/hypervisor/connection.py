@@ -20,7 +20,7 @@ import libvirt
 
 from agent.errors import AgentError, CallTimeout, HypervisorUnavailable
 from agent.hypervisor.loop import start_event_loop
-from agent.hypervisor.records import HypervisorEvent, translate
+from agent.hypervisor.records import EventSink, HypervisorEvent, translate
 from shared.redact import redact_uri
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Connection:
     def __init__(
         self,
         uri: str,
-        events: queue.Queue[HypervisorEvent],
+        events: EventSink,
         on_open: Callable[[libvirt.virConnect], None] | None = None,
         on_domain_changed: Callable[[str], None] | None = None,
     ) -> None:

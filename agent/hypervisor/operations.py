@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -20,7 +19,7 @@ from agent.hypervisor.bulkstats import RawSample
 from agent.hypervisor.connection import Connection
 from agent.hypervisor.records import (
     DomainInfo,
-    HypervisorEvent,
+    EventSink,
     NodeFacts,
     domain_info,
     version_text,
@@ -45,7 +44,7 @@ class Hypervisor:
     # (before each domain of a listing is read). None in production.
     hold: Hold | None = None
 
-    def __init__(self, uri: str, events: queue.Queue[HypervisorEvent]) -> None:
+    def __init__(self, uri: str, events: EventSink) -> None:
         self._stats = BulkSampler()
         # virDomain handles, each with its connection: a command then costs one RPC, not two.
         self._domains: dict[str, tuple[libvirt.virConnect, Any]] = {}

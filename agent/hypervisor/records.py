@@ -6,7 +6,7 @@ Everything here leaves the adapter; nothing holds a `virDomain` or a connection.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import libvirt
 
@@ -45,15 +45,26 @@ class NodeFacts:
 
 @dataclass(frozen=True)
 class HypervisorEvent:
-    """What the callbacks and the supervisor report; consumed by the service's event worker."""
+    """What the callbacks and the supervisor report; consumed by the service's event worker.
+    A `lifecycle` event carries libvirt's event and detail codes, or -1 for a re-read that
+    no libvirt event caused."""
 
-    # `republish` and `discovery` are the service's own requests (after an MQTT connect, on
-    # Home Assistant's birth), queued here so that one worker publishes every state in order.
-    kind: Literal["lifecycle", "reboot", "connected", "disconnected", "republish", "discovery"]
+    kind: Literal["lifecycle", "reboot", "connected", "disconnected"]
     uuid: str | None = None
     name: str | None = None
     event: int = -1
     detail: int = -1
+
+    @property
+    def started(self) -> bool:
+        """libvirt says the domain started (a boot, a restore, a migration in)."""
+        return self.kind == "lifecycle" and self.event == libvirt.VIR_DOMAIN_EVENT_STARTED
+
+
+class EventSink(Protocol):
+    """Where the adapter puts its events (the service's queue, which may carry more)."""
+
+    def put_nowait(self, item: HypervisorEvent, /) -> None: ...
 
 
 def version_text(version: int) -> str:

@@ -24,7 +24,7 @@ from gateway.core.drops import Drops
 from gateway.core.ingest import Drop, Inbound, VmRemoved, decode
 from gateway.errors import BusError
 from shared.messages import CommandRequest, GatewayStatus, dump
-from shared.mqtt import Backoff, PromptClient, Will, build_client, guarded, utf8_topic
+from shared.mqtt import Backoff, PromptClient, Will, build_client, logged_callback, utf8_topic
 from shared.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -131,9 +131,9 @@ class Bus:
             backoff=BACKOFF,
             client_class=_DrainingClient,
         )
-        client.on_connect = guarded(self._on_connect)
-        client.on_disconnect = guarded(self._on_disconnect)
-        client.on_message = guarded(self._on_message)
+        client.on_connect = logged_callback(self._on_connect)
+        client.on_disconnect = logged_callback(self._on_disconnect)
+        client.on_message = logged_callback(self._on_message)
         return client
 
     def start(self) -> None:
@@ -169,7 +169,7 @@ class Bus:
         if self._ingest.is_alive():
             logger.warning("the ingest thread did not finish within %g s", INGEST_DRAIN_S)
 
-    # -- paho callbacks (network thread: never block here; each wrapped in `guarded`) -------
+    # -- paho callbacks (network thread: never block here; each in `logged_callback`) -------
     def _on_connect(
         self, client: mqtt.Client, _u: object, flags: object, reason: object, _p: object
     ) -> None:

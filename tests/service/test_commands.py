@@ -12,7 +12,8 @@ from datetime import timedelta
 import pytest
 
 from agent import domstate
-from agent.commands.executor import ESCALATE_GRACE_S, CommandExecutor
+from agent.commands.executor import CommandExecutor
+from agent.commands.settings import ESCALATE_GRACE_S, ExecutorSettings
 from agent.errors import HypervisorError
 from agent.hypervisor import DomainInfo, Hypervisor, HypervisorEvent
 from agent.hypervisor.operations import Guard
@@ -71,11 +72,11 @@ def run(
 
     executor = CommandExecutor(
         "h",
-        hv,
+        hv,  # type: ignore[arg-type]
         inventory,
         lambda *_: None,
         lambda _u: None,
-        call_timeout=call_timeout,  # type: ignore[arg-type]
+        ExecutorSettings(call_timeout=call_timeout),
     )
     request = CommandRequest(
         id="c1",
@@ -86,9 +87,9 @@ def run(
     executor.submit(request, send)
     assert done.wait(5)
     if hv.__class__ is StandIn:
-        executor.shutdown(wait=True)
+        executor.close_workers(wait=True)
     else:
-        executor.shutdown()
+        executor.close_workers()
     return replies[-1], hv
 
 
@@ -113,32 +114,6 @@ def test_an_action_that_cannot_apply_fails_with_invalid_state() -> None:
     reply, hv = run(domstate.SHUTOFF, domstate.SHUTOFF, "suspend")
     assert reply.status == "failed" and reply.error is not None
     assert reply.error.code == "invalid_state" and hv.performed == []
-
-
-class Frozen(StandIn):
-    """A libvirtd that stops answering (SIGSTOP) until `thaw` is set."""
-
-    def __init__(self, state: int) -> None:
-        super().__init__(state)
-        self.thaw = threading.Event()
-        self.answered = threading.Event()
-
-    def domain_state(self, uuid: str) -> tuple[int, int]:
-        self.thaw.wait(10)
-        try:
-            return super().domain_state(uuid)
-        finally:
-            self.answered.set()
-
-
-def test_a_command_reported_timed_out_is_never_carried_out_later() -> None:
-    hv = Frozen(domstate.RUNNING)
-    reply, _ = run(domstate.RUNNING, domstate.RUNNING, "suspend", hv=hv, call_timeout=0.2)
-    assert reply.status == "timed_out" and reply.error is not None
-    assert reply.error.code == "timeout"
-    hv.thaw.set()  # libvirtd answers again: the read returns to a job that gave up
-    assert hv.answered.wait(10)
-    assert hv.performed == [] and hv.state == domstate.RUNNING
 
 
 # -- one deadline, every path: libvirt's test:/// driver, calls held across the deadline ----
@@ -207,15 +182,17 @@ class Live:
             self.inventory,
             lambda *_: None,
             lambda _u: None,
-            workers=workers,
-            call_timeout=call_timeout,
-            # The product's grace by default: the waiter ends a slice (0.25 s) after the
-            # deadline and needs a CPU before the destroy's guard, and the short state reads
-            # around an escalation are bounded by it too.
-            escalate_grace=escalate_grace,
-            history=history,
-            remember_after=remember_after,
-            max_shutdowns=max_shutdowns,
+            ExecutorSettings(
+                workers=workers,
+                call_timeout=call_timeout,
+                # The product's grace by default: the waiter ends a slice (0.25 s) after the
+                # deadline and needs a CPU before the destroy's guard, and the short state reads
+                # around an escalation are bounded by it too.
+                escalate_grace=escalate_grace,
+                history=history,
+                remember_after=remember_after,
+                max_shutdowns=max_shutdowns,
+            ),
         )
 
     def wait_connected(self, count: int) -> None:
@@ -261,7 +238,7 @@ class Live:
 
     def close(self) -> None:
         self.hv.hold = None
-        self.executor.shutdown(wait=True)
+        self.executor.close_workers(wait=True)
         self.hv.stop()
 
 
@@ -313,7 +290,7 @@ def test_an_action_held_at_its_start_past_the_deadline_is_never_sent(
     assert reply.status == "timed_out" and reply.error is not None
     assert reply.error.code == "timeout", reply
     gate.release.set()
-    lv.executor.shutdown(wait=True)  # every call that was running has returned
+    lv.executor.close_workers(wait=True)  # every call that was running has returned
     assert gate.count("begun") == 0
     assert lv.truth(vm) == before
 
@@ -333,7 +310,7 @@ def test_a_read_held_past_the_deadline_answers_at_not_after_and_sends_nothing(
     assert reply.status == "timed_out" and reply.error is not None
     assert reply.error.code == "timeout"
     gate.release.set()
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert gate.count("begun") == 0  # it may reach the guard, never past it
     assert lv.truth(vm) == before
 
@@ -372,7 +349,7 @@ def test_an_action_libvirt_never_answers_is_reported_as_outcome_unknown(
     assert reply.error.code == "outcome_unknown"
     assert "may still take effect" in reply.error.message
     gate.release.set()  # and so it does: the operator was told it might
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert lv.truth(WEB) == "paused"
 
 
@@ -399,7 +376,7 @@ def test_a_shutdown_escalation_held_past_its_deadline_is_never_sent(
     assert "not forced off" in reply.error.message
     reads.release.set()
     gate.release.set()
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert gate.count("begun") == 1  # the graceful shutdown only, never the destroy
 
 
@@ -438,7 +415,7 @@ def test_a_read_held_across_a_reconnect_sends_nothing_on_the_new_connection(
     lv.hv.drop()
     lv.wait_connected(2)
     gate.release.set()
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert gate.count("begun") == 0
     assert lv.truth(WEB) == "running"
 
@@ -478,7 +455,7 @@ def test_a_call_queued_behind_busy_workers_never_runs_after_the_deadline(
     assert reply.error.code == "timeout"
     gate.release.set()
     assert lv.final("first").status == "succeeded"
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert gate.count("read") == 1  # the reboot's read before it; none for "second"
     assert lv.truth(WEB) == "running"
 
@@ -489,7 +466,7 @@ def test_a_command_answered_once_is_never_begun_again(live: Callable[..., Live])
     assert lv.final().status == "succeeded"
     lv.hv.perform(WEB, "resume")
     lv.submit("suspend", WEB, begin_within=5)  # a redelivery of the same id
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert [r.status for r in lv.replies] == ["accepted", "succeeded", "succeeded"]
     assert lv.truth(WEB) == "running"
 
@@ -506,7 +483,7 @@ def test_a_refusal_under_a_known_id_never_contradicts_its_reply(
     lv.submit("suspend", WEB, begin_within=5)
     assert lv.final().status == "succeeded"
     lv.executor.reject(Rejection(code, "refused", "c1", "suspend", WEB), lv.send)
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert [r.status for r in lv.replies] == ["accepted", "succeeded", "succeeded"]
     # An id the agent does not know is refused as before.
     lv.executor.reject(Rejection(code, "refused", "other"), lv.send)
@@ -527,21 +504,9 @@ def test_a_full_id_cache_answers_busy_instead_of_forgetting_a_live_id(
     assert extra.status == "rejected" and extra.error is not None
     assert extra.error.code == "busy"
     lv.submit("reboot", WEB, begin_within=60, request_id="r0")  # a late copy of the first
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert [r.status for r in lv.replies if r.id == "r0"] == ["accepted", "succeeded", "succeeded"]
     assert lv.truth(WEB) == "running"
-
-
-def test_ids_past_their_not_after_make_room(live: Callable[..., Live]) -> None:
-    lv = live(history=2, remember_after=0.0)
-    for n in range(2):
-        lv.submit("reboot", WEB, begin_within=0.5, request_id=f"r{n}")
-        assert lv.final(f"r{n}").status == "succeeded"
-    aged = threading.Event()  # the clock, not a synchronisation: past both not_after
-    threading.Timer(0.8, aged.set).start()
-    assert aged.wait(5)
-    lv.submit("suspend", WEB, begin_within=5, request_id="later")
-    assert lv.final("later").status == "succeeded"
 
 
 def test_a_set_request_takes_no_place_in_the_id_cache(live: Callable[..., Live]) -> None:
@@ -663,12 +628,12 @@ def test_agent_stop_answers_a_command_not_begun_and_never_begins_it(
     lv.hv.hold = gate
     lv.submit("suspend", WEB, begin_within=20)
     assert gate.reached.wait(10)
-    lv.executor.stop(grace=0.5)
+    lv.executor.drain(grace=0.5)
     reply = lv.final(timeout=5)
     assert reply.status == "timed_out" and reply.error is not None
     assert reply.error.code == "agent_stopping" and "nothing was sent" in reply.error.message
     gate.release.set()
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert gate.count("begun") == 0 and lv.truth(WEB) == "running"
     assert [r.status for r in lv.replies] == ["accepted", "timed_out"]
 
@@ -679,7 +644,7 @@ def test_agent_stop_ends_a_shutdown_wait_with_a_final_reply(live: Callable[..., 
     lv.hv.hold = polls
     lv.submit("shutdown", WEB, begin_within=5, timeout_s=300, force_after=True)
     assert polls.reached.wait(10)
-    lv.executor.stop(grace=3)
+    lv.executor.drain(grace=3)
     reply = lv.final(timeout=5)
     assert reply.status == "timed_out" and reply.error is not None, reply
     assert reply.error.code == "agent_stopping" and reply.escalated is False
@@ -695,7 +660,7 @@ def test_agent_stop_reports_an_action_libvirt_has_not_answered(
     lv.hv.hold = gate
     lv.submit("destroy", WEB, begin_within=5)
     assert gate.reached.wait(10)
-    lv.executor.stop(grace=0.3)
+    lv.executor.drain(grace=0.3)
     reply = lv.final(timeout=5)
     assert reply.status == "timed_out" and reply.error is not None
     assert reply.error.code == "outcome_unknown"
@@ -741,12 +706,12 @@ def test_agent_stop_with_calls_still_queued_answers_each_once_and_logs_no_crash(
     lv.submit("reboot", WEB, begin_within=20, request_id="first")
     assert gate.reached.wait(10)
     lv.submit("suspend", WEB, begin_within=20, request_id="second")
-    lv.executor.stop(grace=0.2)
+    lv.executor.drain(grace=0.2)
     for request_id in ("first", "second"):
         reply = lv.final(request_id, timeout=5)
         assert reply.error is not None and reply.error.code == "agent_stopping", reply
     gate.release.set()
-    lv.executor.shutdown(wait=True)
+    lv.executor.close_workers(wait=True)
     assert gate.count("begun") == 0 and lv.truth(WEB) == "running"
     assert len([r for r in lv.replies if r.is_final]) == 2
     assert "crashed" not in caplog.text
@@ -763,8 +728,8 @@ def test_a_quick_command_is_answered_when_its_call_returns_and_only_once() -> No
     replies: queue.Queue[CommandReply] = queue.Queue()
     executor = CommandExecutor("h", hv, inventory, lambda *_: None, lambda _u: None)  # type: ignore[arg-type]
     release = threading.Event()
-    executor._jobs = DaemonPool(1, "held")
-    executor._jobs.submit(lambda: release.wait(10))
+    executor._pools.jobs = DaemonPool(1, "held")
+    executor._pools.jobs.submit(lambda: release.wait(10))
     request = CommandRequest(
         id="quick-1", action="suspend", vm=UUID, not_after=utc_now() + timedelta(seconds=30)
     )
@@ -777,5 +742,5 @@ def test_a_quick_command_is_answered_when_its_call_returns_and_only_once() -> No
     while executor._pending and time.monotonic() < deadline:  # the job thread has run
         time.sleep(0.01)
     assert executor._pending == 0
-    executor.shutdown(wait=True)
+    executor.close_workers(wait=True)
     assert replies.empty() and hv.performed == ["suspend"]

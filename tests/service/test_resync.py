@@ -47,5 +47,5 @@ def test_a_listing_slower_than_one_event_call_still_resyncs_without_reconnecting
                 assert svc._hv_events.get(timeout=1.5).kind != "disconnected"
     finally:
         svc.hypervisor.hold = None
-        svc.executor.shutdown()
+        svc.executor.close_workers()
         svc.hypervisor.stop()

@@ -6,6 +6,7 @@ import libvirt
 import pytest
 
 from agent import domstate
+from agent.hypervisor import HypervisorEvent
 from shared.messages import ACTIVE_STATES, VM_STATES
 
 pytestmark = pytest.mark.unit
@@ -113,3 +114,11 @@ def test_every_reason_libvirt_knows_has_words(prefix: str, state: int) -> None:
 )
 def test_event_names(code: int, name: str) -> None:
     assert domstate.event_name(code) == name
+
+
+def test_a_lifecycle_event_says_when_it_is_a_start() -> None:
+    code = libvirt.VIR_DOMAIN_EVENT_STARTED
+    assert domstate.event_name(code) == "started"
+    assert HypervisorEvent("lifecycle", "u", "vm", code, 0).started
+    assert not HypervisorEvent("lifecycle", "u", "vm", libvirt.VIR_DOMAIN_EVENT_STOPPED, 0).started
+    assert not HypervisorEvent("lifecycle", "u", "vm").started  # a re-read, no libvirt event

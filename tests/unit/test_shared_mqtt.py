@@ -29,7 +29,7 @@ from shared.mqtt import (
     PromptClient,
     Will,
     build_client,
-    guarded,
+    logged_callback,
     no_delay,
     utf8_topic,
 )
@@ -168,7 +168,7 @@ def test_guarded_logs_what_a_callback_raises_with_its_traceback_and_goes_on(
         seen.append(msg)
         raise KeyError("boom")
 
-    wrapped = guarded(on_message)
+    wrapped = logged_callback(on_message)
     assert wrapped.__name__ == "on_message"
     with caplog.at_level(logging.ERROR):
         assert wrapped(None, None, "m1") is None  # swallowed
