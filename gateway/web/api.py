@@ -13,9 +13,10 @@ from gateway.adapters.bus import gateway_version
 from gateway.auth import require
 from gateway.core import views
 from gateway.core.history import MAX_POINTS
+from gateway.core.records import job_of
 from gateway.current import service, service_of
 from gateway.errors import InvalidInput, NotFound
-from gateway.service import VERBS, Gateway, job_of
+from gateway.service import VERBS, Gateway
 from gateway.web.http_errors import outcome_status
 from shared.messages import iso_z, utc_now
 

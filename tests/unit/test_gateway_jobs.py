@@ -264,3 +264,25 @@ def test_a_late_reply_replaces_a_guess_and_says_so(caplog: pytest.LogCaptureFixt
     counts, in_flight = jobs.stats()
     assert (counts.get("timed_out"), counts.get("succeeded"), in_flight) == (1, None, 0)
     assert jobs.revision_counts() == {("timed_out", "succeeded"): 1}
+
+
+def test_a_job_and_its_audit_entry_keep_every_fact_of_each_other() -> None:
+    import dataclasses
+    from datetime import timedelta
+
+    from gateway.core.jobs import Job
+    from gateway.core.records import AuditEntry, audit_of, job_of
+    from shared.messages import utc_now
+
+    t = [utc_now() + timedelta(seconds=i) for i in range(4)]
+    job = Job(
+        "j", "h1", U, "web", "shutdown", {"timeout_s": 5.0}, "bob", status="succeeded",
+        state="stopped", changed=True, escalated=False, error={"code": "c", "message": "m"},
+        created_at=t[0], updated_at=t[1], accepted_at=t[2], finished_at=t[3],
+        revised={"status": "timed_out", "error": None, "at": "x"},
+    )  # fmt: skip
+    entry = audit_of(job)
+    assert (entry.ts, entry.result) == (t[0], "succeeded")
+    assert job_of(entry).to_dict() == job.to_dict()
+    # A job with every fact set fills every field of its entry.
+    assert all(getattr(entry, f.name) is not None for f in dataclasses.fields(AuditEntry))
