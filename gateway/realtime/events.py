@@ -15,12 +15,12 @@ from socketio import RedisManager
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from gateway import blocking
-from gateway.auth import MALFORMED, Principal, Role, client_address
+from gateway.auth import MALFORMED, Principal, Role
 from gateway.config import Settings
 from gateway.core import views
 from gateway.core.job import from_set
 from gateway.core.jobs import Job
-from gateway.current import service, service_of
+from gateway.current import client_address, service, service_of
 from gateway.errors import GatewayError, InvalidInput, NotAuthenticated, NotPermitted
 from gateway.realtime.sessions import SessionGuard
 from gateway.service import Gateway

@@ -10,7 +10,6 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.adapters.bus import gateway_version
-from gateway.auth import require
 from gateway.core import views
 from gateway.core.history import MAX_POINTS
 from gateway.core.records import job_of
@@ -18,6 +17,7 @@ from gateway.current import service, service_of
 from gateway.errors import InvalidInput, NotFound
 from gateway.service import VERBS, Gateway
 from gateway.web.http_errors import outcome_status
+from gateway.web.roles import require
 from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from gateway import blocking
-from gateway.auth import require
 from gateway.core.state import Snapshot
 from gateway.current import service
 from gateway.web.collectors import FleetCollector, GatewayCollector, GatewayFigures
+from gateway.web.roles import require
 
 bp = Blueprint("prometheus", __name__)
 
