@@ -9,8 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from gateway.adapters.bus import Bus, Inbound, VmRemoved
 from gateway.adapters.store import Store
 from gateway.auth import Authenticator, Principal
@@ -20,9 +18,9 @@ from gateway.core.jobs import Job, JobManager
 from gateway.core.readviews import ReadViews
 from gateway.core.records import audit_of, job_of, refusal
 from gateway.core.state import StateCache
-from gateway.errors import GatewayError, InvalidInput, Unavailable
+from gateway.errors import GatewayError, Unavailable
+from gateway.inputs import command_of, parse_wait
 from shared.messages import (
-    CommandParams,
     CommandReply,
     GatewayStatus,
     HostStatus,
@@ -46,51 +44,6 @@ def tune_gc() -> None:
     less often. Process-wide: the gateway process is this gateway."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
-
-
-# Seed route verb → (action, action when {"force": true}).
-VERBS: dict[str, tuple[str, str]] = {
-    "start": ("start", "start"),
-    "stop": ("shutdown", "destroy"),
-    "restart": ("reboot", "reset"),
-    "suspend": ("suspend", "suspend"),
-    "resume": ("resume", "resume"),
-}
-
-
-def command_of(verb: str, body: Any) -> tuple[str, CommandParams]:
-    """The agent action and params a seed-style verb and optional JSON body ask for."""
-    if verb not in VERBS:
-        raise InvalidInput(f"unknown action {verb!r}; expected one of {', '.join(VERBS)}")
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise InvalidInput("force must be true or false")
-    action = VERBS[verb][1] if force else VERBS[verb][0]
-    raw = {k: body[k] for k in ("timeout_s", "force_after") if k in body}
-    if raw and action != "shutdown":
-        raise InvalidInput("timeout_s and force_after apply to a graceful stop only")
-    try:
-        params = CommandParams.model_validate(raw, strict=True)  # 0 is no bool, as for force
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
-    return action, params
-
-
-def parse_wait(value: Any, default: float, cap: float) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        wait = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput("wait must be a number of seconds") from exc
-    if not 0 <= wait <= cap:
-        raise InvalidInput(f"wait must be between 0 and {cap:g} seconds")
-    return wait
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ _GATEWAY_TOP = (
     "gateway.errors",
     "gateway.config",
     "gateway.blocking",
+    "gateway.inputs",
 )
 GATEWAY_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "core": (
