@@ -3,6 +3,15 @@
 `create_app(settings)` builds the app and binds the extensions, with no side effect: no socket,
 no thread, no exit hook. `start(app)` (the server entry points call it: gateway.serve's worker
 load and `python -m gateway --dev`) connects to MQTT and starts the background threads.
+
+Beside the packages (`core`, `adapters`, `web`, `realtime`), the top-level modules: `service`
+(the wiring), `auth` (tokens and roles), `inputs` (checks of what a client sends), `current`
+(the request's service and client address), `errors`, `config`, `throttle`, `blocking`, and the
+entry points `__main__` and `serve`.
+
+May import: `shared`, `gateway.core`, `gateway.adapters` and each other; never Flask, werkzeug
+or Socket.IO, nor `gateway.web` or `gateway.realtime`, except in `current` (Flask's request)
+and in the entry points (`create_app` here, `__main__`, `serve`), which compose every layer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""API tokens and roles (SPEC §7): parsing, constant-time lookup, the REST role check."""
+"""API tokens and roles (SPEC §7): parsing, constant-time lookup, failure throttling and
+counts. Pure: the web layer's role check (`gateway.web.roles`) and the Socket.IO connect
+handler call it with what the request carried."""
 
 from __future__ import annotations
 
@@ -7,17 +9,12 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import wraps
-from typing import Literal, ParamSpec, TypeVar
-
-from flask import g, request
-from werkzeug.datastructures import Headers
+from typing import Literal
 
 from gateway.config import Settings
-from gateway.current import service
-from gateway.errors import NotAuthenticated, NotPermitted, Throttled
+from gateway.errors import NotAuthenticated, Throttled
 from gateway.throttle import FailureThrottle
 
 logger = logging.getLogger(__name__)
@@ -27,9 +24,6 @@ ROLE_RANK: dict[str, int] = {"viewer": 1, "operator": 2}
 # Why an authentication failed, as counted in /metrics; `throttled` was refused unchecked.
 FAILURE_REASONS = ("missing", "malformed", "unknown", "throttled")
 MAX_SECRET = 4096  # longer is not one of ours, and comparing it would only cost time
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -188,46 +182,14 @@ def _encoded(secret: object) -> bytes | None:
 MALFORMED = object()  # stands for a credential that is not even shaped like a token
 
 
-def bearer(headers: Mapping[str, str] | Headers) -> str | None:
-    value = headers.get("Authorization", "")
+def bearer(headers: Mapping[str, str]) -> str | None:
+    """The token of an `Authorization: Bearer …` header, if that is what `headers` carry."""
+    return bearer_token(headers.get("Authorization", ""))
+
+
+def bearer_token(value: str) -> str | None:
+    """The token of an Authorization header's value, when its scheme is Bearer."""
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
-
-
-def client_address() -> str:
-    """The TCP peer of the current request. Behind a reverse proxy this is the proxy: every
-    client behind it shares one address (documented in docs/API.md)."""
-    return request.remote_addr or "unknown"
-
-
-def require(role: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """REST decorator: 401 without a valid token, 403 when the token's role is too low, 429
-    while the client address is throttled. Tokens come only from the Authorization header: a
-    `?token=` in a URL ends up in proxy logs and browser history."""
-
-    def decorate(view: Callable[P, R]) -> Callable[P, R]:
-        @wraps(view)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            auth: Authenticator = service().auth
-            header = request.headers.get("Authorization")
-            secret: object = bearer(request.headers)
-            if secret is None and header:
-                secret = MALFORMED  # an Authorization header, but not a bearer token
-            try:
-                principal = auth.authenticate(secret, client_address(), "rest")
-            except NotAuthenticated:
-                message = "a valid API token is required (Authorization: Bearer …)"
-                if "token" in request.args:
-                    message += "; ?token= is accepted on the Socket.IO handshake only"
-                raise NotAuthenticated(message) from None
-            if not principal.can(role):
-                raise NotPermitted(f"this action needs the {role} role")
-            g.principal = principal
-            return view(*args, **kwargs)
-
-        wrapper.required_role = role  # type: ignore[attr-defined]  # read by gateway.web.openapi
-        return wrapper
-
-    return decorate

@@ -13,8 +13,8 @@ from shared.settings import ServiceSettings
 from shared.topics import validate_gateway_id
 
 # Default cap on open Socket.IO sessions. Under gunicorn's gevent worker an authenticated
-# websocket client costs about 70 kB of gateway memory (measured by benchmarks/sio_fanout.py:
-# its greenlets, queues and buffers), so 10,000 of them are about 0.7 GB.
+# websocket client costs gateway memory (its greenlets, queues and buffers), not a thread: the
+# cap is a memory bound (benchmarks/sio_fanout.py measures what a session weighs).
 DEFAULT_MAX_SOCKETS = 10_000
 MAX_MAX_SOCKETS = 1_000_000
 # Connections the gevent worker keeps for REST on top of every Socket.IO request.
@@ -61,8 +61,8 @@ class Settings(ServiceSettings):
 
     # Trust boundary of client connections (README settings table).
     sio_auth_timeout: float = Field(10.0, gt=0, le=300)
-    # Under the gevent worker an open Socket.IO session costs memory (~70 kB, a few greenlets),
-    # not a thread: the total is a memory bound, and `worker_connections` stays above it.
+    # Under the gevent worker an open Socket.IO session costs memory (a few greenlets), not a
+    # thread: the total is a memory bound, and `worker_connections` stays above it.
     max_sockets: int = Field(DEFAULT_MAX_SOCKETS, ge=1, le=MAX_MAX_SOCKETS)
     max_sockets_per_client: int = Field(16, ge=1)
     auth_fail_burst: int = Field(10, ge=1, le=10000)

@@ -6,11 +6,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
-
-from pydantic import ValidationError
 
 from gateway.adapters.bus import Bus, Inbound, VmRemoved
 from gateway.adapters.store import Store
@@ -19,28 +16,26 @@ from gateway.config import Settings
 from gateway.core.drops import Drops
 from gateway.core.jobs import Job, JobManager
 from gateway.core.readviews import ReadViews
-from gateway.core.records import REFUSED, AuditEntry
+from gateway.core.records import audit_of, job_of, refusal
 from gateway.core.state import StateCache
-from gateway.errors import GatewayError, InvalidInput, Unavailable
+from gateway.errors import GatewayError, Unavailable
+from gateway.inputs import command_of, parse_wait
 from shared.messages import (
-    CommandParams,
     CommandReply,
     GatewayStatus,
     HostStatus,
     MetricsBatch,
     VmEvent,
     VmState,
-    utc_now,
 )
 
 logger = logging.getLogger(__name__)
 
-# The ingest of a large fleet makes and drops hundreds of thousands of small objects a second
-# (every VM's metrics, each tick), none of them in a reference cycle: reference counting frees
-# them all. With the interpreter's default thresholds the cycle collector still ran after every
-# 700 allocations, and its full passes over the whole cache took about 40% of the ingest's CPU
-# (measured with benchmarks/ingest_profile.py). Collect far less often; cyclic garbage, rare
-# here, waits a little longer.
+# The ingest of a large fleet makes and drops a great many small objects (every VM's metrics,
+# each tick), none of them in a reference cycle: reference counting frees them all. At the
+# interpreter's default thresholds the cycle collector would still run every few hundred
+# allocations, its full passes walking the whole cache for nothing. Collect far less often;
+# cyclic garbage, rare here, waits a little longer.
 GC_THRESHOLD = (50_000, 10, 10)
 
 
@@ -49,115 +44,6 @@ def tune_gc() -> None:
     less often. Process-wide: the gateway process is this gateway."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
-
-
-# Seed route verb → (action, action when {"force": true}).
-VERBS: dict[str, tuple[str, str]] = {
-    "start": ("start", "start"),
-    "stop": ("shutdown", "destroy"),
-    "restart": ("reboot", "reset"),
-    "suspend": ("suspend", "suspend"),
-    "resume": ("resume", "resume"),
-}
-
-
-def command_of(verb: str, body: Any) -> tuple[str, CommandParams]:
-    """The agent action and params a seed-style verb and optional JSON body ask for."""
-    if verb not in VERBS:
-        raise InvalidInput(f"unknown action {verb!r}; expected one of {', '.join(VERBS)}")
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise InvalidInput("force must be true or false")
-    action = VERBS[verb][1] if force else VERBS[verb][0]
-    raw = {k: body[k] for k in ("timeout_s", "force_after") if k in body}
-    if raw and action != "shutdown":
-        raise InvalidInput("timeout_s and force_after apply to a graceful stop only")
-    try:
-        params = CommandParams.model_validate(raw, strict=True)  # 0 is no bool, as for force
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
-    return action, params
-
-
-def parse_wait(value: Any, default: float, cap: float) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        wait = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput("wait must be a number of seconds") from exc
-    if not 0 <= wait <= cap:
-        raise InvalidInput(f"wait must be between 0 and {cap:g} seconds")
-    return wait
-
-
-def audit_of(job: Job) -> AuditEntry:
-    return AuditEntry(
-        id=job.id,
-        ts=job.created_at,
-        by=job.by,
-        host=job.host,
-        vm=job.vm,
-        name=job.name,
-        action=job.action,
-        params=job.params,
-        result=job.status,
-        error=job.error,
-        updated_at=job.updated_at,
-        finished_at=job.finished_at,
-        state=job.state,
-        changed=job.changed,
-        escalated=job.escalated,
-        accepted_at=job.accepted_at,
-        revised=job.revised,
-    )
-
-
-def job_of(entry: AuditEntry) -> Job:
-    """A job again, from its audit entry (a gateway restart, or one older than memory)."""
-    return Job(
-        id=entry.id,
-        host=entry.host or "",
-        vm=entry.vm or "",
-        name=entry.name or "",
-        action=entry.action,
-        params=entry.params,
-        by=entry.by,
-        status=entry.result,
-        state=entry.state,
-        changed=entry.changed,
-        escalated=entry.escalated,
-        error=entry.error,
-        created_at=entry.ts,
-        updated_at=entry.updated_at,
-        accepted_at=entry.accepted_at,
-        finished_at=entry.finished_at,
-        revised=entry.revised,
-    )
-
-
-def refusal(ref: str, host: str | None, verb: str, who: Principal, exc: GatewayError) -> AuditEntry:
-    """A command turned down before it became a job: still who, what, when and why."""
-    now = utc_now()
-    return AuditEntry(
-        id=uuid.uuid4().hex,
-        ts=now,
-        by=who.name,
-        host=host,
-        vm=None,
-        name=ref,
-        action=verb,
-        params={},
-        result=REFUSED,
-        error={"code": exc.code, "message": exc.message},
-        updated_at=now,
-        finished_at=now,
-    )
 
 
 @dataclass(frozen=True)
@@ -290,7 +176,7 @@ class Gateway:
         except GatewayError as exc:
             # An agent timeout carries its (audited) job: that is in the audit already.
             if not isinstance(exc.extra.get("job"), dict):
-                self.store.record(refusal(ref, host, verb, who, exc))
+                self.store.record(refusal(ref, host, verb, who.name, exc))
             raise
 
     def _command(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -11,19 +11,21 @@ from shared.redact import redact_uri
 
 PROTOCOL_VERSION: Literal[1] = 1
 
-VM_STATES = ("running", "paused", "stopped", "shutting_down", "crashed", "suspended", "unknown")
 VmStateName = Literal[
     "running", "paused", "stopped", "shutting_down", "crashed", "suspended", "unknown"
 ]
+VM_STATES: tuple[str, ...] = get_args(VmStateName)
 
 # States in which the guest exists in memory (`is_active`).
 ACTIVE_STATES = frozenset({"running", "paused", "shutting_down", "suspended"})
 
-ACTIONS = ("start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume")
 Action = Literal["start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume"]
+ACTIONS: tuple[str, ...] = get_args(Action)
 
-ReplyStatus = Literal["accepted", "succeeded", "failed", "rejected", "timed_out"]
-FINAL_STATUSES = ("succeeded", "failed", "rejected", "timed_out")
+# The statuses that end a command: the agent's, and the gateway's own guesses about a job.
+FinalStatus = Literal["succeeded", "failed", "rejected", "timed_out"]
+FINAL_STATUSES: tuple[str, ...] = get_args(FinalStatus)
+ReplyStatus = Literal["accepted", FinalStatus]
 
 MemorySource = Literal["guest", "rss", "none"]
 

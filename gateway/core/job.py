@@ -3,13 +3,20 @@ is its own, which of its ends are guesses)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.messages import CommandParams, CommandReply, VmEvent, iso_z, utc_now
+from shared.messages import (
+    FINAL_STATUSES,
+    CommandParams,
+    CommandReply,
+    VmEvent,
+    iso_z,
+    utc_now,
+)
 
-GATEWAY_FINAL = ("succeeded", "failed", "rejected", "timed_out")
 # The agent never begins a command after its `not_after` (now + accept_timeout at publish),
 # by its own clock: the gateway waits this much longer before it says the agent did not take
 # it, for the clocks' skew and the `accepted` reply's way back.
@@ -64,7 +71,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.status in GATEWAY_FINAL
+        return self.status in FINAL_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +95,26 @@ class Job:
             "revised": self.revised,
             "foreign": self.foreign,
         }
+
+
+def new_job(
+    host: str, vm: str, name: str, action: str, params: CommandParams, by: str, now: datetime
+) -> Job:
+    """A job this gateway is about to send, made at `now`."""
+    return Job(
+        id=uuid.uuid4().hex,
+        host=host,
+        vm=vm,
+        name=name,
+        action=action,
+        params=params.model_dump(),
+        by=by,
+        created_at=now,
+        updated_at=now,
+        # Its request thread times out its acceptance (JobManager.run): the janitor must not,
+        # even while the job is still being persisted and not yet published.
+        watched=True,
+    )
 
 
 # Ends the gateway guessed without a word from the agent: the command may still have reached
@@ -153,4 +180,18 @@ def foreign_job(event: VmEvent) -> Job:
         updated_at=event.ts,
         finished_at=event.ts,
         foreign=True,
+    )
+
+
+def outcome_reply(event: VmEvent) -> CommandReply:
+    """A command outcome on the host's `events`, as the final reply it stands for."""
+    return CommandReply(
+        id=event.id,
+        host=event.host,
+        status=event.status,
+        action=event.action,
+        vm=event.uuid,
+        state=event.state,
+        error=event.error,
+        ts=event.ts,
     )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from gateway.core.history import Agg, Tick
+from gateway.core.job import Job
+from gateway.errors import GatewayError
+from shared.messages import ErrorInfo, utc_now
 
 # An audit entry's `result` for a command the gateway refused before any job existed.
 REFUSED = "refused"
@@ -162,3 +166,63 @@ class AuditEntry:
 
 def from_epoch(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
+
+
+# A job's fields and the audit entry's that keep them: the entry is the job's durable record,
+# so each fact of the job has its place in it (`created_at` is the entry's `ts`, `status` its
+# `result`). Both ways below read this one mapping.
+JOB_TO_AUDIT: dict[str, str] = {
+    **{
+        name: name
+        for name in (
+            "id",
+            "by",
+            "host",
+            "vm",
+            "name",
+            "action",
+            "params",
+            "error",
+            "updated_at",
+            "finished_at",
+            "state",
+            "changed",
+            "escalated",
+            "accepted_at",
+            "revised",
+        )
+    },
+    "created_at": "ts",
+    "status": "result",
+}
+
+
+def audit_of(job: Job) -> AuditEntry:
+    return AuditEntry(**{entry: getattr(job, name) for name, entry in JOB_TO_AUDIT.items()})
+
+
+def job_of(entry: AuditEntry) -> Job:
+    """A job again, from its audit entry (a gateway restart, or one older than memory)."""
+    fields = {name: getattr(entry, field) for name, field in JOB_TO_AUDIT.items()}
+    for name in ("host", "vm", "name"):  # a job always has them; only a refusal may not
+        fields[name] = fields[name] or ""
+    return Job(**fields)
+
+
+def refusal(ref: str, host: str | None, verb: str, by: str, exc: GatewayError) -> AuditEntry:
+    """A command turned down before it became a job: still who, what, when and why."""
+    now = utc_now()
+    return AuditEntry(
+        id=uuid.uuid4().hex,
+        ts=now,
+        by=by,
+        host=host,
+        vm=None,
+        name=ref,
+        action=verb,
+        params={},
+        result=REFUSED,
+        error=ErrorInfo(code=exc.code, message=exc.message).model_dump(),
+        updated_at=now,
+        finished_at=now,
+    )

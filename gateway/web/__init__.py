@@ -1,8 +1,9 @@
 """The gateway's HTTP layer: the REST routes (`api`), the dashboard's files (`dashboard`),
 the OpenAPI document (`openapi`, `openapi_schemas`), the Prometheus route and collectors
-(`prometheus`, `collectors`), and the one place errors get HTTP statuses (`http_errors`).
+(`prometheus`, `collectors`), the role check of every route (`roles`), and the one place errors
+get HTTP statuses (`http_errors`).
 
 May import: Flask, `shared`, `gateway.core`, the top-level modules (`service`, `current`,
-`auth`, `errors`, `config`, `blocking`) and the adapters' constants. Reaches the gateway
+`auth`, `errors`, `config`, `blocking`, `inputs`) and the adapters' constants. Reaches the gateway
 service only through `gateway.current`. Never `gateway.realtime`.
 """

@@ -10,13 +10,15 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.adapters.bus import gateway_version
-from gateway.auth import require
 from gateway.core import views
 from gateway.core.history import MAX_POINTS
+from gateway.core.records import job_of
 from gateway.current import service, service_of
 from gateway.errors import InvalidInput, NotFound
-from gateway.service import VERBS, Gateway, job_of
+from gateway.inputs import VERBS, query_number
+from gateway.service import Gateway
 from gateway.web.http_errors import outcome_status
+from gateway.web.roles import require
 from shared.messages import iso_z, utc_now
 
 bp = Blueprint("api", __name__)
@@ -106,16 +108,11 @@ def stats_summary() -> ResponseReturnValue:
 @bp.get("/vms")
 @require("viewer")
 def list_vms() -> ResponseReturnValue:
-    gateway = gw()
     host = host_arg()
     if host is not None:
-        snap = gateway.cache.snapshot()
-        if host not in snap.hosts:
-            raise NotFound(f"no host {host!r}", code="unknown_host")
-        snap.vms = {k: v for k, v in snap.vms.items() if k[0] == host}
-        return jsonify(views.vms_list(snap))
+        return _vms_of(host)
     # The list only changes with a state or host message: the same bytes until then.
-    return Response(gateway.reads.vms_body(), mimetype="application/json")
+    return Response(gw().reads.vms_body(), mimetype="application/json")
 
 
 @bp.get("/vm/<name>")
@@ -152,11 +149,7 @@ def vm_history(name: str) -> ResponseReturnValue:
 
 
 def _number(name: str, default: str, kind: type[float] | type[int]) -> Any:
-    try:
-        return kind(request.args.get(name, default))
-    except ValueError as exc:
-        what = "an integer" if kind is int else "a number"
-        raise InvalidInput(f"{name} must be {what}") from exc
+    return query_number(request.args.get(name, default), name, kind)
 
 
 def json_body(raw: bytes) -> Any:
@@ -218,6 +211,11 @@ def host_detail(host: str) -> ResponseReturnValue:
 @bp.get("/hosts/<host>/vms")
 @require("viewer")
 def host_vms(host: str) -> ResponseReturnValue:
+    return _vms_of(host)
+
+
+def _vms_of(host: str) -> ResponseReturnValue:
+    """`GET /hosts/<host>/vms` and `GET /vms?host=`: the seed's list, of one host's VMs."""
     snap = gw().cache.snapshot()
     if host not in snap.hosts:
         raise NotFound(f"no host {host!r}", code="unknown_host")
@@ -282,10 +280,7 @@ def audit() -> ResponseReturnValue:
 
 
 def _limit() -> int:
-    try:
-        limit = int(request.args.get("limit", "100"))
-    except ValueError as exc:
-        raise InvalidInput("limit must be an integer") from exc
+    limit: int = query_number(request.args.get("limit", "100"), "limit", int)
     if not 1 <= limit <= 10000:
         raise InvalidInput("limit must be between 1 and 10000")
     return limit

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.auth import FAILURE_REASONS
-from gateway.core.job import GATEWAY_FINAL
 from gateway.core.state import Snapshot
-from shared.messages import VM_STATES, DiskIO, NetIO, VmMetrics
+from shared.messages import FINAL_STATUSES, VM_STATES, DiskIO, NetIO, VmMetrics
 
 MIB = 1024 * 1024
-JOB_STATUSES = ("pending", "accepted", *GATEWAY_FINAL)
+JOB_STATUSES = ("pending", "accepted", *FINAL_STATUSES)
 TRANSPORTS = ("rest", "socketio")
 VM_LABELS = ["host", "uuid", "name"]
 Family = GaugeMetricFamily | CounterMetricFamily

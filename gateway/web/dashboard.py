@@ -9,9 +9,9 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.security import safe_join
 
-from gateway.auth import require
 from gateway.current import service
 from gateway.errors import NotFound
+from gateway.web.roles import require
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from gateway import blocking
-from gateway.auth import require
 from gateway.core.state import Snapshot
 from gateway.current import service
 from gateway.web.collectors import FleetCollector, GatewayCollector, GatewayFigures
+from gateway.web.roles import require
 
 bp = Blueprint("prometheus", __name__)
 
@@ -100,8 +100,8 @@ def metrics() -> ResponseReturnValue:
     scraper asks for OpenMetrics (or text 1.0.0) in `Accept`, as prometheus_client negotiates."""
     gateway = service()
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    # Prometheus asks for gzip: 40 MB of text at 10,000 VMs become 2 MB for a few tens of ms
-    # of CPU at level 1 (the higher levels cost seconds for little more).
+    # Prometheus asks for gzip: a large fleet's text shrinks many times over at level 1, and
+    # the higher levels cost far more CPU for little more.
     packed = request.accept_encodings["gzip"] > 0
 
     def render(reg: CollectorRegistry) -> bytes:

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from gateway.core.jobs import CLOCK_MARGIN_S, JobManager
 from gateway.errors import AgentTimeout, Conflict
 from gateway.web.http_errors import status_of
 from shared.messages import CommandParams, CommandReply, CommandRequest
-from tests.support.jobs import U, manager, submit
+from tests.support.jobs import FakeClock, U, manager, submit
 
 pytestmark = pytest.mark.unit
 
 
 def test_no_accepted_reply_is_an_agent_timeout() -> None:
-    jobs, agent = manager([], accept=0.2)
+    clock = FakeClock()
+    jobs, agent = manager([], accept=0.2, clock=clock)
     job = submit(jobs)
-    t0 = time.monotonic()
+    t0 = clock.monotonic()
     with pytest.raises(AgentTimeout) as exc:
         jobs.run(job, wait_s=10)
     # Not before the agent's own deadline (`not_after`) plus the margin for clocks and the way
     # back: until then, the agent may still take it.
-    waited = time.monotonic() - t0
+    waited = clock.monotonic() - t0
     assert CLOCK_MARGIN_S + 0.2 - 0.05 <= waited < CLOCK_MARGIN_S + 2
     not_after = agent.sent[0].not_after
     assert not_after is not None and job.finished_at is not None
@@ -93,10 +92,11 @@ def test_restored_jobs_get_their_deadlines_back_with_a_grace() -> None:
     pending = Job("p", "h1", U, "web", "start", {}, "bob", created_at=old)
     running = Job("r", "h1", U, "web", "shutdown", {"timeout_s": 600.0}, "bob", status="accepted")
     done = Job("d", "h1", U, "web", "start", {}, "bob", status="succeeded")
-    jobs = JobManager(lambda *a: None, accept_timeout=1)
+    clock = FakeClock()
+    jobs = JobManager(lambda *a: None, accept_timeout=1, clock=clock)
     jobs.restore([running, pending, done])  # newest first, as the store lists them
     assert [j.id for j in jobs.all()] == ["r", "p", "d"]
-    now = time.monotonic()
+    now = clock.monotonic()
     assert now + RESTART_GRACE_S - 1 < pending.accept_deadline <= now + RESTART_GRACE_S
     assert running.deadline > now + 600  # its own budget, counted from its creation
     assert jobs.expire(now + 1) == []  # the broker gets time to hand over what it kept
@@ -167,14 +167,18 @@ def test_a_job_persisted_too_slowly_is_never_timed_out_early_nor_sent() -> None:
     sent: list[str] = []
     expired: list[object] = []
     jobs: JobManager
+    clock = FakeClock()
 
     def slow_persist(job: object) -> None:
         # The janitor runs while SQLite is busy: it must leave the job to its request thread.
-        expired.extend(jobs.expire(time.monotonic() + 60))
-        time.sleep(0.4)  # past the command's not_after
+        expired.extend(jobs.expire(clock.monotonic() + 60))
+        clock.advance(0.4)  # past the command's not_after
 
     jobs = JobManager(
-        lambda _h, request, _e: sent.append(request.id), accept_timeout=0.2, persist=slow_persist
+        lambda _h, request, _e: sent.append(request.id),
+        accept_timeout=0.2,
+        persist=slow_persist,
+        clock=clock,
     )
     with pytest.raises(Unavailable) as exc:
         submit(jobs)
@@ -217,3 +221,68 @@ def test_only_a_vms_own_unfinished_jobs_block_it_and_count_as_in_flight() -> Non
     assert again.status == "failed" and elsewhere.status == "pending"
     assert jobs.stats()[1] == 1
     assert [j.id for j in jobs.expire(elsewhere.accept_deadline + 1)] == []  # its thread's
+
+
+def test_a_late_end_leaves_the_job_running_then_it_finishes() -> None:
+    clock = FakeClock()
+    jobs, _ = manager([(0.01, "accepted"), (1.5, "succeeded")], accept=5, clock=clock)
+    updates: list[str] = []
+    jobs.listen(lambda j: updates.append(j.status))
+    job = submit(jobs)
+    assert not jobs.run(job, wait_s=0.05)
+    assert job.status == "accepted"
+    clock.advance(10)
+    assert job.status == "succeeded"
+    assert updates == ["pending", "accepted", "succeeded"]
+
+
+def test_accepted_jobs_without_an_end_expire() -> None:
+    clock = FakeClock()
+    jobs, _ = manager([(0.0, "accepted")], clock=clock)
+    job = submit(jobs, "start")
+    jobs.run(job, wait_s=0)
+    assert jobs.expire(clock.monotonic()) == []
+    assert jobs.expire(clock.monotonic() + 3600) == [job]
+    assert job.status == "timed_out"
+
+
+def test_a_late_reply_replaces_a_guess_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    jobs, _agent = manager([(0.01, "accepted")], accept=1, clock=clock)
+    job = submit(jobs)
+    assert not jobs.run(job, wait_s=0.1) and job.status == "accepted"
+    jobs.expire(job.deadline + 1)  # the agent never said: the gateway's guess
+    assert (job.status, job.error and job.error["code"]) == ("timed_out", "no_final_reply")
+    with caplog.at_level("WARNING"):
+        late = CommandReply(id=job.id, host="h1", status="succeeded", vm=U, state="stopped")
+        assert jobs.on_reply(late) is None
+    assert (job.status, job.state, job.error) == ("succeeded", "stopped", None)
+    assert job.revised is not None and job.revised["status"] == "timed_out"
+    assert job.to_dict()["revised"]["error"]["code"] == "no_final_reply"
+    assert f"job {job.id}: the agent's succeeded replaces the gateway's timed_out" in caplog.text
+    # Counted once, under its first final status; the correction has its own counter.
+    counts, in_flight = jobs.stats()
+    assert (counts.get("timed_out"), counts.get("succeeded"), in_flight) == (1, None, 0)
+    assert jobs.revision_counts() == {("timed_out", "succeeded"): 1}
+
+
+def test_a_job_and_its_audit_entry_keep_every_fact_of_each_other() -> None:
+    import dataclasses
+    from datetime import timedelta
+
+    from gateway.core.jobs import Job
+    from gateway.core.records import AuditEntry, audit_of, job_of
+    from shared.messages import utc_now
+
+    t = [utc_now() + timedelta(seconds=i) for i in range(4)]
+    job = Job(
+        "j", "h1", U, "web", "shutdown", {"timeout_s": 5.0}, "bob", status="succeeded",
+        state="stopped", changed=True, escalated=False, error={"code": "c", "message": "m"},
+        created_at=t[0], updated_at=t[1], accepted_at=t[2], finished_at=t[3],
+        revised={"status": "timed_out", "error": None, "at": "x"},
+    )  # fmt: skip
+    entry = audit_of(job)
+    assert (entry.ts, entry.result) == (t[0], "succeeded")
+    assert job_of(entry).to_dict() == job.to_dict()
+    # A job with every fact set fills every field of its entry.
+    assert all(getattr(entry, f.name) is not None for f in dataclasses.fields(AuditEntry))
