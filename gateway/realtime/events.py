@@ -25,6 +25,7 @@ from gateway.errors import GatewayError, InvalidInput, NotAuthenticated, NotPerm
 from gateway.realtime.sessions import SessionGuard
 from gateway.service import Gateway
 from gateway.web.http_errors import outcome_status, status_of
+from shared import strict_json
 from shared.messages import HostStatus, MetricsBatch, VmState, as_dict
 
 logger = logging.getLogger(__name__)
@@ -254,6 +255,7 @@ def init_app(app: Flask, settings: Settings) -> SocketIO:
         # auto-detection, which would pick eventlet if it happened to be installed.
         async_mode="gevent" if blocking.under_gevent() else "threading",
         cors_allowed_origins=origins or None,
+        json=strict_json,  # never NaN or Infinity on the wire: clients drop the connection
         logger=False,
         engineio_logger=False,
         # Always given: the extension keeps the options of an earlier `init_app`.
