@@ -42,6 +42,9 @@ class Settings(ServiceSettings):
     api_tokens: str | None = Field(None, repr=False)
     api_tokens_file: Path | None = None
     cors_origins: str | None = None
+    # `Host` names the gateway answers to (comma-separated, `*` for any). Unset: any name with
+    # tokens; with KVMSUP_AUTH=none only IP addresses and localhost (DNS rebinding).
+    allowed_hosts: str | None = None
     db: str = "./data/gateway.db"
 
     # Gateway-specific tuning (documented in docs/API.md).
@@ -104,6 +107,12 @@ class Settings(ServiceSettings):
         kind (long-poll GET, POST, websocket), two at once in practice (a poll and a POST, or
         the poll an upgrade replaces), and REST keeps its own room on top."""
         return 2 * self.socket_limit() + REST_CONNECTIONS
+
+    def allowed_hosts_list(self) -> list[str]:
+        """Lowercased names, without ports; empty: the default of `gateway.web.boundary`."""
+        if not self.allowed_hosts:
+            return []
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
 
     def cors_list(self) -> list[str]:
         """Exact origins only, never `*` (tokens ride on these requests); empty: same origin."""

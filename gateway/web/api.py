@@ -160,9 +160,9 @@ def _number(name: str, default: str, kind: type[float] | type[int]) -> Any:
 
 
 def json_body(raw: bytes) -> Any:
-    """A command's optional body: JSON whatever the Content-Type (Dart's `http.post` sends
-    text/plain, `curl -d` a form type); empty or `null` is no body. Whether it is an object
-    is the command's check (`command_of`)."""
+    """A command's optional body (`gateway.web.boundary` let only an `application/json` one
+    through); empty or `null` is no body. Whether it is an object is the command's check
+    (`command_of`)."""
     if not raw.strip():
         return None
     try:
