@@ -117,7 +117,10 @@ def init_app(app: Flask) -> None:
                 "KVMSUP_CORS_ORIGINS",
                 code="origin_not_allowed",
             )
-        if _has_body(app.config.get("MAX_CONTENT_LENGTH")) and request.mimetype != "application/json":
+        if (
+            _has_body(app.config.get("MAX_CONTENT_LENGTH"))
+            and request.mimetype != "application/json"
+        ):
             drain(request.environ)
             raise UnsupportedMediaType(
                 f"a body must be JSON with Content-Type: application/json, not "

@@ -422,3 +422,48 @@ def test_the_fleets_clients_keep_working_while_one_host_sends_out_of_range_figur
         assert scrape.status_code == 200 and 'reason="out_of_range"} 3' in scrape.text
     finally:
         sio.disconnect()
+
+
+def test_one_hosts_credentials_cannot_make_the_gateway_work_without_end(
+    agents: Agents, start_gateway: Callable[..., GatewayProc]
+) -> None:
+    """As host-a's agent could: more VMs than the gateway keeps for a host, a batch that
+    lists one VM a hundred times, batches faster than the stated interval, an event dated a
+    year ahead (events are pruned by their time)."""
+    gw = start_gateway(KVMSUP_MAX_VMS_PER_HOST="3")
+    wait_until(lambda: gw.get("/vms").json()["count"] == 2, timeout=15)
+    extra = [f"d{i:07d}-0000-4000-8000-00000000000d" for i in range(4)]
+    for i, uuid in enumerate(extra):
+        agents.publish(T.vm_state("host-a", uuid), dump(state("host-a", uuid, f"x{i}", 1)))
+    wait_until(lambda: dropped(gw, "too_many_vms") == 2, timeout=10)
+    assert gw.get("/hosts/host-a/vms").json()["count"] == 3
+    agents.publish(T.vm_state("host-a", extra[0]), b"", retain=True)  # undefined: room again
+    agents.publish(T.vm_state("host-a", extra[3]), dump(state("host-a", extra[3], "x3", 1)))
+    wait_until(lambda: gw.get("/vm/x3").status_code == 200, timeout=10)
+
+    history = lambda: gw.get("/vm/web/history", params={"minutes": 5}).json()["count"]  # noqa: E731
+    before = history()
+    one = vm_metrics("host-a", UA, "web", 5.0)
+    agents.publish(T.host_metrics("host-a"), dump(batch("host-a", *[one] * 100)))
+    for _ in range(5):  # the batch's interval is 1 s: these come within one half of it
+        agents.publish(T.host_metrics("host-a"), dump(batch("host-a", one)))
+    agents.publish(
+        T.host_metrics("host-a"),
+        dump(batch("host-a", one)).replace(b'"cpu_percent":5.0', b'"cpu_percent":6.0'),
+    )
+    # Every batch handled (applied, or shed for a newer one of the host) before counting.
+    wait_until(
+        lambda: (
+            gw.get("/health").json()["metrics_applied"]["batches"] + dropped(gw, "ingest_behind")
+            >= 7
+        ),
+        timeout=10,
+    )
+    assert history() == before + 1, "one tick for the VM, whatever the batches said"
+
+    ahead = VmEvent(host="host-a", kind="agent", event="hello", ts="2027-12-07T00:00:00Z")
+    agents.publish(T.host_events("host-a"), dump(ahead))
+    event = wait_until(
+        lambda: next((e for e in gw.get("/events").json()["events"] if e["event"] == "hello"), None)
+    )
+    assert event["ts"] < "2027", event
