@@ -3,6 +3,6 @@
 what a client may send (`sio_packets`).
 
 May import: Flask-SocketIO, `shared`, `gateway.core`, the top-level modules (`service`,
-`current`, `auth`, `errors`, `config`, `blocking`) and `gateway.web.http_errors` (an error ack
+`current`, `auth`, `errors`, `config`, `blocking`, `throttle`) and `gateway.web.http_errors` (an error ack
 carries the status a REST call would get). Never the rest of `gateway.web`.
 """

@@ -266,6 +266,7 @@ def init_app(app: Flask, settings: Settings) -> SocketIO:
         auth_timeout=settings.sio_auth_timeout,
         per_client=settings.max_sockets_per_client,
         total=settings.socket_limit(),
+        v6_prefix=settings.ipv6_prefix,
     )
     guard.install(app)
     app.extensions[SESSIONS] = guard

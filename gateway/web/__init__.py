@@ -3,6 +3,6 @@ the OpenAPI document (`openapi`, `openapi_schemas`), the Prometheus route and co
 (`prometheus`, `collectors`), and the one place errors get HTTP statuses (`http_errors`).
 
 May import: Flask, `shared`, `gateway.core`, the top-level modules (`service`, `current`,
-`auth`, `errors`, `config`, `blocking`) and the adapters' constants. Reaches the gateway
+`auth`, `errors`, `config`, `blocking`, `throttle`) and the adapters' constants. Reaches the gateway
 service only through `gateway.current`. Never `gateway.realtime`.
 """
