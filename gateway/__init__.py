@@ -38,15 +38,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.current import KEY
     from gateway.realtime import events as realtime
     from gateway.service import Gateway
-    from gateway.web import api, dashboard, http_errors, openapi, prometheus
+    from gateway.web import api, boundary, dashboard, http_errors, openapi, prometheus
 
     settings = settings or Settings()
     app = Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     # Werkzeug raises 413 when a body is read past this, Content-Length or chunked alike.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions[KEY] = Gateway(settings)
     http_errors.init_app(app)
+    boundary.init_app(app)
     api.init_app(app)
     prometheus.init_app(app)
     openapi.init_app(app)

@@ -96,6 +96,11 @@ def _run_dev(settings: Settings) -> int:
         port=settings.port,
         debug=False,
         use_reloader=False,
+        # Flask's `run` reads FLASK_DEBUG again and would start Werkzeug's interactive
+        # debugger, which runs Python sent by any client that gets past its PIN. Never.
+        use_debugger=False,
+        use_evalex=False,
+        load_dotenv=False,
         allow_unsafe_werkzeug=True,
         log_output=False,
     )

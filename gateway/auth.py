@@ -93,7 +93,9 @@ class Authenticator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
-        throttle = FailureThrottle(settings.auth_fail_burst, settings.auth_fail_per_minute)
+        throttle = FailureThrottle(
+            settings.auth_fail_burst, settings.auth_fail_per_minute, v6_prefix=settings.ipv6_prefix
+        )
         if settings.auth == "none":
             logger.warning("KVMSUP_AUTH=none: the API is open to anyone who can reach it")
             return cls(None, throttle)

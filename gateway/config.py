@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 
+from gateway.core.state import DEFAULT_MAX_VMS_PER_HOST
+from gateway.throttle import DEFAULT_IPV6_PREFIX
 from shared.settings import ServiceSettings
 from shared.topics import validate_gateway_id
 
@@ -42,6 +44,9 @@ class Settings(ServiceSettings):
     api_tokens: str | None = Field(None, repr=False)
     api_tokens_file: Path | None = None
     cors_origins: str | None = None
+    # `Host` names the gateway answers to (comma-separated, `*` for any). Unset: any name with
+    # tokens; with KVMSUP_AUTH=none only IP addresses and localhost (DNS rebinding).
+    allowed_hosts: str | None = None
     db: str = "./data/gateway.db"
 
     # Gateway-specific tuning (documented in docs/API.md).
@@ -70,9 +75,12 @@ class Settings(ServiceSettings):
     # Reverse proxies in front of the gateway whose X-Forwarded-For is believed (0: none, the
     # TCP peer is the client). Only set it when every request comes through those proxies.
     trusted_proxies: int = Field(0, ge=0, le=5)
+    # Per-client limits count an IPv6 network of this many bits as one client.
+    ipv6_prefix: int = Field(DEFAULT_IPV6_PREFIX, ge=32, le=128)
     # Input bounds (SPEC §7): what the gateway reads from clients and from the broker.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_message_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_vms_per_host: int = Field(DEFAULT_MAX_VMS_PER_HOST, ge=1, le=1_000_000)
     # Seconds the broker keeps this gateway's session (subscriptions, QoS 1 replies and events)
     # while it is away, so a restarted gateway learns how its jobs ended; 0 = a clean session.
     mqtt_session_expiry: int = Field(600, ge=0, le=7 * 24 * 3600)
@@ -104,6 +112,12 @@ class Settings(ServiceSettings):
         kind (long-poll GET, POST, websocket), two at once in practice (a poll and a POST, or
         the poll an upgrade replaces), and REST keeps its own room on top."""
         return 2 * self.socket_limit() + REST_CONNECTIONS
+
+    def allowed_hosts_list(self) -> list[str]:
+        """Lowercased names, without ports; empty: the default of `gateway.web.boundary`."""
+        if not self.allowed_hosts:
+            return []
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
 
     def cors_list(self) -> list[str]:
         """Exact origins only, never `*` (tokens ride on these requests); empty: same origin."""

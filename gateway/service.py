@@ -17,7 +17,7 @@ from gateway.core.drops import Drops
 from gateway.core.jobs import Job, JobManager
 from gateway.core.readviews import ReadViews
 from gateway.core.records import audit_of, job_of, refusal
-from gateway.core.state import StateCache
+from gateway.core.state import HostFull, StateCache
 from gateway.errors import GatewayError, Unavailable
 from gateway.inputs import command_of, parse_wait
 from shared.messages import (
@@ -27,6 +27,7 @@ from shared.messages import (
     MetricsBatch,
     VmEvent,
     VmState,
+    utc_now,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.auth = Authenticator.from_settings(settings)
-        self.cache = StateCache()
+        self.cache = StateCache(settings.max_vms_per_host)
         self.reads = ReadViews(self.cache)
         self.drops = Drops()
         self.store = Store(
@@ -112,7 +113,11 @@ class Gateway:
     def handle(self, model: Inbound) -> None:
         """Every decoded MQTT message, on the ingest thread."""
         if isinstance(model, VmState):
-            self.cache.apply_vm_state(model)
+            try:
+                self.cache.apply_vm_state(model)
+            except HostFull as exc:
+                topic = self.bus.topics.vm_state(model.host, model.uuid)
+                self.drops.drop("too_many_vms", topic, str(exc))
         elif isinstance(model, MetricsBatch):
             self.apply_metrics(model)
         elif isinstance(model, HostStatus):
@@ -132,6 +137,10 @@ class Gateway:
                 # Only a reply its job accepted may show its state (read-your-writes).
                 self.cache.apply_command_result(model)
         elif isinstance(model, VmEvent):
+            if model.ts.timestamp() > time.time():
+                # The agent's clock is ahead, or the event is forged: events are kept and
+                # pruned by their time, and one from the future would never be pruned.
+                model = model.model_copy(update={"ts": utc_now()})
             self.store.add_event(model)
             drop = self.jobs.on_event(model)
             if drop is not None:

@@ -1,10 +1,30 @@
-"""Failed-authentication throttle: one token bucket per client address (SPEC §7)."""
+"""Failed-authentication throttle: one token bucket per client (SPEC §7), and what counts as
+one client: an IPv4 address, or an IPv6 network of `KVMSUP_IPV6_PREFIX` bits."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 from dataclasses import dataclass
+
+# One IPv6 subscriber is given a /64 (or more): counting its addresses one by one would give
+# a guesser as many buckets, and a socket hog as many quotas, as it has addresses.
+DEFAULT_IPV6_PREFIX = 64
+
+
+def client_key(address: str, v6_prefix: int = DEFAULT_IPV6_PREFIX) -> str:
+    """The address a per-client limit counts: IPv6 cut to its `v6_prefix` network (an
+    IPv4-mapped one is its IPv4 address), anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, v6_prefix), strict=False))
+    return address
 
 
 @dataclass
@@ -22,7 +42,14 @@ class FailureThrottle:
     Memory is bounded: a full bucket is the same as no bucket, and when more than `max_tracked`
     addresses are tracked, full buckets are dropped first, then the oldest."""
 
-    def __init__(self, burst: int, per_minute: float, max_tracked: int = 10000) -> None:
+    def __init__(
+        self,
+        burst: int,
+        per_minute: float,
+        max_tracked: int = 10000,
+        v6_prefix: int = DEFAULT_IPV6_PREFIX,
+    ) -> None:
+        self.v6_prefix = v6_prefix
         self.burst = float(burst)
         self.rate = per_minute / 60.0
         self.max_tracked = max_tracked
@@ -36,6 +63,7 @@ class FailureThrottle:
 
     def retry_after(self, address: str, now: float) -> int:
         """Seconds until `address` may try again; 0 when it may try now."""
+        address = client_key(address, self.v6_prefix)
         with self._lock:
             bucket = self._buckets.get(address)
             if bucket is None:
@@ -52,6 +80,7 @@ class FailureThrottle:
         seconds until the address may try again (nothing taken). Taking before the check,
         in one step, keeps concurrent attempts from all passing on the same last token;
         `give_back` returns it when the attempt did not fail."""
+        address = client_key(address, self.v6_prefix)
         with self._lock:
             bucket = self._buckets.get(address)
             if bucket is None:
@@ -65,6 +94,7 @@ class FailureThrottle:
 
     def give_back(self, address: str, now: float) -> None:
         """Return the token `take` reserved: the attempt succeeded (or was not a guess)."""
+        address = client_key(address, self.v6_prefix)
         with self._lock:
             bucket = self._buckets.get(address)
             if bucket is None:
@@ -76,6 +106,7 @@ class FailureThrottle:
 
     def blocked_for(self, address: str, now: float) -> int:
         """After a failed attempt: the seconds the address is blocked for now (0: not)."""
+        address = client_key(address, self.v6_prefix)
         with self._lock:
             bucket = self._buckets.get(address)
             return 0 if bucket is None else self._wait(self._level(bucket, now))

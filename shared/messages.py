@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from shared.redact import redact_uri
 
@@ -28,6 +28,39 @@ FINAL_STATUSES: tuple[str, ...] = get_args(FinalStatus)
 ReplyStatus = Literal["accepted", FinalStatus]
 
 MemorySource = Literal["guest", "rss", "none"]
+
+# Bounds of every figure and text a payload may carry. JSON has no Infinity or NaN, yet a JSON
+# parser reads `1e999` as an infinite float, and an integer of hundreds of digits overflows a
+# float: one such value from one host would make the gateway write invalid JSON to every
+# client (REST, Socket.IO) or fail its Prometheus scrape. A payload outside them is refused
+# whole at the gateway's ingest (SPEC §3); the agent never produces one.
+U64 = 2**64 - 1  # libvirt's counters and sizes are unsigned 64-bit
+Count = Annotated[int, Field(ge=0, le=U64)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+# Per-second rates (bytes, requests) and cumulative CPU seconds: finite, never negative.
+Rate = Annotated[float, Field(ge=0, le=1e18, allow_inf_nan=False)]
+# A configured tick interval; and the time between two samples of a VM (0 when too close).
+Interval = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
+Elapsed = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+# Identifiers (host and VM ids, job ids, device and interface names, token names).
+Ident = Annotated[str, Field(max_length=128)]
+Label = Annotated[str, Field(max_length=256)]
+# A VM's name: libvirt sets no limit, this is far above what any tool shows.
+Name = Annotated[str, Field(max_length=1024)]
+MAX_TEXT = 1024
+MAX_DEVICES = 256  # disks or interfaces of one VM
+MAX_BATCH_VMS = 100_000  # the per-host limit is the gateway's setting (max_vms_per_host)
+
+
+def _clip(value: object) -> object:
+    """Free text (a libvirt error, a state reason) is cut, not refused: it explains, and the
+    message around it is still worth having."""
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[: MAX_TEXT - 1] + "…"
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_clip)]
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -66,23 +99,23 @@ class Message(BaseModel):
 class ErrorInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    code: str
-    message: str
+    code: Label
+    message: Text
 
 
 class Hypervisor(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    type: str
-    version: str
+    type: Label
+    version: Label
 
 
 class NodeInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    cpus: int
-    memory_mb: int
-    model: str
+    cpus: Count
+    memory_mb: Count
+    model: Label
 
 
 def _public_uri(uri: str | None) -> str | None:
@@ -92,128 +125,128 @@ def _public_uri(uri: str | None) -> str | None:
 class HostStatus(Message):
     """Retained `…/<host>/status`; `online:false` with nothing else is the MQTT will."""
 
-    host: str
+    host: Ident
     online: bool
-    agent_version: str | None = None
+    agent_version: Label | None = None
     libvirt_connected: bool | None = None
     # Never with credentials (SPEC §3), whoever built the status: an older agent's included.
-    libvirt_uri: Annotated[str | None, AfterValidator(_public_uri)] = None
+    libvirt_uri: Annotated[Name | None, AfterValidator(_public_uri)] = None
     hypervisor: Hypervisor | None = None
     node: NodeInfo | None = None
-    interval_s: float | None = None
+    interval_s: Interval | None = None
     started_at: UtcDateTime | None = None
 
 
 class VmState(Message):
     """Retained `…/vm/<uuid>/state`; `seq` grows per VM, across agent restarts too."""
 
-    host: str
-    uuid: str
-    name: str
+    host: Ident
+    uuid: Ident
+    name: Name
     state: VmStateName
-    reason: str
+    reason: Text
     is_active: bool
-    vcpus: int
-    memory_mb: int
-    max_memory_mb: int
+    vcpus: Count
+    memory_mb: Count
+    max_memory_mb: Count
     autostart: bool
     persistent: bool
-    seq: int
+    seq: Count
 
 
 class DiskIO(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    device: str
-    read_bytes: int
-    write_bytes: int
-    read_bps: float | None = None
-    write_bps: float | None = None
-    read_iops: float | None = None
-    write_iops: float | None = None
+    device: Label
+    read_bytes: Count
+    write_bytes: Count
+    read_bps: Rate | None = None
+    write_bps: Rate | None = None
+    read_iops: Rate | None = None
+    write_iops: Rate | None = None
     # Cumulative request counts (libvirt's rd.reqs/wr.reqs); None from agents older than them.
-    read_reqs: int | None = None
-    write_reqs: int | None = None
+    read_reqs: Count | None = None
+    write_reqs: Count | None = None
 
 
 class NetIO(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    interface: str
-    rx_bytes: int
-    tx_bytes: int
-    rx_bps: float | None = None
-    tx_bps: float | None = None
-    rx_errors: int = 0
-    tx_errors: int = 0
-    rx_drops: int = 0
-    tx_drops: int = 0
+    interface: Label
+    rx_bytes: Count
+    tx_bytes: Count
+    rx_bps: Rate | None = None
+    tx_bps: Rate | None = None
+    rx_errors: Count = 0
+    tx_errors: Count = 0
+    rx_drops: Count = 0
+    tx_drops: Count = 0
     # Cumulative packet counts; None from agents older than them.
-    rx_packets: int | None = None
-    tx_packets: int | None = None
+    rx_packets: Count | None = None
+    tx_packets: Count | None = None
 
 
 class VmMetrics(Message):
     """One VM's metrics: the seed's fields plus identity, rates and provenance."""
 
-    host: str
-    uuid: str
-    name: str
+    host: Ident
+    uuid: Ident
+    name: Name
     state: VmStateName
-    cpu_percent: float | None = None
-    vcpus: int
-    memory_percent: float | None = None
+    cpu_percent: Percent | None = None
+    vcpus: Count
+    memory_percent: Percent | None = None
     # Whole MiB, as the seed sent them (a Dart `as int` must keep working).
-    memory_used_mb: int | None = None
-    memory_total_mb: int | None = None
+    memory_used_mb: Count | None = None
+    memory_total_mb: Count | None = None
     memory_source: MemorySource = "none"
-    disk_io: list[DiskIO] = Field(default_factory=list)
-    network_io: list[NetIO] = Field(default_factory=list)
-    interval_s: float | None = None
+    disk_io: list[DiskIO] = Field(default_factory=list, max_length=MAX_DEVICES)
+    network_io: list[NetIO] = Field(default_factory=list, max_length=MAX_DEVICES)
+    interval_s: Elapsed | None = None
     stale: bool = False
     # Cumulative CPU time of the domain, seconds (libvirt's cpu.time); None when the VM is not
     # running, its stats could not be read, or the agent is older than the field.
-    cpu_time_s: float | None = None
+    cpu_time_s: Rate | None = None
 
 
 class HostMetrics(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    cpu_percent: float | None = None
-    cpus: int | None = None
-    memory_total_mb: int | None = None
-    memory_free_mb: int | None = None
-    vms_total: int = 0
-    vms_running: int = 0
-    vcpus_allocated: int = 0
-    memory_allocated_mb: int = 0
+    cpu_percent: Percent | None = None
+    cpus: Count | None = None
+    memory_total_mb: Count | None = None
+    memory_free_mb: Count | None = None
+    vms_total: Count = 0
+    vms_running: Count = 0
+    vcpus_allocated: Count = 0
+    memory_allocated_mb: Count = 0
 
 
 class MetricsBatch(Message):
     """`…/<host>/metrics`: one per tick, the host's figures and every VM's."""
 
-    host: str
-    interval_s: float
-    tick: int
+    host: Ident
+    interval_s: Interval
+    tick: Count
     host_metrics: HostMetrics
-    vms: list[VmMetrics]
+    vms: list[VmMetrics] = Field(max_length=MAX_BATCH_VMS)
 
 
 class VmEvent(Message):
     """`…/<host>/events`: a lifecycle change or a command outcome (the audit trail)."""
 
-    host: str
+    host: Ident
     kind: Literal["lifecycle", "reboot", "command", "agent"]
-    uuid: str | None = None
-    name: str | None = None
-    event: str
-    detail: str | None = None
+    uuid: Ident | None = None
+    name: Name | None = None
+    event: Label
+    detail: Text | None = None
     state: VmStateName | None = None
     # Command outcomes only.
-    id: str | None = None
-    action: str | None = None
+    id: Ident | None = None
+    action: Label | None = None
     status: ReplyStatus | None = None
-    by: str | None = None
+    by: Label | None = None
     error: ErrorInfo | None = None
 
 
@@ -237,22 +270,22 @@ class CommandRequest(Message):
 
     id: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_nonblank)]
     action: Action
-    vm: str
+    vm: Ident
     params: CommandParams = Field(default_factory=CommandParams)
     # The latest moment the agent may begin the command's libvirt action (required, SPEC §3).
     not_after: UtcDateTime
-    by: str = "unknown"
+    by: Label = "unknown"
 
 
 class CommandReply(Message):
     """`…/<host>/reply/<gateway_id>`: `accepted`, then one final status."""
 
-    id: str | None
-    host: str
+    id: Ident | None
+    host: Ident
     status: ReplyStatus
-    action: str | None = None
-    vm: str | None = None
-    name: str | None = None
+    action: Label | None = None
+    vm: Ident | None = None
+    name: Name | None = None
     state: VmStateName | None = None
     changed: bool | None = None
     escalated: bool | None = None
@@ -266,9 +299,9 @@ class CommandReply(Message):
 class GatewayStatus(Message):
     """Retained `…/gateway/<gateway_id>/status`, with an MQTT will."""
 
-    gateway: str
+    gateway: Ident
     online: bool
-    version: str | None = None
+    version: Label | None = None
 
 
 def error(code: str, message: str) -> ErrorInfo:

@@ -189,7 +189,7 @@ class Store:
     def add_metrics(self, batch: MetricsBatch) -> None:
         """Each VM's tick joins its minute in memory; the minutes this batch ended are queued
         for the writer as one item (one row per VM-minute, not per tick)."""
-        closed = self._tail.add(batch)
+        closed = self._tail.add(batch, self._clock())
         if closed:
             if self._room(len(closed), "history", f"{len(closed)} VM-minute(s) of history"):
                 self._queue.put(closed)

@@ -17,7 +17,9 @@ REASONS = (
     "too_large",  # over `max_message_bytes`: never parsed
     "not_json",  # does not parse (bad JSON, invalid UTF-8, too deep, NaN or Infinity)
     "bad_schema",  # parses, but is not the model the topic carries
+    "out_of_range",  # a number or text past its bound (1e999, a 400-digit count, a huge id)
     "identity",  # names another host, VM, gateway or job than its topic (SPEC §7)
+    "too_many_vms",  # a new VM of a host already at KVMSUP_MAX_VMS_PER_HOST
     "unknown_vm",  # about a VM the gateway holds no state for
     "unknown_host",  # metrics of a host the gateway holds no status for
     "unknown_job",  # a reply for no job this gateway run knows

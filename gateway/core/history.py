@@ -31,6 +31,10 @@ TICK = struct.Struct("<Hfffdddd")
 # Most points one history answer may ask for (`?points=`); without it an answer holds at most
 # an hour of ticks, a day of minutes or 30 days of quarters (1,800, 1,440, 2,880 by default).
 MAX_POINTS = 10000
+# A VM's history keeps at most one tick per half of its host's interval, and never more than
+# one per MIN_TICK_SPACING_MS: a batch that lists a VM twice, a replayed batch, or a host that
+# sends faster than the interval it states cannot grow the history beyond its tick rate.
+MIN_TICK_SPACING_MS = 200
 NAN = math.nan
 
 Key = tuple[str, str]  # (host, uuid)
@@ -201,22 +205,31 @@ class Tail:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[Key, Minute] = {}
+        self._latest: dict[Key, int] = {}  # each VM's last tick kept (ms)
         self._pending: dict[Key, list[Minute]] = {}
 
-    def add(self, batch: MetricsBatch) -> list[Closed]:
+    def add(self, batch: MetricsBatch, now: float) -> list[Closed]:
         """Append every VM's tick; return the minutes this batch ended (a VM's tick in a
-        new minute ends its previous one). Runs on the ingest thread: no I/O, and a few
-        microseconds a VM (the ingest's whole budget is 20)."""
+        new minute ends its previous one). A tick is timed by the agent, but never after
+        `now` (a clock ahead, or a forged time, would open minutes nothing closes). Runs on
+        the ingest thread: no I/O, a few microseconds a VM."""
         closed: list[Closed] = []
         host = batch.host
         pack = TICK.pack
         last_ts, ms = None, 0
+        now_ms = round(now * 1000)
+        spacing = max(MIN_TICK_SPACING_MS, round(batch.interval_s * 500))
         with self._lock:
             opened = self._open
+            latest = self._latest
             for m in batch.vms:
                 if m.ts != last_ts:  # a batch's VMs usually share their tick's time
                     last_ts = m.ts
-                    ms = round(m.ts.timestamp() * 1000)
+                    ms = min(round(m.ts.timestamp() * 1000), now_ms)
+                key = (m.host or host, m.uuid)
+                if ms < latest.get(key, -spacing) + spacing:
+                    continue
+                latest[key] = ms
                 rd = wr = rx = tx = 0.0
                 for disk in m.disk_io:
                     rd += disk.read_bps or 0.0
@@ -225,7 +238,6 @@ class Tail:
                     rx += nic.rx_bps or 0.0
                     tx += nic.tx_bps or 0.0
                 cpu, mem, used = m.cpu_percent, m.memory_percent, m.memory_used_mb
-                key = (m.host or host, m.uuid)
                 minute = ms // 60000
                 buf = opened.get(key)
                 if buf is None or buf.minute != minute:
@@ -252,6 +264,7 @@ class Tail:
             old = [(k, m) for k, m in self._open.items() if m.minute < before_minute]
             for key, buf in old:
                 del self._open[key]
+                self._latest.pop(key, None)
                 self._pending.setdefault(key, []).append(buf)
         return old
 

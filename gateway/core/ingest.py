@@ -49,6 +49,21 @@ _MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+# pydantic's error types for a value past a bound of `shared.messages` (a non-finite number,
+# an integer or a float out of range, a string or a list too long).
+OUT_OF_RANGE = frozenset(
+    {
+        "finite_number",
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "string_too_long",
+        "too_long",
+    }
+)
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -101,7 +116,12 @@ def decode(
         if not errors:
             return Drop("bad_schema", str(exc))
         first = errors[0]
-        reason = "not_json" if first["type"] == "json_invalid" else "bad_schema"
+        if first["type"] == "json_invalid":
+            reason = "not_json"
+        elif first["type"] in OUT_OF_RANGE:
+            reason = "out_of_range"
+        else:
+            reason = "bad_schema"
         where = ".".join(map(str, first["loc"]))
         return Drop(reason, f"{where}: {first['msg']}" if where else first["msg"])
     host = getattr(model, "host", None)

@@ -10,7 +10,6 @@ state change makes it wrong for them, then they wait for the new one."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from gateway.core import views
 from gateway.core.state import Snapshot, StateCache, VmKey
+from shared import strict_json
 from shared.messages import VmState
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ METRICS_EVERY_S = 1.0
 
 def to_json(data: Any) -> bytes:
     """Compact JSON as Flask's `jsonify` writes it (ASCII-escaped, keys in insertion order)."""
-    return json.dumps(data, separators=(",", ":")).encode()
+    return strict_json.dumps(data, separators=(",", ":")).encode()
 
 
 class Memo(Generic[T]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,13 @@ logger = logging.getLogger(__name__)
 
 VmKey = tuple[str, str]  # (host, uuid)
 Listener = Callable[[str, object], None]
+# VMs the gateway keeps for one host (`KVMSUP_MAX_VMS_PER_HOST`): one host's credentials must
+# not be able to grow every gateway's memory, views and pushes without end.
+DEFAULT_MAX_VMS_PER_HOST = 4096
+
+
+class HostFull(Exception):
+    """A new VM of a host that already has as many as the gateway keeps for one host."""
 
 
 @dataclass
@@ -82,8 +90,10 @@ def resolve(vms: Iterable[VmState], ref: str, host: str | None = None) -> VmStat
 class StateCache:
     """Thread-safe; every change is reported to the listeners after the lock is released."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_vms_per_host: int = DEFAULT_MAX_VMS_PER_HOST) -> None:
         self._lock = threading.Lock()
+        self._max_vms_per_host = max_vms_per_host
+        self._vm_counts: Counter[str] = Counter()
         self._hosts: dict[str, HostStatus] = {}
         self._loads: dict[str, HostLoad] = {}
         self._vms: dict[VmKey, VmState] = {}
@@ -115,7 +125,8 @@ class StateCache:
         self._emit("host_status", status)
 
     def apply_vm_state(self, state: VmState) -> bool:
-        """False (and nothing changes) when `seq` is not newer than what is held."""
+        """False (and nothing changes) when `seq` is not newer than what is held; HostFull for
+        a new VM of a host at its limit."""
         key = (state.host, state.uuid)
         with self._lock:
             held = self._vms.get(key)
@@ -124,6 +135,13 @@ class StateCache:
                     "dropped out-of-order state of %s (seq %d <= %d)", key, state.seq, held.seq
                 )
                 return False
+            if held is None:
+                if self._vm_counts[state.host] >= self._max_vms_per_host:
+                    raise HostFull(
+                        f"host {state.host} has {self._max_vms_per_host} VMs already, the "
+                        "most the gateway keeps for one host (KVMSUP_MAX_VMS_PER_HOST)"
+                    )
+                self._vm_counts[state.host] += 1
             self._vms[key] = state
             if held is None or held.name != state.name:
                 if held is not None:
@@ -170,6 +188,9 @@ class StateCache:
             gone = self._vms.pop(key, None)
             self._metrics.pop(key, None)
             if gone:
+                self._vm_counts[host] -= 1
+                if not self._vm_counts[host]:
+                    del self._vm_counts[host]
                 self._unindex(gone.name, gone.uuid, key)
                 self.version += 1
         if gone:

@@ -21,6 +21,7 @@ from gateway.inputs import number, payload, text
 from gateway.realtime.bridge import ALL_METRICS_ROOM, AUTHENTICATED_ROOM, Bridge, metrics_room
 from gateway.realtime.sessions import SessionGuard
 from gateway.web.http_errors import outcome_status, status_of
+from shared import strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def init_app(app: Flask, settings: Settings) -> SocketIO:
         # auto-detection, which would pick eventlet if it happened to be installed.
         async_mode="gevent" if blocking.under_gevent() else "threading",
         cors_allowed_origins=origins or None,
+        json=strict_json,  # never NaN or Infinity on the wire: clients drop the connection
         logger=False,
         engineio_logger=False,
         # Always given: the extension keeps the options of an earlier `init_app`.
@@ -74,6 +76,7 @@ def init_app(app: Flask, settings: Settings) -> SocketIO:
         auth_timeout=settings.sio_auth_timeout,
         per_client=settings.max_sockets_per_client,
         total=settings.socket_limit(),
+        v6_prefix=settings.ipv6_prefix,
     )
     guard.install(app)
     app.extensions[SESSIONS] = guard

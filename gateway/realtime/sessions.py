@@ -1,10 +1,7 @@
-"""Engine.IO session admission and lifetime: per-address and total caps, the deadline to
-authenticate, closing refused sessions, and packets that do not decode (SPEC §5, §7).
-
-Under gunicorn's gevent worker an open session costs memory (its greenlets, queues and
-buffers), not a thread, and the worker takes a bounded number of connections at once: sessions
-nobody has authenticated must not linger, no one address may hold many, and all of them
-together stay below a total that leaves the worker room for REST."""
+"""Engine.IO session admission and lifetime: per-client and total caps, the deadline to
+authenticate, closing refused sessions, and packets that do not decode (SPEC §5, §7). A
+session costs memory and the worker takes a bounded number of connections: unauthenticated
+sessions must not linger, no one client may hold many, all stay below a total."""
 
 from __future__ import annotations
 
@@ -25,6 +22,7 @@ from urllib.parse import parse_qs
 from socketio import packet as sio_packet
 
 from gateway.realtime.sio_packets import decode, error_frames, event_problem
+from gateway.throttle import DEFAULT_IPV6_PREFIX, client_key
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +64,9 @@ class SessionGuard:
         per_client: int,
         total: int,
         path: str = "/socket.io/",
+        v6_prefix: int = DEFAULT_IPV6_PREFIX,
     ) -> None:
+        self.v6_prefix = v6_prefix
         self.server = server
         self.eio = server.eio
         self.auth_timeout = auth_timeout
@@ -129,9 +129,8 @@ class SessionGuard:
                 return inner(environ, start_response)
             sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [None])[0]
             raw = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-            ticket = environ[TICKET] = Ticket(
-                environ.get("REMOTE_ADDR") or "unknown", raw, kind=request_kind(environ)
-            )
+            address = client_key(environ.get("REMOTE_ADDR") or "unknown", self.v6_prefix)
+            ticket = environ[TICKET] = Ticket(address, raw, kind=request_kind(environ))
             if sid is None:  # a new engine.io session: take a slot first
                 refusal = self._reserve(ticket.address)
                 if refusal is not None:
@@ -176,7 +175,8 @@ class SessionGuard:
         ticket = environ.get(TICKET)
         with self._lock:
             if not isinstance(ticket, Ticket):  # not through the middleware: count it anyway
-                ticket = Ticket(environ.get("REMOTE_ADDR") or "unknown", None)
+                address = client_key(environ.get("REMOTE_ADDR") or "unknown", self.v6_prefix)
+                ticket = Ticket(address, None)
                 self._open[ticket.address] += 1
             ticket.reserved = False  # the session owns the slot now
             ticket.eio_sid = eio_sid

@@ -188,14 +188,15 @@ async function loadAll() {
   }
 }
 
-// A sparkline is the last SPARK_POINTS ticks: first from the history at full resolution (no
-// `points`, which would average), then one more point with each pushed tick.
+// A sparkline is the last SPARK_POINTS ticks: first from the history (at most SPARK_POINTS
+// points: a window holding more is averaged to what the line draws), then one more point with
+// each pushed tick.
 async function loadSparks() {
   await Promise.all(
     [...state.vms.values()].map(async (vm) => {
       const tick = (state.hosts.get(vm.host) || {}).interval_s || 2;
       try {
-        const h = await history(vm, Math.max(1, Math.ceil((SPARK_POINTS * tick) / 60)));
+        const h = await history(vm, Math.max(1, Math.ceil((SPARK_POINTS * tick) / 60)), SPARK_POINTS);
         const pts = h.points.slice(-SPARK_POINTS);
         state.spark.set(keyOf(vm), {
           cpu: pts.map((p) => p.cpu_percent ?? p.cpu_percent_avg ?? null),

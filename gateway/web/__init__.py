@@ -4,6 +4,6 @@ the OpenAPI document (`openapi`, `openapi_schemas`), the Prometheus route and co
 get HTTP statuses (`http_errors`).
 
 May import: Flask, `shared`, `gateway.core`, the top-level modules (`service`, `current`,
-`auth`, `errors`, `config`, `blocking`, `inputs`) and the adapters' constants. Reaches the gateway
-service only through `gateway.current`. Never `gateway.realtime`.
+`auth`, `errors`, `config`, `blocking`, `inputs`, `throttle`) and the adapters' constants.
+Reaches the gateway service only through `gateway.current`. Never `gateway.realtime`.
 """

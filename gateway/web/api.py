@@ -139,9 +139,9 @@ def vm_history(name: str) -> ResponseReturnValue:
     minutes = _number("minutes", "10", float)
     if not 0 < minutes <= longest:  # NaN fails both
         raise InvalidInput(f"minutes must be in (0, {longest}]")
-    points = request.args.get("points")
-    limit = None if points is None else _number("points", points, int)
-    if limit is not None and not 1 <= limit <= MAX_POINTS:
+    # Always bounded: without `points`, a window of more than MAX_POINTS is averaged to it.
+    limit = _number("points", str(MAX_POINTS), int)
+    if not 1 <= limit <= MAX_POINTS:
         raise InvalidInput(f"points must be an integer in [1, {MAX_POINTS}]")
     vm = gateway.cache.find(name, host_arg())
     history = gateway.store.history(vm.host, vm.uuid, minutes, limit)
@@ -153,9 +153,9 @@ def _number(name: str, default: str, kind: type[float] | type[int]) -> Any:
 
 
 def json_body(raw: bytes) -> Any:
-    """A command's optional body: JSON whatever the Content-Type (Dart's `http.post` sends
-    text/plain, `curl -d` a form type); empty or `null` is no body. Whether it is an object
-    is the command's check (`command_of`)."""
+    """A command's optional body (`gateway.web.boundary` let only an `application/json` one
+    through); empty or `null` is no body. Whether it is an object is the command's check
+    (`command_of`)."""
     if not raw.strip():
         return None
     try:

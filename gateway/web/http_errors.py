@@ -56,7 +56,7 @@ def status_of(exc: GatewayError) -> int:
 DRAIN_MAX = 1024 * 1024
 
 
-def _drain(environ: dict[str, Any]) -> None:
+def drain(environ: dict[str, Any]) -> None:
     """Read what is left of a refused body, up to DRAIN_MAX. gunicorn drains only a little of
     an unread body itself and then closes the connection, after its answer said keep-alive:
     the client's next request on that connection would fail with no answer at all. Past
@@ -101,7 +101,7 @@ def init_app(app: Flask) -> None:
     def _too_large(_exc: RequestEntityTooLarge) -> ResponseReturnValue:
         limit = app.config.get("MAX_CONTENT_LENGTH")
         body = {"error": {"code": "too_large", "message": f"the body must be under {limit} bytes"}}
-        _drain(request.environ)
+        drain(request.environ)
         return jsonify(body), 413
 
     @app.errorhandler(HTTPException)

@@ -48,8 +48,8 @@ PARAMS: dict[str, dict[str, Any]] = {
     "points": _q(
         "points",
         "most points returned: beyond it, the window is cut into this many equal intervals, "
-        "each the average (and `*_max` the maximum) of its points; default: every point",
-        {"type": "integer", "minimum": 1, "maximum": MAX_POINTS},
+        "each the average (and `*_max` the maximum) of its points",
+        {"type": "integer", "minimum": 1, "maximum": MAX_POINTS, "default": MAX_POINTS},
     ),
     "limit": _q(
         "limit",

@@ -10,6 +10,7 @@ clean."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -23,8 +24,11 @@ import libvirt
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from shared.topics import Topics
 from tests.service.conftest import wait_ready
+from tests.support.broker import Broker
 from tests.support.gateway import GatewayProc, wait_until
+from tests.support.mqtt import Recorder
 from tests.support.procs import Service, demo_node_uri
 from tests.support.testdriver import TestDriverDaemon
 
@@ -319,6 +323,49 @@ def test_a_viewer_sees_no_action_buttons_and_stays_signed_in(
     expect(page.locator("#login")).to_be_visible()
     assert page.evaluate("localStorage.getItem('kvmsup.token')") is None
     assert watch.errors == []
+
+
+def test_the_page_keeps_working_while_an_agent_sends_out_of_range_figures(
+    fleet: Fleet, broker: Broker, browser: Browser
+) -> None:
+    """A status with `1e999` (JSON's spelling of a number no client can hold) and metrics
+    with an infinite CPU or a 400-digit count, as lab-a's credentials could publish them:
+    the page neither fails to load nor loses its live connection."""
+    gw = fleet.gw
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    watch = sign_in(page, gw, gw.tokens.viewer)
+    vms = expect_fleet(page, gw)
+    web = next(v for v in vms if v["name"] == "web-01")
+    topics = Topics("kvmsup")
+    forged = Recorder(broker.port)
+    try:
+        body = {"v": 1, "host": "lab-a", "online": True, "libvirt_connected": True}
+        text = json.dumps({**body, "interval_s": 2}, separators=(",", ":"))
+        text = text.replace('"interval_s":2', '"interval_s":1e999')
+        forged.publish(topics.host_status("lab-a"), text, retain=True)
+        entry = {"host": "lab-a", "uuid": web["uuid"], "name": "web-01", "state": "running"}
+        for n, figure in enumerate(('"cpu_percent":1e999', '"memory_used_mb":1' + "0" * 400), 2):
+            batch = {"v": 1, "host": "lab-a", "interval_s": 2, "tick": 1, "host_metrics": {}}
+            vm = json.dumps({**entry, "vcpus": 2}).replace('"vcpus"', figure + ',"vcpus"')
+            forged.publish(
+                topics.host_metrics("lab-a"), json.dumps(batch)[:-1] + f',"vms":[{vm}]}}'
+            )
+            # One at a time: a newer batch of the host would shed one still queued.
+            wait_until(lambda n=n: dropped(gw)["out_of_range"] >= n)
+        fleet.conn.lookupByName("web-01").suspend()  # a real change still reaches the page
+        expect(row(page, "lab-a", web["uuid"])).to_have_attribute("data-state", "paused")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        page.reload()  # and a first load with the retained status in place
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15000)
+        expect(page.locator(".vm-row[data-key]")).to_have_count(FLEET_VMS, timeout=15000)
+        assert watch.errors == []
+    finally:
+        forged.close()
+
+
+def dropped(gw: GatewayProc) -> dict[str, int]:
+    counts: dict[str, int] = gw.get("/health").json()["messages_dropped"]
+    return counts
 
 
 def test_a_wrong_token_is_refused_on_the_page(fleet: Fleet, browser: Browser) -> None:

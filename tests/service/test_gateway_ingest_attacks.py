@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import socketio
 
 from shared.messages import (
     HostMetrics,
@@ -144,6 +145,40 @@ JUNK: list[tuple[str, str, bytes, str]] = [
     ("wrong schema on a state", T.vm_state("host-a", UA), b'{"v":1,"host":"host-a"}', "bad_schema"),
     ("a JSON string as a reply", T.reply("host-a", "gw-test"), b'"hello"', "bad_schema"),
     ("1 MiB on metrics", T.host_metrics("host-a"), b"[" + b" " * (1024 * 1024) + b"]", "too_large"),
+    # JSON allows 1e999, which every parser reads as infinity; JSON has no infinity to write.
+    (
+        "1e999 as a status's interval",
+        T.host_status("host-a"),
+        dump(HostStatus(host="host-a", online=True, libvirt_connected=True, interval_s=2)).replace(
+            b'"interval_s":2.0', b'"interval_s":1e999'
+        ),
+        "out_of_range",
+    ),
+    (
+        "1e999 as a VM's CPU",
+        T.host_metrics("host-a"),
+        dump(batch("host-a", vm_metrics("host-a", UA, "web", 1.0))).replace(
+            b'"cpu_percent":1.0', b'"cpu_percent":1e999'
+        ),
+        "out_of_range",
+    ),
+    (
+        "a count of 400 digits",
+        T.host_metrics("host-a"),
+        dump(batch("host-a", vm_metrics("host-a", UA, "web", 1.0))).replace(
+            b'"disk_io":[]',
+            b'"disk_io":[{"device":"vda","read_bytes":' + b"9" * 400 + b',"write_bytes":0}]',
+        ),
+        "out_of_range",
+    ),
+    (
+        "a VM name of 100 kB",
+        T.vm_state("host-a", UA),
+        dump(state("host-a", UA, "web", 10**9)).replace(
+            b'"name":"web"', b'"name":"' + b"w" * 100_000 + b'"'
+        ),
+        "out_of_range",
+    ),
 ]
 
 
@@ -328,3 +363,107 @@ def test_metrics_of_a_host_without_status_make_no_entry(gw: GatewayProc, agents:
     assert [h["host"] for h in gw.get("/hosts").json()["hosts"]] == ["host-a", "host-b"]
     assert 'host="host-c"' not in gw.get("/metrics").text
     then_good_is_handled(gw, agents)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class StrictJSON:
+    """What a browser's or a phone's JSON parser accepts: no NaN, no Infinity (python's own
+    `json` takes both, so python-socketio would hide the fault a JavaScript client dies of)."""
+
+    dumps = staticmethod(json.dumps)
+
+    @staticmethod
+    def loads(s: str | bytes, **kw: Any) -> Any:
+        return json.loads(s, parse_constant=_refuse_constant, **kw)
+
+
+def test_the_fleets_clients_keep_working_while_one_host_sends_out_of_range_figures(
+    gw: GatewayProc, agents: Agents
+) -> None:
+    """An agent's `1e999` or 400-digit count reaches no client: REST stays strict JSON, a
+    streaming Socket.IO client stays connected and sees the next good figure, the Prometheus
+    scrape answers."""
+    sio = socketio.Client(reconnection=False, json=StrictJSON)
+    got: list[dict[str, Any]] = []
+    sio.on("vm_metrics", got.append)
+    try:
+        sio.connect(gw.url, transports=["websocket"], auth={"token": gw.tokens.viewer})
+        sio.call("subscribe_metrics", {"name": "*"}, timeout=10)
+        status = dump(HostStatus(host="host-a", online=True, libvirt_connected=True, interval_s=2))
+        good = dump(batch("host-a", vm_metrics("host-a", UA, "web", 1.0)))
+        bad = [
+            (T.host_status("host-a"), status.replace(b'"interval_s":2.0', b'"interval_s":1e999')),
+            (T.host_metrics("host-a"), good.replace(b'"cpu_percent":1.0', b'"cpu_percent":1e999')),
+            (
+                T.host_metrics("host-a"),
+                good.replace(
+                    b'"disk_io":[]',
+                    b'"disk_io":[{"device":"vda","read_bytes":1'
+                    + b"0" * 400
+                    + b',"write_bytes":0}]',
+                ),
+            ),
+        ]
+        for n, (topic, payload) in enumerate(bad, 1):
+            # One at a time: a newer batch of a host would shed an older one still queued.
+            agents.publish(topic, payload, retain=topic.endswith("/status"))
+            wait_until(lambda n=n: dropped(gw, "out_of_range") >= n, timeout=10)
+        agents.publish(
+            T.host_metrics("host-a"), good.replace(b'"cpu_percent":1.0', b'"cpu_percent":42.0')
+        )
+        wait_until(lambda: any(m["cpu_percent"] == 42.0 for m in got), timeout=10)
+        assert sio.connected
+        for path in ("/hosts", "/vms", "/vm/web", "/vm/web/metrics", "/stats/summary"):
+            StrictJSON.loads(gw.get(path).text)
+        scrape = gw.get("/metrics")
+        assert scrape.status_code == 200 and 'reason="out_of_range"} 3' in scrape.text
+    finally:
+        sio.disconnect()
+
+
+def test_one_hosts_credentials_cannot_make_the_gateway_work_without_end(
+    agents: Agents, start_gateway: Callable[..., GatewayProc]
+) -> None:
+    """As host-a's agent could: more VMs than the gateway keeps for a host, a batch that
+    lists one VM a hundred times, batches faster than the stated interval, an event dated a
+    year ahead (events are pruned by their time)."""
+    gw = start_gateway(KVMSUP_MAX_VMS_PER_HOST="3")
+    wait_until(lambda: gw.get("/vms").json()["count"] == 2, timeout=15)
+    extra = [f"d{i:07d}-0000-4000-8000-00000000000d" for i in range(4)]
+    for i, uuid in enumerate(extra):
+        agents.publish(T.vm_state("host-a", uuid), dump(state("host-a", uuid, f"x{i}", 1)))
+    wait_until(lambda: dropped(gw, "too_many_vms") == 2, timeout=10)
+    assert gw.get("/hosts/host-a/vms").json()["count"] == 3
+    agents.publish(T.vm_state("host-a", extra[0]), b"", retain=True)  # undefined: room again
+    agents.publish(T.vm_state("host-a", extra[3]), dump(state("host-a", extra[3], "x3", 1)))
+    wait_until(lambda: gw.get("/vm/x3").status_code == 200, timeout=10)
+
+    history = lambda: gw.get("/vm/web/history", params={"minutes": 5}).json()["count"]  # noqa: E731
+    before = history()
+    one = vm_metrics("host-a", UA, "web", 5.0)
+    agents.publish(T.host_metrics("host-a"), dump(batch("host-a", *[one] * 100)))
+    for _ in range(5):  # the batch's interval is 1 s: these come within one half of it
+        agents.publish(T.host_metrics("host-a"), dump(batch("host-a", one)))
+    agents.publish(
+        T.host_metrics("host-a"),
+        dump(batch("host-a", one)).replace(b'"cpu_percent":5.0', b'"cpu_percent":6.0'),
+    )
+    # Every batch handled (applied, or shed for a newer one of the host) before counting.
+    wait_until(
+        lambda: (
+            gw.get("/health").json()["metrics_applied"]["batches"] + dropped(gw, "ingest_behind")
+            >= 7
+        ),
+        timeout=10,
+    )
+    assert history() == before + 1, "one tick for the VM, whatever the batches said"
+
+    ahead = VmEvent(host="host-a", kind="agent", event="hello", ts="2027-12-07T00:00:00Z")
+    agents.publish(T.host_events("host-a"), dump(ahead))
+    event = wait_until(
+        lambda: next((e for e in gw.get("/events").json()["events"] if e["event"] == "hello"), None)
+    )
+    assert event["ts"] < "2027", event

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.auth import Authenticator, Principal, TokenError, bearer, parse_tokens
 from gateway.config import Settings
 from gateway.errors import NotAuthenticated, Throttled
-from gateway.throttle import FailureThrottle
+from gateway.throttle import FailureThrottle, client_key
 
 pytestmark = pytest.mark.unit
 
@@ -89,6 +89,33 @@ def test_the_throttle_is_a_token_bucket_per_address() -> None:
     assert throttle.retry_after("a", 10.0) == 0  # one try back after 10 s ...
     assert throttle.fail("a", 10.0) == 10  # ... and blocked again at once if it fails
     assert throttle.retry_after("a", 1000.0) == 0
+
+
+def test_one_ipv6_network_is_one_client_of_the_throttle() -> None:
+    """One subscriber holds a whole /64: a guesser rotating through it gets one bucket."""
+    throttle = FailureThrottle(burst=3, per_minute=6)
+    waits = [throttle.fail(f"2001:db8:1:2::{i:x}", 0.0) for i in range(1, 5)]
+    assert waits == [0, 0, 10, 10]
+    assert throttle.retry_after("2001:db8:1:2:ffff::1", 0.0) == 10  # same /64
+    assert throttle.retry_after("2001:db8:1:3::1", 0.0) == 0  # the next /64
+    assert throttle.retry_after("192.0.2.1", 0.0) == 0
+    wide = FailureThrottle(burst=1, per_minute=6, v6_prefix=48)
+    wide.fail("2001:db8:1:2::1", 0.0)
+    assert wide.retry_after("2001:db8:1:ff::1", 0.0) == 10
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8::1", "2001:db8::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),  # IPv4 on a dual-stack socket
+        ("fe80::1%eth0", "fe80::/64"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_client_key(address: str, key: str) -> None:
+    assert client_key(address) == key
 
 
 def test_the_throttle_forgets_quiet_addresses_first() -> None:
