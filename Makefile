@@ -93,3 +93,12 @@ demo: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# One tier at a time: the wheel in fresh venvs, host units and install script (package); the
+# images built and run with docker-compose (container; root, or a running Docker engine).
+.PHONY: test-package test-container
+test-package: install
+	$(PY) -m pytest -m package $(PYTEST_ARGS)
+
+test-container: install
+	$(PY) -m pytest -m container $(PYTEST_ARGS)
