@@ -11,9 +11,11 @@ BROWSER := $(shell . /etc/os-release 2>/dev/null; if [ "$$ID" != ubuntu ]; then 
 APT_PACKAGES := mosquitto mosquitto-clients libvirt-dev libvirt-clients pkg-config gcc \
 	python3-venv python3-dev openssl libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 \
 	redis-server $(BROWSER)
-# Only to validate docker-compose.yml (`docker-compose config`); without its recommended Docker
-# engine, which cannot run here anyway.
-APT_LEAN := docker-compose
+# Without their recommends: the container tier's Docker engine (dockerd, started by the tier
+# when it is not running), Compose 1.29 and debootstrap (the tier makes the debian:bookworm-slim
+# base from the Debian mirror when no registry is reachable); systemd for `systemd-analyze
+# verify` of the host units (nothing needs it as PID 1).
+APT_LEAN := docker.io docker-compose debootstrap systemd
 # The e2e tier's Linux guest: a Debian kernel booted directly, busybox in its initramfs, lz4
 # to unpack the kernel so QEMU can boot it without its (under TCG, slow) decompressor.
 # Debian's small cloud kernel; Ubuntu's equivalent is its kvm flavour.
@@ -91,3 +93,12 @@ demo: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# One tier at a time: the wheel in fresh venvs, host units and install script (package); the
+# images built and run with docker-compose (container; root, or a running Docker engine).
+.PHONY: test-package test-container
+test-package: install
+	$(PY) -m pytest -m package $(PYTEST_ARGS)
+
+test-container: install
+	$(PY) -m pytest -m container $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -10,6 +11,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from agent import __version__
 from agent.config import AgentSettings
 from agent.service import AgentService
 from shared.redact import ScrubFilter
@@ -23,6 +25,18 @@ def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
         args.thread.name if args.thread else "?",
         exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
     )
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The console script: `--version` and `--help`; every setting comes from the environment."""
+    parser = argparse.ArgumentParser(
+        prog="kvmsup-agent",
+        description="Watch this host's libvirt VMs and publish them to MQTT; settings from "
+        "KVMSUP_* and LIBVIRT_URI in the environment (docs/SPEC.md §8).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.parse_args(argv)
+    return main()
 
 
 def main() -> int:
@@ -62,4 +76,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

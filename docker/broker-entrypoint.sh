@@ -7,7 +7,7 @@
 #   dev: docker/mosquitto.compose.conf, anonymous plain MQTT on 1883. Only when asked for by name,
 #     and announced with a WARNING block in the log at every start.
 #
-# POSIX sh: the official image is Alpine (busybox ash), without bash.
+# POSIX sh: the image runs it with dash.
 set -eu
 
 secrets=/mosquitto/secrets

@@ -1,5 +1,5 @@
-# The official Mosquitto 2 image with the project's broker configs, run as the image's own
-# unprivileged `mosquitto` user (uid 1883).
+# Debian's Mosquitto 2 with the project's broker configs, run as the unprivileged `mosquitto`
+# user (uid 1883, fixed so the operator can hand it the secrets directory: docker/README.md).
 #
 # KVMSUP_BROKER_MODE picks the config at start (docker/broker-entrypoint.sh):
 # - production, the default: broker/mosquitto.conf (TLS on 8883, passwords, ACL, persistence),
@@ -7,7 +7,14 @@
 #   Without them the container refuses to start and names what is missing.
 # - dev: docker/mosquitto.compose.conf (anonymous, plain 1883), only when set explicitly, with a
 #   WARNING block in the log.
-FROM eclipse-mosquitto:2
+FROM debian:bookworm-slim
+# The user first, with its fixed ids: the package's own set-up then finds it and keeps it.
+RUN groupadd --system --gid 1883 mosquitto \
+    && useradd --system --uid 1883 --gid 1883 --no-create-home --home-dir /var/lib/mosquitto \
+        --shell /usr/sbin/nologin mosquitto \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto \
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 # Only the configs and the start script: a secrets directory provisioned inside the checkout
 # must never end up in the image.
 COPY broker/mosquitto.conf broker/mosquitto.dev.conf /mosquitto/config/kvmsup/

@@ -34,6 +34,24 @@ def _patch_for_gevent() -> None:
     monkey.patch_all()
 
 
+class _Version(argparse.Action):
+    """`--version`, read from the installed package's metadata only when asked for: the
+    metadata readers import threading, and nothing may before gevent patches it."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get("help", "")))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("kvmsup")
+        except PackageNotFoundError:
+            found = "unknown (not installed as a package)"
+        print(f"{parser.prog} {found}")  # stdout, as argparse's own version action does
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kvmsup-gateway", description=__doc__)
     parser.add_argument(
@@ -41,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Werkzeug's threaded server instead of gunicorn (FLASK_DEBUG=1 too)",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     args = parser.parse_args(argv)
     dev = args.dev or os.environ.get("FLASK_DEBUG", "").strip().lower() in TRUE_WORDS
     if not dev:

@@ -45,7 +45,7 @@ BACKOFF = Backoff(min_delay=(1, 1), max_delay=(4, 8))
 
 def gateway_version() -> str:
     try:
-        return version("kvm-supervisor")
+        return version("kvmsup")
     except PackageNotFoundError:
         return "0.0.0"
 

@@ -32,8 +32,11 @@ class TestDriverDaemon:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, socket_group: str | None = None) -> None:
         self.workdir = workdir
+        # Set: the socket is rw for that group only (0770), as libvirtd's packaged config makes
+        # it for `libvirt`; the container tier's agent reaches it through that group's id.
+        self.socket_group = socket_group
         self.sock_dir = workdir / "libvirt-run"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -51,9 +54,10 @@ class TestDriverDaemon:
         (self.workdir / "drivers").mkdir(exist_ok=True)
         self.sock_dir.mkdir(exist_ok=True)
         conf = self.workdir / "libvirtd.conf"
-        conf.write_text(
-            f'unix_sock_dir = "{self.sock_dir}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n'
-        )
+        text = f'unix_sock_dir = "{self.sock_dir}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+        if self.socket_group is not None:
+            text += f'unix_sock_group = "{self.socket_group}"\nunix_sock_rw_perms = "0770"\n'
+        conf.write_text(text)
         with (self.workdir / "libvirtd.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 [binary, "-f", str(conf), "-p", str(self.workdir / "libvirtd.pid")],
