@@ -8,6 +8,7 @@ import time
 import pytest
 
 from agent.inventory import Inventory
+from shared.messages import VmState
 from tests.support.domains import UA, info
 
 pytestmark = pytest.mark.service
@@ -35,9 +36,21 @@ def test_wait_for_wakes_on_update_from_another_thread() -> None:
 def test_wait_for_wakes_on_removal() -> None:
     inv = Inventory("kvm1")
     inv.update(info())
-    timer = threading.Timer(0.05, inv.remove, args=(UA,))
-    timer.start()
+    # Removed from another thread started at the waiter's first look, under the inventory's
+    # lock: the removal can only happen once the waiter sleeps, so only a notify wakes it
+    # before the timeout (the predicate holds at the timeout too, so `True` alone proves
+    # nothing).
+    remover = threading.Thread(target=inv.remove, args=(UA,))
+    timeout = 5.0
+
+    def removed(state: VmState | None) -> bool:
+        if remover.ident is None:
+            remover.start()
+        return state is None
+
+    started = time.monotonic()
     try:
-        assert inv.wait_for(UA, lambda s: s is None, timeout=5)
+        assert inv.wait_for(UA, removed, timeout=timeout)
     finally:
-        timer.join()
+        remover.join()
+    assert time.monotonic() - started < timeout, "woken by the timeout, not by the removal"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from agent import inventory
 from agent.inventory import Inventory, next_seq, to_vm_state
 from tests.support.domains import UA, info
 
@@ -61,13 +63,22 @@ def test_seq_grows_on_fast_successive_changes() -> None:
     assert seqs == sorted(set(seqs))
 
 
-def test_seq_is_per_vm() -> None:
+def test_seq_is_per_vm(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that stands still: each change of a VM then takes its own previous seq + 1, so a
+    # seq shared between VMs would show in the numbers.
+    monkeypatch.setattr(inventory, "time", SimpleNamespace(time_ns=lambda: 1_000_000))
     inv = Inventory("kvm1")
     a = inv.update(info(UA))
     b = inv.update(info(UB, name="db"))
     assert a is not None and b is not None
     assert inv.update(info(UA)) is None
     assert inv.get(UA) == a
+    assert (a.seq, b.seq) == (1_000, 1_000)  # B's first seq owes nothing to A's
+    for n in range(3):
+        changed = inv.update(info(UA, name=f"web{n}"))
+        assert changed is not None and changed.seq == 1_001 + n
+    b2 = inv.update(info(UB, name="db2"))
+    assert b2 is not None and b2.seq == 1_001  # nor its next one to A's three changes
 
 
 def test_rename_is_a_change() -> None:
