@@ -38,10 +38,12 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
 
 def test_settings_are_frozen() -> None:
     settings = Settings(mqtt_url="mqtt://127.0.0.1:1884", gateway_id="gw")
-    with pytest.raises(ValidationError, match="frozen"):
+    with pytest.raises(ValidationError, match="frozen") as info:
         settings.gateway_id = "other"  # type: ignore[misc]
-    with pytest.raises(ValidationError, match="frozen"):
+    assert [e["loc"] for e in info.value.errors()] == [("gateway_id",)]
+    with pytest.raises(ValidationError, match="frozen") as info:
         settings.mqtt_keepalive = 30  # type: ignore[misc]
+    assert [e["loc"] for e in info.value.errors()] == [("mqtt_keepalive",)]
 
 
 def test_the_broker_settings_are_checked_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,5 +56,6 @@ def test_the_broker_settings_are_checked_as_before(monkeypatch: pytest.MonkeyPat
     assert settings.topic_prefix == "kvmsup" and settings.mqtt_ca is None
     assert repr(settings.mqtt) == "mqtt://127.0.0.1:1883"
     for bad in ({"mqtt_keepalive": 1}, {"mqtt_keepalive": 3601}, {"topic_prefix": "a//b"}):
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError) as info:
             Settings(gateway_id="gw", **bad)
+        assert [e["loc"] for e in info.value.errors()] == [tuple(bad)]
