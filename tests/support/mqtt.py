@@ -82,13 +82,15 @@ class Recorder:
         for topic in topics:
             result, mid = self.client.subscribe(topic, qos=1)
             assert result == mqtt.MQTT_ERR_SUCCESS and mid is not None, (topic, result)
-            with self._subacked:
-                if not self._subacked.wait_for(lambda m=mid: m in self._subacks, 5):
-                    raise TimeoutError(f"no SUBACK from the broker for {topic!r}")
-                codes = self._subacks.pop(mid)
-            refused = [str(c) for c in codes if c.is_failure]
+            refused = [str(c) for c in self._suback(mid, topic) if c.is_failure]
             assert not refused, f"subscription to {topic!r} refused: {refused}"
         time.sleep(settle)
+
+    def _suback(self, mid: int, topic: str) -> list[ReasonCode]:
+        with self._subacked:
+            if not self._subacked.wait_for(lambda: mid in self._subacks, 5):
+                raise TimeoutError(f"no SUBACK from the broker for {topic!r}")
+            return self._subacks.pop(mid)
 
     def publish(
         self,
