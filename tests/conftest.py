@@ -1,4 +1,5 @@
-"""Fixtures shared by every tier: a real Mosquitto per test, an MQTT recorder, agent processes."""
+"""Fixtures shared by every tier: a real Mosquitto per test, an MQTT recorder, agent processes;
+the unit tier's app fixture and its no-I/O guard, applied by marker wherever a test lives."""
 
 from __future__ import annotations
 
@@ -9,9 +10,30 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import Broker
+from tests.support.gateway_app import make_app
 from tests.support.mqtt import Recorder
+from tests.support.no_io import UnitIO, guarded
 from tests.support.procs import Service, agent_service
 from tests.support.testdriver import TestDriverDaemon
+
+__all__ = ["make_app"]  # an app in-process: `make_app(started=False)` is built only (unit tier)
+
+TIERS = ("unit", "service", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets one tier: its own tier marker when it has one, else its module's (or
+    class's) `pytestmark`. So a subject's unit tests can share a file with its service tests,
+    each marked, and `-m unit` / `-m service` select each test once."""
+    parents = []
+    for item in items:
+        tiers = [(node, m.name) for node, m in item.iter_markers_with_node() if m.name in TIERS]
+        if tiers and tiers[0][0] is not item:  # the closest tier marker is a parent's
+            item.add_marker(tiers[0][1])
+        parents += [node for node, _ in tiers if node is not item]
+    for node in parents:
+        node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
 
 
 @pytest.fixture
@@ -39,15 +61,33 @@ def prefix() -> str:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """A failed test shows the logs of the agents it started: a failure seen only on a busy CI
-    runner is otherwise gone with its temporary directory."""
+    runner is otherwise gone with its temporary directory. A test that failed before its
+    teardown is noted, so the no-I/O guard does not report its I/O a second time."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.failed:
         for svc in item.stash.get(STARTED_AGENTS, []):
             report.sections.append((f"{svc.name} log ({svc.log})", svc.tail()))
+        if report.when in ("setup", "call"):
+            item.stash[FAILED_BEFORE_TEARDOWN] = True
 
 
 STARTED_AGENTS = pytest.StashKey[list[Service]]()
+FAILED_BEFORE_TEARDOWN = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def no_io(request: pytest.FixtureRequest) -> Iterator[UnitIO | None]:
+    """Fail a test marked `unit` that opens a socket, starts a thread, spawns a process or
+    opens an SQLite file (tests/support/no_io.py); other tiers are not guarded."""
+    if request.node.get_closest_marker("unit") is None:
+        yield None
+        return
+    with guarded(request.node.nodeid) as io:
+        yield io
+    if io.seen and not request.node.stash.get(FAILED_BEFORE_TEARDOWN, False):
+        # The product caught the first failure (a thread's or a callback's handler did).
+        pytest.fail("\n".join(dict.fromkeys(io.seen)), pytrace=False)
 
 
 @pytest.fixture

@@ -17,6 +17,13 @@ WEB = DEMO_A["web-01"]
 OFF = DEMO_A["shared-vm"]
 
 
+def assert_no_op(reply: dict, state: str) -> None:
+    """A barrier's reply: the agent admits requests in the order it receives them, so this
+    later request was admitted after the earlier one, and its state read (the VM already
+    `state`, nothing done) shows the earlier one did not act on the VM."""
+    assert (reply["status"], reply["changed"], reply["state"]) == ("succeeded", False, state)
+
+
 @pytest.fixture
 def agent_a(recorder, start_agent):
     client = AgentClient(recorder, "demo-a")
@@ -81,7 +88,10 @@ def test_same_id_twice_runs_once(agent_a):
     replies = agent_a.replies(request_id)
     assert [r["status"] for r in replies] == ["accepted", "succeeded", "succeeded"]
     assert replies[-1] == first
-    time.sleep(0.5)
+    # Barrier: a later resume, admitted after the copy; running already, so a no-op unless
+    # the copy paused the VM again.
+    assert_no_op(agent_a.call("resume", WEB), "running")
+    assert len(agent_a.replies(request_id)) == 3  # a second run would have been accepted again
     assert agent_a.states(WEB)[-1]["state"] == "running"
     runs = [
         e
@@ -96,7 +106,8 @@ def test_expired_request_is_refused(agent_a):
     reply = agent_a.call("destroy", WEB, not_after=past)
     assert reply["status"] == "rejected" and reply["error"]["code"] == "expired"
     assert agent_a.replies(reply["id"])[0]["status"] == "rejected"  # never accepted
-    time.sleep(0.3)
+    assert_no_op(agent_a.call("start", WEB), "running")  # barrier: WEB was not destroyed
+    assert [r["status"] for r in agent_a.replies(reply["id"])] == ["rejected"]
     assert agent_a.states(WEB)[-1]["state"] == "running"
 
 
@@ -119,7 +130,8 @@ def test_retained_request_is_refused(agent_a):
     reply = agent_a.wait_final(request_id)
     assert reply["status"] == "rejected" and reply["error"]["code"] == "retained"
     agent_a.rec.publish(agent_a.topics.cmd("demo-a"), b"", retain=True)  # clean the broker
-    time.sleep(0.3)
+    assert_no_op(agent_a.call("start", WEB), "running")  # barrier: WEB was not destroyed
+    assert [r["status"] for r in agent_a.replies(request_id)] == ["rejected"]
     assert agent_a.states(WEB)[-1]["state"] == "running"
 
 
@@ -131,7 +143,7 @@ def test_foreign_response_topic_is_refused(agent_a):
         lambda m: m.topic.endswith("/events") and m.json().get("event") == "refused"
     )
     assert refused[-1].json()["error"]["code"] == "bad_response_topic"
-    time.sleep(0.3)
+    assert_no_op(agent_a.call("start", WEB), "running")  # barrier: WEB was not destroyed
     assert agent_a.rec.on(foreign) == []
     assert agent_a.replies(request_id) == []
     assert agent_a.states(WEB)[-1]["state"] == "running"
@@ -204,7 +216,7 @@ def test_bad_and_retained_set_payloads_are_ignored(agent_a):
         lambda m: m.topic.endswith("/events") and m.json().get("status") == "rejected", count=2
     )
     assert {m.json()["error"]["code"] for m in rejected} == {"bad_request", "unknown_action"}
-    time.sleep(0.5)
+    assert_no_op(agent_a.call("destroy", OFF), "stopped")  # barrier: the retained ON ignored
     assert agent_a.states(OFF)[-1]["state"] == "stopped"
     agent_a.rec.publish(set_topic, b"", retain=True)
     agent_a.rec.publish(set_topic, b"start")

@@ -6,6 +6,7 @@ import pytest
 
 from shared.messages import HostStatus, MetricsBatch, VmEvent, VmState
 from tests.support.agentctl import DEMO_A, AgentClient
+from tests.support.mqtt import Received, Recorder
 from tests.support.procs import demo_node_uri
 
 pytestmark = pytest.mark.service
@@ -33,8 +34,6 @@ def test_status_states_metrics_and_events(broker, recorder, start_agent):
     assert client.states(DEMO_A["shared-vm"])[-1]["state"] == "stopped"
 
     # Retained: a client arriving later still gets status and every state at once.
-    from tests.support.mqtt import Recorder
-
     late = Recorder(broker.port)
     try:
         late.subscribe(f"{topics.root}/demo-a/status", f"{topics.root}/demo-a/vm/+/state")
@@ -128,22 +127,34 @@ def test_unicode_names_stay_in_payloads(recorder, start_agent):
         assert " " not in m.topic and "🎬" not in m.topic and "#" not in m.topic
 
 
+def retained_before(port: int, topic: str, control: str) -> list[Received]:
+    """What the broker retains on `topic`, read by a new client that then subscribes to
+    `control`, a topic known to hold a retained message (`topic` itself when it should): the
+    broker sends a subscription's retained messages right after its SUBACK, in order on the
+    connection, so once the control's has arrived any of `topic`'s has too."""
+    late = Recorder(port)
+    try:
+        late.subscribe(*dict.fromkeys((topic, control)), settle=0)
+        late.wait_for(lambda m: m.topic == control and m.retain)
+        return late.on(topic)
+    finally:
+        late.close()
+
+
 def test_retained_state_of_vanished_vm_is_cleared_at_startup(recorder, start_agent):
     client = AgentClient(recorder, "demo-a")
     ghost = "a0000000-0000-4000-8000-0000000000ff"
     topic = client.topics.vm_state("demo-a", ghost)
+    port = recorder.client._port
     recorder.publish(topic, b'{"v":1,"name":"ghost"}', retain=True)
+    # Positive control: the broker retains the ghost's state before the agent starts.
+    held = retained_before(port, topic, control=topic)
+    assert [(m.payload, m.retain) for m in held] == [(b'{"v":1,"name":"ghost"}', True)]
     start_agent("demo-a", demo_node_uri("demo-a"))
     recorder.wait_for(lambda m: m.topic == topic and m.payload == b"", timeout=10)
-    # The broker holds nothing for it any more.
-    from tests.support.mqtt import Recorder
-
-    late = Recorder(recorder.client._port)
-    try:
-        late.subscribe(topic, settle=0.5)
-        assert late.on(topic) == []
-    finally:
-        late.close()
+    # The broker holds nothing for it any more, though it holds the states of the VMs there are.
+    web = client.topics.vm_state("demo-a", DEMO_A["web-01"])
+    assert retained_before(port, topic, control=web) == []
 
 
 @pytest.mark.parametrize("host_id", ["Bad/Host", "gateway", "-lead", "x" * 64])

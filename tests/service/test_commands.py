@@ -39,6 +39,7 @@ class StandIn:
     def __init__(self, state: int) -> None:
         self.state = state
         self.reads = 0
+        self.asked: list[str] = []  # every action asked for, the ones libvirt refused included
         self.performed: list[str] = []
 
     def domain_state(self, uuid: str) -> tuple[int, int]:
@@ -46,6 +47,7 @@ class StandIn:
         return self.state, 0
 
     def perform(self, uuid: str, action: str, guard: Guard | None = None) -> None:
+        self.asked.append(action)
         allowed = {"start": {domstate.SHUTOFF}, "suspend": {domstate.RUNNING}}
         if action in allowed and self.state not in allowed[action]:
             err = HypervisorError(f"cannot {action}: state {self.state}")
@@ -114,6 +116,11 @@ def test_an_action_that_cannot_apply_fails_with_invalid_state() -> None:
     reply, hv = run(domstate.SHUTOFF, domstate.SHUTOFF, "suspend")
     assert reply.status == "failed" and reply.error is not None
     assert reply.error.code == "invalid_state" and hv.performed == []
+    # The executor's own check refused it, from the state it read: libvirt was never asked
+    # (the stand-in would refuse with the same code, so the code alone proves nothing).
+    assert hv.asked == [] and hv.reads == 1
+    assert reply.error.message == "cannot suspend a VM that is stopped"
+    assert reply.state == "stopped"
 
 
 # -- one deadline, every path: libvirt's test:/// driver, calls held across the deadline ----
@@ -518,6 +525,9 @@ def test_a_set_request_takes_no_place_in_the_id_cache(live: Callable[..., Live])
         lv.executor.submit(request, None)
     lv.submit("reset", WEB, begin_within=5)
     assert lv.final().status != "rejected", lv.replies
+    # Taken and carried out: neither refused for want of room nor failed on the way.
+    final = lv.final()
+    assert (final.status, final.error, final.state) == ("succeeded", None, "running"), lv.replies
 
 
 def lost_connection(message: str) -> Exception:

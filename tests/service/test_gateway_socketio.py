@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import pytest
 import socketio
 
 from tests.service.conftest import DEMO_VMS, wait_ready
-from tests.support.gateway import GatewayProc, check_seed_metrics, check_seed_vm, wait_until
+from tests.support.gateway import (
+    GatewayProc,
+    SioClient,
+    check_seed_metrics,
+    check_seed_vm,
+    wait_until,
+)
 from tests.support.procs import Service
 
 pytestmark = pytest.mark.service
@@ -106,15 +114,40 @@ def test_metric_streams_follow_subscriptions(gateway: GatewayProc) -> None:
         for streamed in sio.of("vm_metrics"):
             check_seed_metrics(streamed)
 
-        sio.call("unsubscribe_metrics", {})
+        sio.call("unsubscribe_metrics", {"name": "web-01"})
+        assert_stream_stopped(sio, "web-01", barrier="db-01")
         sio.events.clear()
         sio.call("subscribe_metrics", {"name": "*"})
         wait_until(
             lambda: {m["name"] for m in sio.of("vm_metrics")} >= {"web-01", "backup"}, timeout=5
         )
         sio.call("unsubscribe_metrics", {"name": "*"})
+        assert_stream_stopped(sio, "web-01", barrier="db-01")
     finally:
         sio.close()
+
+
+def assert_stream_stopped(sio: SioClient, stopped: str, barrier: str) -> None:
+    """After an unsubscribe: no `vm_metrics` of `stopped` from any later tick. The barrier is
+    another VM of the same host (one metrics batch per host and tick, every VM of it with the
+    batch's `ts`, emitted in order on one thread), subscribed to after the unsubscribe: once
+    three of its ticks arrived, the batch after its first one was emitted in full after the
+    unsubscribe, and on this connection before the third. Only the batch of the first barrier
+    tick may still carry `stopped`: it may have been under way as the session left the room."""
+    sio.events.clear()
+    sio.call("subscribe_metrics", {"name": barrier})
+
+    def ticks() -> list[dict[str, Any]]:
+        return [m for m in sio.of("vm_metrics") if m["name"] == barrier]
+
+    first = datetime.fromisoformat(wait_until(lambda: len(ticks()) >= 3 and ticks()[0])["ts"])
+    late = [
+        m
+        for m in sio.of("vm_metrics")
+        if m["name"] == stopped and datetime.fromisoformat(m["ts"]) > first
+    ]
+    assert late == [], f"{stopped} still streamed after its unsubscribe"
+    sio.call("unsubscribe_metrics", {})  # every stream of the session, the barrier's too
 
 
 def test_auth_none_serves_without_tokens(

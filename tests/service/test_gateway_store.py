@@ -1,4 +1,5 @@
-"""The SQLite store: history window, persistence across reopen, events, audit upserts."""
+"""The SQLite store: a store only built opens nothing and a bad path refuses to start (unit); the
+history window, persistence across reopen, events, audit upserts (service)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.store import Store
+from gateway.adapters.store import Store, StoreError
 from gateway.core.records import AuditEntry
 from shared.messages import (
     DiskIO,
@@ -184,3 +185,21 @@ def test_jobs_lists_every_unfinished_job_beyond_the_limit(store: Store) -> None:
     store.record(entry("refused", "refused"))
     assert store.flush()
     assert [e.id for e in store.jobs(2)] == ["done2", "done1", "old-running"]
+
+
+# -- unit (no I/O): a store built, not started -----------------------------------------------------
+
+
+@pytest.mark.unit
+def test_an_unusable_path_refuses_to_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = Store(str(blocker / "gw.db"), 1, 1)  # built: nothing is opened yet
+    with pytest.raises(StoreError, match=r"cannot open the database .*gw\.db"):
+        store.start()
+
+
+@pytest.mark.unit
+def test_building_a_store_leaves_no_file(tmp_path: Path) -> None:
+    Store(str(tmp_path / "sub" / "gw.db"), 1, 1)
+    assert list(tmp_path.iterdir()) == []

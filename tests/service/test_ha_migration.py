@@ -1,5 +1,6 @@
 """The move to per-host discovery topics, against Home Assistant's bookkeeping (support/hass.py):
-the order that keeps every registry entry, the orders that lose them, and the publisher's rounds."""
+the order that keeps every registry entry and the orders that lose them, played message by
+message (unit); the publisher's rounds, on its own threads (service)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.support.ha_layouts import (
     VMS,
     assert_kept,
     legacy_configs,
+    new_configs,
     upgraded_from_old_layout,
     vm_state,
 )
@@ -415,3 +417,55 @@ def test_an_undefine_after_the_migration_leaves_the_old_layout_alone(
     # broker): an undefine sends only its own layout's removals.
     assert sorted(t for t, _, _ in broker.sent) == sorted(discovery.config_topics("h1", UUID_A, HA))
     assert pub.legacy_writable is acl_allows_old_layout
+
+
+# -- unit (no I/O): the handshake, message by message ----------------------------------------------
+
+
+# -- the handshake, and why --------------------------------------------------------------------
+@pytest.mark.unit
+def test_marker_then_new_config_then_empty_old_topic_keeps_every_registry_entry() -> None:
+    hass, before = upgraded_from_old_layout(*VMS)
+    for vm in VMS:
+        for topic, payload in discovery.migration_markers("h1", vm.uuid, HA):
+            hass.receive(topic, payload)
+        for topic, payload in new_configs(vm):
+            hass.receive(topic, payload)
+        for topic, payload in discovery.legacy_removals("h1", vm.uuid, HA):
+            hass.receive(topic, payload)
+    assert_kept(hass, before)
+    # The disabled-by-default buttons moved too, and stay disabled.
+    assert before[f"kvmsup_h1_{UUID_A.replace('-', '')}_force_off"][4] is True
+
+
+@pytest.mark.unit
+def test_emptying_the_old_topic_first_removes_the_registry_entries() -> None:
+    hass, before = upgraded_from_old_layout(*VMS)
+    for vm in VMS:
+        for topic, payload in discovery.legacy_removals("h1", vm.uuid, HA):
+            hass.receive(topic, payload)
+        for topic, payload in new_configs(vm):
+            hass.receive(topic, payload)
+    # Home Assistant removed every entity (and the devices with them) before recreating them,
+    # and the user's rename did not come back.
+    assert len(hass.removed) == len(VMS) * len(discovery.VM_OBJECTS)
+    power = f"kvmsup_h1_{UUID_A.replace('-', '')}_power"
+    assert hass.entities()[power].name is None and before[power][2] == "Web power"
+    with pytest.raises(AssertionError):
+        assert_kept(hass, before)
+
+
+@pytest.mark.unit
+def test_new_topic_first_is_refused_then_emptying_the_old_one_loses_the_entities() -> None:
+    hass, before = upgraded_from_old_layout(*VMS)
+    for vm in VMS:
+        for topic, payload in new_configs(vm):
+            hass.receive(topic, payload)
+    # Loaded from the old topics, the unique_ids refuse the new ones ("does not generate
+    # unique IDs"), except the disabled buttons, which are not loaded.
+    enabled = [spec for spec in discovery.VM_OBJECTS if "enabled_by_default" not in spec.options]
+    assert len(hass.refused) == len(VMS) * len(enabled)
+    for vm in VMS:
+        for topic, payload in discovery.legacy_removals("h1", vm.uuid, HA):
+            hass.receive(topic, payload)
+    assert hass.removed and len(hass.bound()) < len(before)

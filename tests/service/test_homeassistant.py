@@ -205,7 +205,13 @@ def test_switch_and_buttons_drive_the_vm(ha, start_agent):
 
     # A retained command (a stale `ON` left on the broker) is ignored.
     ha.publish(power["command_topic"], power["payload_on"], retain=True)
-    time.sleep(1.0)
+    # Barrier: a command the agent takes after the ON, a no-op only if the ON started nothing.
+    destroyed = client.call("destroy", uuid)
+    assert (destroyed["status"], destroyed["changed"], destroyed["state"]) == (
+        "succeeded",
+        False,
+        "stopped",
+    )
     assert client.states(uuid)[-1]["state"] == "stopped"
     ha.publish(power["command_topic"], b"", retain=True)
 

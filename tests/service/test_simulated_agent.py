@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,7 +84,13 @@ def test_expired_and_deadline_less_requests_are_refused(host: AgentClient) -> No
     body = {"v": 1, "id": "no-deadline", "action": "suspend", "vm": RUNNING, "by": "t"}
     reply = host.call("suspend", RUNNING, request_id="no-deadline", raw=json.dumps(body).encode())
     assert reply["status"] == "rejected" and "not_after" in reply["error"]["message"]
-    time.sleep(0.3)
+    # Barrier: a resume admitted after both is a no-op only if neither suspended the VM.
+    resumed = host.call("resume", RUNNING)
+    assert (resumed["status"], resumed["changed"], resumed["state"]) == (
+        "succeeded",
+        False,
+        "running",
+    )
     assert host.states(RUNNING)[-1]["state"] == "running"
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,15 @@ class Recorder:
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._subacks: dict[int, list[ReasonCode]] = {}  # SUBACK reason codes by message id
+        self._subacked = threading.Condition()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_connect = lambda *a: self._connected.set()
         if credentials is not None:
             self.client.username_pw_set(*credentials)
@@ -60,14 +64,33 @@ class Recorder:
         with self._lock:
             self.messages.append(rec)
 
+    def _on_subscribe(
+        self,
+        client: Any,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        with self._subacked:
+            self._subacks[mid] = list(reason_codes)
+            self._subacked.notify_all()
+
     def subscribe(self, *topics: str, settle: float = 0.3) -> None:
-        done = threading.Event()
-        self.client.on_subscribe = lambda *a: done.set()
+        """Subscribes to each topic in turn, each granted by the broker's SUBACK (a refused or
+        unanswered subscription fails the test: nothing received would prove nothing)."""
         for topic in topics:
-            done.clear()
-            self.client.subscribe(topic, qos=1)
-            done.wait(5)
+            result, mid = self.client.subscribe(topic, qos=1)
+            assert result == mqtt.MQTT_ERR_SUCCESS and mid is not None, (topic, result)
+            refused = [str(c) for c in self._suback(mid, topic) if c.is_failure]
+            assert not refused, f"subscription to {topic!r} refused: {refused}"
         time.sleep(settle)
+
+    def _suback(self, mid: int, topic: str) -> list[ReasonCode]:
+        with self._subacked:
+            if not self._subacked.wait_for(lambda: mid in self._subacks, 5):
+                raise TimeoutError(f"no SUBACK from the broker for {topic!r}")
+            return self._subacks.pop(mid)
 
     def publish(
         self,

@@ -68,6 +68,7 @@ def test_invalid_host_id_refused_clearly(monkeypatch: pytest.MonkeyPatch, host: 
     monkeypatch.setenv("KVMSUP_HOST_ID", host)
     with pytest.raises(ValidationError) as info:
         AgentSettings()
+    assert [e["loc"] for e in info.value.errors()] == [("host_id",)]
     message = str(info.value)
     assert "host_id" in message
     assert "invalid host id" in message
@@ -76,15 +77,17 @@ def test_invalid_host_id_refused_clearly(monkeypatch: pytest.MonkeyPatch, host: 
 
 def test_reserved_hostname_is_refused_as_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "Gateway")
-    with pytest.raises(ValidationError, match="invalid host id"):
+    with pytest.raises(ValidationError, match="invalid host id") as info:
         AgentSettings()
+    assert [e["loc"] for e in info.value.errors()] == [("host_id",)]
 
 
 @pytest.mark.parametrize("prefix", ["a//b", "kvm/+", "#", "with space", ""])
 def test_invalid_topic_prefix_refused(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
     monkeypatch.setenv("KVMSUP_TOPIC_PREFIX", prefix)
-    with pytest.raises(ValidationError, match="invalid topic prefix"):
+    with pytest.raises(ValidationError, match="invalid topic prefix") as info:
         AgentSettings()
+    assert [e["loc"] for e in info.value.errors()] == [("topic_prefix",)]
 
 
 @pytest.mark.parametrize(
@@ -101,8 +104,10 @@ def test_out_of_range_values_refused(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
     monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         AgentSettings()
+    field = name.removeprefix("KVMSUP_").lower()  # the setting the variable sets
+    assert [e["loc"] for e in info.value.errors()] == [(field,)]
 
 
 @pytest.mark.parametrize(
@@ -260,6 +265,7 @@ def test_broker_url_errors_never_quote_the_password(
     monkeypatch.setenv("KVMSUP_MQTT_URL", url)
     with pytest.raises(ValidationError) as invalid:
         AgentSettings()
+    assert [e["loc"] for e in invalid.value.errors()] == [("mqtt_url",)]
     assert "secret" not in " ".join(e["msg"] for e in invalid.value.errors())
 
 
@@ -291,10 +297,12 @@ def test_a_host_status_never_carries_libvirt_credentials() -> None:
 def test_settings_are_frozen() -> None:
     """Read once at start-up and passed down: nothing may change them under a running agent."""
     settings = AgentSettings()
-    with pytest.raises(ValidationError, match="frozen"):
+    with pytest.raises(ValidationError, match="frozen") as info:
         settings.host_id = "other"  # type: ignore[misc]
-    with pytest.raises(ValidationError, match="frozen"):
+    assert [e["loc"] for e in info.value.errors()] == [("host_id",)]
+    with pytest.raises(ValidationError, match="frozen") as info:
         settings.mqtt_url = "mqtt://elsewhere"  # type: ignore[misc]
+    assert [e["loc"] for e in info.value.errors()] == [("mqtt_url",)]
     assert settings.host_id == "kvm-node1"
 
 

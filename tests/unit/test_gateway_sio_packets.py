@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from socketio import packet as sio_packet
 from socketio.packet import Packet
 
 from gateway.realtime.sio_packets import decode, error_frames, event_problem
@@ -13,11 +14,21 @@ from gateway.realtime.sio_packets import decode, error_frames, event_problem
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize(
-    "data", ['0{"token":"x"}', "1", '2["request_vms_list"]', '21["vm_action",{}]', "31[]"]
-)
+# What a client sends -> the packet it decodes to: (type, ack id, data).
+CLIENT_SENDS: dict[str, tuple[int, int | None, Any]] = {
+    '0{"token":"x"}': (sio_packet.CONNECT, None, {"token": "x"}),
+    "1": (sio_packet.DISCONNECT, None, None),
+    '2["request_vms_list"]': (sio_packet.EVENT, None, ["request_vms_list"]),
+    '21["vm_action",{}]': (sio_packet.EVENT, 1, ["vm_action", {}]),
+    "31[]": (sio_packet.ACK, 1, []),
+}
+
+
+@pytest.mark.parametrize("data", list(CLIENT_SENDS))
 def test_packets_a_client_may_send(data: str) -> None:
-    assert decode(Packet, data) is not None
+    pkt = decode(Packet, data)
+    assert pkt is not None
+    assert (pkt.packet_type, pkt.id, pkt.data) == CLIENT_SENDS[data]
 
 
 @pytest.mark.parametrize(

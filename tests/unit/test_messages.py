@@ -303,8 +303,11 @@ def test_metrics_of_an_agent_without_the_cumulative_counters_still_validate() ->
 
 def test_models_are_frozen() -> None:
     status = HostStatus(host="kvm1", online=True)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         status.online = False  # type: ignore[misc]
+    assert [(e["type"], e["loc"]) for e in info.value.errors()] == [
+        ("frozen_instance", ("online",))
+    ]
 
 
 def test_command_defaults() -> None:
@@ -317,8 +320,9 @@ def test_command_defaults() -> None:
 
 
 def test_a_command_without_not_after_is_invalid() -> None:
-    with pytest.raises(ValidationError, match="not_after"):
+    with pytest.raises(ValidationError, match="not_after") as info:
         CommandRequest.model_validate_json('{"id":"r1","action":"shutdown","vm":"u"}')
+    assert [(e["type"], e["loc"]) for e in info.value.errors()] == [("missing", ("not_after",))]
 
 
 def test_reply_finality() -> None:
@@ -330,95 +334,111 @@ def test_reply_finality() -> None:
 GOOD_CMD = {"v": 1, "id": "r1", "action": "start", "vm": U, "not_after": "2026-01-02T10:00:00Z"}
 
 
+# (model, payload, the error locations: the fields at fault)
+INVALID_PAYLOADS: list[tuple[type[BaseModel], dict[str, Any], list[tuple[str | int, ...]]]] = [
+    (CommandRequest, {**GOOD_CMD, "action": "explode"}, [("action",)]),
+    (CommandRequest, {**GOOD_CMD, "action": "START"}, [("action",)]),
+    (CommandRequest, {**GOOD_CMD, "id": ""}, [("id",)]),
+    (CommandRequest, {**GOOD_CMD, "id": "   "}, [("id",)]),
+    (CommandRequest, {**GOOD_CMD, "id": "x" * 129}, [("id",)]),
+    (CommandRequest, {**GOOD_CMD, "id": 5}, [("id",)]),
+    (CommandRequest, {**GOOD_CMD, "vm": None}, [("vm",)]),
+    (CommandRequest, {k: v for k, v in GOOD_CMD.items() if k != "vm"}, [("vm",)]),
+    (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": 0}}, [("params", "timeout_s")]),
+    (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": -5}}, [("params", "timeout_s")]),
+    (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": 3601}}, [("params", "timeout_s")]),
+    (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": "soon"}}, [("params", "timeout_s")]),
+    (CommandRequest, {**GOOD_CMD, "params": "fast"}, [("params",)]),
+    (CommandRequest, {**GOOD_CMD, "not_after": "tomorrow"}, [("not_after",)]),
+    (CommandRequest, {**GOOD_CMD, "v": 2}, [("v",)]),
+    (CommandRequest, {**GOOD_CMD, "ts": "yesterday"}, [("ts",)]),
+    (HostStatus, {"v": 1, "host": "h", "online": "maybe"}, [("online",)]),
+    (HostStatus, {"v": 1, "online": False}, [("host",)]),
+    (
+        VmState,
+        {
+            "v": 1,
+            "host": "h",
+            "uuid": U,
+            "name": "n",
+            "state": "sleeping",
+            "reason": "r",
+            "is_active": True,
+            "vcpus": 1,
+            "memory_mb": 1,
+            "max_memory_mb": 1,
+            "autostart": False,
+            "persistent": True,
+            "seq": 1,
+        },
+        [("state",)],
+    ),
+    (
+        VmState,
+        {
+            "v": 1,
+            "host": "h",
+            "uuid": U,
+            "name": "n",
+            "state": "running",
+            "reason": "r",
+            "is_active": True,
+            "vcpus": "two",
+            "memory_mb": 1,
+            "max_memory_mb": 1,
+            "autostart": False,
+            "persistent": True,
+            "seq": 1,
+        },
+        [("vcpus",)],
+    ),
+    (
+        VmMetrics,
+        {
+            "host": "h",
+            "uuid": U,
+            "name": "n",
+            "state": "running",
+            "vcpus": 1,
+            "memory_source": "swap",
+        },
+        [("memory_source",)],
+    ),
+    (
+        VmMetrics,
+        {
+            "host": "h",
+            "uuid": U,
+            "name": "n",
+            "state": "running",
+            "vcpus": 1,
+            "disk_io": [{"device": "vda"}],
+        },
+        [("disk_io", 0, "read_bytes"), ("disk_io", 0, "write_bytes")],
+    ),
+    (CommandReply, {"id": "r", "host": "h", "status": "done"}, [("status",)]),
+    (VmEvent, {"host": "h", "kind": "gossip", "event": "x"}, [("kind",)]),
+]
+
+
 @pytest.mark.parametrize(
-    ("model", "payload"),
-    [
-        (CommandRequest, {**GOOD_CMD, "action": "explode"}),
-        (CommandRequest, {**GOOD_CMD, "action": "START"}),
-        (CommandRequest, {**GOOD_CMD, "id": ""}),
-        (CommandRequest, {**GOOD_CMD, "id": "   "}),
-        (CommandRequest, {**GOOD_CMD, "id": "x" * 129}),
-        (CommandRequest, {**GOOD_CMD, "id": 5}),
-        (CommandRequest, {**GOOD_CMD, "vm": None}),
-        (CommandRequest, {k: v for k, v in GOOD_CMD.items() if k != "vm"}),
-        (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": 0}}),
-        (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": -5}}),
-        (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": 3601}}),
-        (CommandRequest, {**GOOD_CMD, "params": {"timeout_s": "soon"}}),
-        (CommandRequest, {**GOOD_CMD, "params": "fast"}),
-        (CommandRequest, {**GOOD_CMD, "not_after": "tomorrow"}),
-        (CommandRequest, {**GOOD_CMD, "v": 2}),
-        (CommandRequest, {**GOOD_CMD, "ts": "yesterday"}),
-        (HostStatus, {"v": 1, "host": "h", "online": "maybe"}),
-        (HostStatus, {"v": 1, "online": False}),
-        (
-            VmState,
-            {
-                "v": 1,
-                "host": "h",
-                "uuid": U,
-                "name": "n",
-                "state": "sleeping",
-                "reason": "r",
-                "is_active": True,
-                "vcpus": 1,
-                "memory_mb": 1,
-                "max_memory_mb": 1,
-                "autostart": False,
-                "persistent": True,
-                "seq": 1,
-            },
-        ),
-        (
-            VmState,
-            {
-                "v": 1,
-                "host": "h",
-                "uuid": U,
-                "name": "n",
-                "state": "running",
-                "reason": "r",
-                "is_active": True,
-                "vcpus": "two",
-                "memory_mb": 1,
-                "max_memory_mb": 1,
-                "autostart": False,
-                "persistent": True,
-                "seq": 1,
-            },
-        ),
-        (
-            VmMetrics,
-            {
-                "host": "h",
-                "uuid": U,
-                "name": "n",
-                "state": "running",
-                "vcpus": 1,
-                "memory_source": "swap",
-            },
-        ),
-        (
-            VmMetrics,
-            {
-                "host": "h",
-                "uuid": U,
-                "name": "n",
-                "state": "running",
-                "vcpus": 1,
-                "disk_io": [{"device": "vda"}],
-            },
-        ),
-        (CommandReply, {"id": "r", "host": "h", "status": "done"}),
-        (VmEvent, {"host": "h", "kind": "gossip", "event": "x"}),
-    ],
+    ("model", "payload", "fields"),
+    INVALID_PAYLOADS,
+    # The ids the cases had before their fields were named.
+    ids=[f"{m.__name__}-payload{i}" for i, (m, _, _) in enumerate(INVALID_PAYLOADS)],
 )
-def test_invalid_payloads_raise(model: type[BaseModel], payload: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+def test_invalid_payloads_raise(
+    model: type[BaseModel], payload: dict[str, Any], fields: list[tuple[str | int, ...]]
+) -> None:
+    with pytest.raises(ValidationError) as info:
         model.model_validate_json(json.dumps(payload))
+    assert [e["loc"] for e in info.value.errors()] == fields
 
 
 @pytest.mark.parametrize("text", ["", "not json", "[]", "null", '{"id":', '"a string"'])
 def test_non_object_payloads_raise(text: str) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as info:
         CommandRequest.model_validate_json(text)
+    # No field is at fault: the payload as a whole is not JSON, or not an object.
+    assert [e["loc"] for e in info.value.errors()] == [()]
+    assert info.value.errors()[0]["type"] in ("json_invalid", "model_type")

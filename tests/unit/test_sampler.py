@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -215,12 +216,39 @@ def test_vanished_vm_is_forgotten() -> None:
     assert b.interval_s is None
 
 
+def rates_after(sampler: Sampler, reset: bool) -> tuple[list[float | None], float | None]:
+    """The rates of a second tick, VM (CPU, interval, disk, network) and host CPU, with a
+    reset between the two ticks or not."""
+    known = {UA: state()}
+    node = NodeReading(16, 64_000, 32_000, {"kernel": 100, "user": 100, "idle": 800, "iowait": 0})
+    sampler.vm_metrics([raw(100, 10, rd=0, wr=0, rx=1_000, tx=0)], known, now_s=NOW_S)
+    sampler.host_metrics([], list(known.values()), node)
+    if reset:
+        sampler.reset()
+    [m] = sampler.vm_metrics(
+        [raw(102, 11, rd=819_200, wr=409_600, rx=5_000, tx=2_000)], known, now_s=NOW_S
+    )
+    later = {"kernel": 150, "user": 150, "idle": 1000, "iowait": 0}
+    host = sampler.host_metrics([m], list(known.values()), replace(node, cpu_stats=later))
+    disk, net = m.disk_io[0], m.network_io[0]
+    vm = [m.cpu_percent, m.interval_s, disk.read_bps, disk.write_bps, disk.read_iops]
+    vm += [disk.write_iops, net.rx_bps, net.tx_bps]
+    return vm, host.cpu_percent
+
+
 def test_reset_forgets_every_baseline() -> None:
     sampler = Sampler("kvm1", memory_stats_period=5)
     sampler.vm_metrics([raw(100, 10)], {UA: state()}, now_s=NOW_S)
     sampler.reset()
     [m] = sampler.vm_metrics([raw(102, 11)], {UA: state()}, now_s=NOW_S)
     assert m.cpu_percent is None
+    # Every rate has a baseline: without a reset the second tick has them all, after one none.
+    vm, host = rates_after(Sampler("kvm1", memory_stats_period=5), reset=False)
+    assert None not in vm
+    assert host is not None
+    vm, host = rates_after(Sampler("kvm1", memory_stats_period=5), reset=True)
+    assert vm == [None] * len(vm)
+    assert host is None
 
 
 def test_host_metrics_counts() -> None:

@@ -1,8 +1,7 @@
-"""Fixtures of the unit tier: a gateway app built in-process, with no broker to reach; and the
-guard that keeps the tier free of I/O.
+"""The unit tier's guard: a test marked `unit` does no I/O, wherever its file lives.
 
-The unit tier does no I/O. Every unit test runs under `no_io`, which fails the test, naming
-what it did, when it:
+Every test marked `unit` runs under the `no_io` fixture (tests/conftest.py), which fails the
+test, naming what it did, when it:
 
 - connects or binds a socket of the network or of a Unix path (AF_INET, AF_INET6, AF_UNIX),
   or makes a socket pair;
@@ -18,12 +17,13 @@ It holds under gevent's monkey-patching too (both socket classes are guarded, an
 gevent's pool of native threads, which the gateway only uses for SQLite calls, themselves
 refused on a file.
 
-Such a test belongs in tests/service. Allowed, because they stay in the process and open no
-socket: Flask's `app.test_client()` (a WSGI call) and Flask-SocketIO's `socketio.test_client()`
-(its packets go straight to the server object). An app made by `make_app(started=False)` is
-built only: `start` would connect to MQTT and start threads, so a test that starts one is a
-service test. Creating plain files under `tmp_path` is not counted: the tier's concern is
-sockets, threads, processes and databases, which make tests slow and flaky under load.
+Such a test belongs in the `service` tier. Allowed, because they stay in the process and open
+no socket: Flask's `app.test_client()` (a WSGI call) and Flask-SocketIO's
+`socketio.test_client()` (its packets go straight to the server object). An app made by
+`make_app(started=False)` is built only: `start` would connect to MQTT and start threads, so a
+test that starts one is a service test. Creating plain files under `tmp_path` is not counted:
+the tier's concern is sockets, threads, processes and databases, which make tests slow and
+flaky under load.
 """
 
 from __future__ import annotations
@@ -35,13 +35,10 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-
-from tests.support.gateway_app import make_app
-
-__all__ = ["make_app"]  # the tier's app fixture (`make_app(started=False)`: built only)
 
 GUARDED_FAMILIES = {socket.AF_INET, socket.AF_INET6, socket.AF_UNIX}
 
@@ -59,8 +56,8 @@ class UnitIO:
     def refuse(self, what: str) -> None:
         message = (
             f"unit test {self.test} did I/O: {what}. The unit tier does no I/O (no sockets, "
-            "threads, subprocesses or SQLite files): make the test I/O-free or move it to "
-            "tests/service (marker `service`)."
+            "threads, subprocesses or SQLite files): make the test I/O-free or mark it "
+            "`service`."
         )
         self.seen.append(message)
         pytest.fail(message, pytrace=True)
@@ -139,30 +136,13 @@ def _patch_sqlite(mp: pytest.MonkeyPatch, io: UnitIO) -> None:
     mp.setattr(sqlite3, "connect", connect)
 
 
-FAILED_BEFORE_TEARDOWN = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Note a test that already failed, so the guard's teardown check does not report its
-    I/O a second time."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.when in ("setup", "call") and report.failed:
-        item.stash[FAILED_BEFORE_TEARDOWN] = True
-
-
-@pytest.fixture(autouse=True)
-def no_io(request: pytest.FixtureRequest) -> Iterator[UnitIO]:
-    """Fail the unit test that opens a socket, starts a thread, spawns a process or opens an
-    SQLite file (see the module's docstring)."""
-    io = UnitIO(request.node.nodeid)
+@contextmanager
+def guarded(test: str) -> Iterator[UnitIO]:
+    """Refuses I/O (see the module's docstring) until the block ends; yields what was tried."""
+    io = UnitIO(test)
     with pytest.MonkeyPatch.context() as mp:
         _patch_socket(mp, io)
         _patch_threads(mp, io)
         _patch_processes(mp, io)
         _patch_sqlite(mp, io)
         yield io
-    if io.seen and not request.node.stash.get(FAILED_BEFORE_TEARDOWN, False):
-        # The product caught the first failure (a thread's or a callback's handler did).
-        pytest.fail("\n".join(dict.fromkeys(io.seen)), pytrace=False)
