@@ -354,5 +354,5 @@ def test_a_body_over_the_limit_is_413_json_sized_or_chunked(gateway: GatewayProc
     resp = gateway.post("/vm/web-01/stop", data=chunked())
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "too_large"
     assert gateway.get("/vm/web-01").json()["state"] == "running"  # nothing was sent
-    small = gateway.post("/vm/web-01/suspend", data=b'{"force": false}')  # still serving
+    small = gateway.post("/vm/web-01/suspend", json={"force": False})  # still serving
     assert small.status_code == 200, small.text
