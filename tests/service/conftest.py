@@ -97,14 +97,16 @@ class DemoStack:
 
 
 @contextlib.contextmanager
-def demo_stack(workdir: Path, **gateway_env: str) -> Iterator[DemoStack]:
+def demo_stack(
+    workdir: Path, gateway_id: str = "gw-shared", **gateway_env: str
+) -> Iterator[DemoStack]:
     """Start a broker, the demo agents and a gateway, wait until it serves every demo VM; at
     the end stop them and fail on any traceback in their logs (the fixtures' own check)."""
     broker = Broker(workdir)
     broker.start()
     agents = {h: agent_service(workdir, h, broker.url, demo_node_uri(h)) for h in DEMO_HOSTS}
-    # Its own gateway id: a test may start a gateway of its own (`gw-test`) on this broker.
-    gw = GatewayProc(workdir, broker.url, gateway_id="gw-shared", **gateway_env)
+    # Not `gw-test` by default: a test may start a gateway of its own on this broker.
+    gw = GatewayProc(workdir, broker.url, gateway_id=gateway_id, **gateway_env)
     try:
         for agent in agents.values():
             agent.start()
@@ -123,8 +125,10 @@ def shared_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DemoStack]:
     """One demo stack for a module whose tests only read it or attack the gateway: the
-    gateway's settings come from the module's SHARED_GATEWAY_ENV. A test that kills, restarts
-    or reconfigures a process starts its own (`start_gateway`, `start_agent`)."""
+    gateway's settings come from the module's SHARED_GATEWAY_ENV (and its id from
+    SHARED_GATEWAY_ID). A test that kills, restarts or reconfigures a process starts its own
+    (`start_gateway`, `start_agent`)."""
     env: dict[str, str] = getattr(request.module, "SHARED_GATEWAY_ENV", {})
-    with demo_stack(tmp_path_factory.mktemp("stack"), **env) as stack:
+    gateway_id: str = getattr(request.module, "SHARED_GATEWAY_ID", "gw-shared")
+    with demo_stack(tmp_path_factory.mktemp("stack"), gateway_id, **env) as stack:
         yield stack
