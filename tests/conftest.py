@@ -1,4 +1,4 @@
-"""Fixtures shared by every tier: a real Mosquitto per test, an MQTT recorder, agent processes."""
+"""Fixtures of every tier (a Mosquitto per test, an MQTT recorder, agents); pytest-xdist groups."""
 
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failed test shows the logs of the agents it started: a failure seen only on a busy CI
-    runner is otherwise gone with its temporary directory."""
+    """A failed test shows the logs of the agents it started and of the stack its module
+    shares: a failure seen only on a busy CI runner is otherwise gone with its temporary
+    directory."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.failed:

@@ -1,5 +1,4 @@
-"""Service-tier fixtures for the gateway: the two demo agents and gateway processes, per test
-or shared by a module."""
+"""Service-tier fixtures: the demo agents and gateways, per test or shared by a module."""
 
 from __future__ import annotations
 
