@@ -23,6 +23,11 @@ GUEST_KERNEL := $(shell . /etc/os-release 2>/dev/null; \
 	if [ "$$ID" = ubuntu ]; then echo linux-image-kvm; else echo linux-image-cloud-amd64; fi)
 APT_PACKAGES += $(GUEST_KERNEL) busybox-static lz4
 PYTEST_ARGS ?=
+# pytest-xdist workers. Most service tests wait on processes and sockets, not on a core, so
+# more workers than cores pay; the e2e tier stays on one worker (its own xdist group), and a
+# module sharing a broker or stack stays on one worker (tests/conftest.py).
+TEST_WORKERS ?= 4
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \
 	soak demo clean
@@ -52,13 +57,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 test-service: install
-	$(PY) -m pytest -m service $(PYTEST_ARGS)
+	$(PY) -m pytest -m service $(XDIST) $(PYTEST_ARGS)
 
 test-e2e: install
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)

@@ -1,11 +1,13 @@
 """Fixtures shared by every tier: a real Mosquitto per test, an MQTT recorder, agent processes;
-the unit tier's app fixture and its no-I/O guard, applied by marker wherever a test lives."""
+the unit tier's app fixture and its no-I/O guard, applied by marker wherever a test lives;
+pytest-xdist groups."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,27 +15,13 @@ from tests.support.broker import Broker
 from tests.support.gateway_app import make_app
 from tests.support.mqtt import Recorder
 from tests.support.no_io import UnitIO, guarded
-from tests.support.procs import Service, agent_service
+from tests.support.procs import Service, agent_service, stop_all
 from tests.support.testdriver import TestDriverDaemon
 
 __all__ = ["make_app"]  # an app in-process: `make_app(started=False)` is built only (unit tier)
 
 TIERS = ("unit", "service", "e2e")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test gets one tier: its own tier marker when it has one, else its module's (or
-    class's) `pytestmark`. So a subject's unit tests can share a file with its service tests,
-    each marked, and `-m unit` / `-m service` select each test once."""
-    parents = []
-    for item in items:
-        tiers = [(node, m.name) for node, m in item.iter_markers_with_node() if m.name in TIERS]
-        if tiers and tiers[0][0] is not item:  # the closest tier marker is a parent's
-            item.add_marker(tiers[0][1])
-        parents += [node for node, _ in tiers if node is not item]
-    for node in parents:
-        node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
 @pytest.fixture
@@ -58,15 +46,47 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets one tier: its own tier marker when it has one, else its module's (or
+    class's) `pytestmark`. So a subject's unit tests can share a file with its service tests,
+    each marked, and `-m unit` / `-m service` select each test once.
+
+    A test using a module-scoped fixture (a shared broker or stack) runs on the same
+    pytest-xdist worker as the rest of its module (group = the module), so the module starts
+    those processes once; other tests are spread one by one (`make test`: --dist loadgroup)."""
+    parents = []
+    for item in items:
+        tiers = [(node, m.name) for node, m in item.iter_markers_with_node() if m.name in TIERS]
+        if tiers and tiers[0][0] is not item:  # the closest tier marker is a parent's
+            item.add_marker(tiers[0][1])
+        parents += [node for node, _ in tiers if node is not item]
+    for node in parents:
+        node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
+    for item in items:
+        if E2E_DIR in Path(item.path).resolve().parents:
+            continue  # the whole tier is one group of its own (tests/e2e/conftest.py)
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope == "module" for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failed test shows the logs of the agents it started: a failure seen only on a busy CI
-    runner is otherwise gone with its temporary directory. A test that failed before its
-    teardown is noted, so the no-I/O guard does not report its I/O a second time."""
+    """A failed test shows the logs of the agents it started and of the stack its module
+    shares: a failure seen only on a busy CI runner is otherwise gone with its temporary
+    directory. A test that failed before its teardown is noted, so the no-I/O guard does not
+    report its I/O a second time."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.failed:
-        for svc in item.stash.get(STARTED_AGENTS, []):
+        shown = list(item.stash.get(STARTED_AGENTS, []))
+        for value in getattr(item, "funcargs", {}).values():
+            services = getattr(value, "services", None)  # a stack shared by the module
+            if callable(services):
+                shown += [svc for svc in services() if svc not in shown]
+        for svc in shown:
             report.sections.append((f"{svc.name} log ({svc.log})", svc.tail()))
         if report.when in ("setup", "call"):
             item.stash[FAILED_BEFORE_TEARDOWN] = True
@@ -90,6 +110,21 @@ def no_io(request: pytest.FixtureRequest) -> Iterator[UnitIO | None]:
         pytest.fail("\n".join(dict.fromkeys(io.seen)), pytrace=False)
 
 
+# The e2e tier's report (accelerator, timings) as pytest-xdist workers hand it over.
+E2E_REPORT: dict[str, object] = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    E2E_REPORT.update(getattr(node, "workeroutput", {}).get("e2e_report", {}))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if E2E_REPORT:
+        line = ", ".join(f"{k}={v}" for k, v in E2E_REPORT.items())
+        terminalreporter.write_line(f"e2e: {line}")
+
+
 @pytest.fixture
 def start_agent(
     request: pytest.FixtureRequest, tmp_path: Path, broker: Broker
@@ -104,8 +139,7 @@ def start_agent(
         return svc
 
     yield start
-    for svc in started:
-        svc.stop()
+    stop_all(started)
     for svc in started:
         # A thread that died or a callback that swallowed an exception fails the test.
         out = svc.output()

@@ -30,10 +30,15 @@ HERE = Path(__file__).resolve().parent
 REPORT: dict[str, Any] = {}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every e2e test is marked `e2e`, and all of them go to one pytest-xdist worker (group
+    `e2e`): the tier's libvirtd, image cache and /run/kvmsup-e2e are machine-wide, and its
+    session fixtures would otherwise start one daemon per worker."""
     for item in items:
         if HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -54,6 +59,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if REPORT:
         line = ", ".join(f"{k}={v}" for k, v in REPORT.items())
         terminalreporter.write_line(f"e2e: {line}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the report to the controller, which prints it
+    (tests/conftest.py): a worker has no terminal of its own."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and REPORT:
+        workeroutput["e2e_report"] = dict(REPORT)
 
 
 def _unavailable(reason: str) -> NoReturn:

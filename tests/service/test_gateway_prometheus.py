@@ -33,10 +33,19 @@ from shared.messages import (
     VmMetrics,
     VmState,
 )
+from tests.service.conftest import DemoStack
 from tests.support.agentctl import DEMO_A, DEMO_B
 from tests.support.gateway import GatewayProc, wait_until
 
 pytestmark = pytest.mark.service
+# The module's tests only read: they share one stack, its gateway named as a test's own is.
+SHARED_GATEWAY_ID = "gw-test"
+
+
+@pytest.fixture
+def gateway(shared_stack: DemoStack) -> GatewayProc:
+    return shared_stack.gateway
+
 
 WEB = {"host": "demo-a", "uuid": DEMO_A["web-01"], "name": "web-01"}
 # What Prometheus 2.x and 3.x send.

@@ -14,7 +14,8 @@ import requests
 import socketio
 import websocket
 
-from tests.service.conftest import wait_ready
+from tests.service.conftest import DemoStack, wait_ready
+from tests.support.broker import Broker
 from tests.support.gateway import GatewayProc, wait_until
 from tests.support.procs import Service
 from tests.support.rawsio import RawSio, Refused, connect_error
@@ -26,12 +27,29 @@ AUTH_TIMEOUT = 3.0
 CLOSED_WITHIN = AUTH_TIMEOUT + 10
 
 
+# The module's tests share one stack: they attack the gateway's Socket.IO layer, and change no
+# VM for good (db-01 is suspended and resumed). The failure throttle has its own tests; here it
+# would get in the way of the many tries.
+SHARED_GATEWAY_ENV = {
+    "KVMSUP_SIO_AUTH_TIMEOUT": str(AUTH_TIMEOUT),
+    "KVMSUP_AUTH_FAIL_BURST": "1000",
+}
+
+
 @pytest.fixture
-def gw(demo_agents: dict[str, Service], start_gateway: Callable[..., GatewayProc]) -> GatewayProc:
-    # The failure throttle has its own tests; here it would get in the way of the many tries.
-    g = start_gateway(KVMSUP_SIO_AUTH_TIMEOUT=str(AUTH_TIMEOUT), KVMSUP_AUTH_FAIL_BURST="1000")
-    wait_ready(g)
-    return g
+def gw(shared_stack: DemoStack) -> GatewayProc:
+    return shared_stack.gateway
+
+
+@pytest.fixture
+def broker(shared_stack: DemoStack) -> Broker:
+    """A gateway of a test's own (`small`) joins the shared broker and agents."""
+    return shared_stack.broker
+
+
+@pytest.fixture
+def demo_agents(shared_stack: DemoStack) -> dict[str, Service]:
+    return shared_stack.agents
 
 
 def toggle_db01(gw: GatewayProc) -> None:
@@ -162,6 +180,7 @@ def expected_error(event: str, payload: Any) -> bool:
 
 
 def test_every_event_with_wrong_payloads_is_answered_with_an_error(gw: GatewayProc) -> None:
+    start = len(gw.service.output())  # the shared gateway's log: only this test's part
     sio = gw.sio("operator")
     try:
         for event in PAYLOAD_EVENTS + OPTIONAL_EVENTS + FILTER_EVENTS:
@@ -197,7 +216,7 @@ def test_every_event_with_wrong_payloads_is_answered_with_an_error(gw: GatewayPr
     finally:
         sio.close()
     assert gw.get("/vm/web-01").json()["state"] == "running"
-    out = gw.service.output()
+    out = gw.service.output()[start:]
     assert "internal error" not in out and "failed" not in out, out[-3000:]
 
 
@@ -251,6 +270,7 @@ def test_event_packets_of_the_wrong_shape_get_an_error(gw: GatewayProc, frame: s
     ],
 )
 def test_malformed_packets_close_the_session(gw: GatewayProc, frame: str | bytes) -> None:
+    start = len(gw.service.output())  # the shared gateway's log: only this test's part
     raw = RawSio(gw.port)
     try:
         assert raw.connect({"token": gw.tokens.viewer}).startswith("40{")
@@ -260,7 +280,7 @@ def test_malformed_packets_close_the_session(gw: GatewayProc, frame: str | bytes
         raw.close()
     # The gateway is fine and logged one line, no traceback.
     assert gw.get("/vms").status_code == 200
-    assert "malformed" in gw.service.output()
+    assert "malformed" in gw.service.output()[start:]
 
 
 def test_a_frame_over_the_size_limit_closes_the_session(gw: GatewayProc) -> None:
@@ -304,6 +324,7 @@ def test_reconnecting_an_authenticated_session_with_a_bad_token_changes_nothing(
 
 
 def test_tokens_never_reach_the_log(gw: GatewayProc) -> None:
+    start = len(gw.service.output())  # the shared gateway's log: only this test's part
     guesses = [f"guess-{i}-secret-value" for i in range(5)]
     for guess in guesses:
         raw = RawSio(gw.port)
@@ -315,7 +336,7 @@ def test_tokens_never_reach_the_log(gw: GatewayProc) -> None:
     good = gw.sio("viewer", query_token=True)
     good.close()
     assert gw.get("/vms", params={"token": gw.tokens.operator}, token=None).status_code == 401
-    wait_until(lambda: "failed authentication" in gw.service.output())
+    wait_until(lambda: "failed authentication" in gw.service.output()[start:])
     out = gw.service.output()
     for secret in [*guesses, gw.tokens.viewer, gw.tokens.operator]:
         assert secret not in out

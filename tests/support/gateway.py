@@ -65,6 +65,12 @@ class GatewayProc:
         return self
 
     def stop(self) -> None:
+        # Our idle keep-alive connection would hold gunicorn's graceful stop for its whole
+        # timeout: the worker waits for every open connection to end.
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
         self.service.stop()
 
     def headers(self, token: str | None) -> dict[str, str]:

@@ -139,5 +139,7 @@ class Recorder:
             self.messages.clear()
 
     def close(self) -> None:
-        self.client.loop_stop()
+        # DISCONNECT first: it wakes paho's network loop, which then ends at once; stopped
+        # first, the loop sits out its select timeout (about a second) before it is joined.
         self.client.disconnect()
+        self.client.loop_stop()

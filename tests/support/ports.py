@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import time
@@ -20,6 +21,19 @@ def _ephemeral_start() -> int:
         return 32768
 
 
+def _worker_range(low: int, high: int) -> tuple[int, int]:
+    """This pytest-xdist worker's own slice of [low, high): each worker remembers only the
+    ports it gave, so two workers picking from one range could hand out the same free port
+    before either service binds it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index = int(worker[2:]) % count
+    span = (high - low) // count
+    return low + index * span, low + (index + 1) * span
+
+
 def free_port() -> int:
     """A loopback port free now, for a process the test starts to listen on. Not one the
     kernel picks (bind to port 0): that comes from the range it also gives outgoing
@@ -27,8 +41,9 @@ def free_port() -> int:
     service's bind (seen: a gateway that found its port in use). Below that range only an
     explicit bind takes a port, and this process never hands out the same one twice."""
     top = _ephemeral_start()
+    low, high = _worker_range(LOWEST, max(top, LOWEST + 1000))
     for _ in range(1000):
-        port = _pick.randrange(LOWEST, max(top, LOWEST + 1000))
+        port = _pick.randrange(low, high)
         if port in _given:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -38,7 +53,7 @@ def free_port() -> int:
                 continue
         _given.add(port)
         return port
-    raise RuntimeError(f"no free loopback port in {LOWEST}-{top}")
+    raise RuntimeError(f"no free loopback port in {low}-{high}")
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
