@@ -21,7 +21,8 @@ from tests.support.testdriver import TestDriverDaemon
 __all__ = ["make_app"]  # an app in-process: `make_app(started=False)` is built only (unit tier)
 
 TIERS = ("unit", "service", "e2e")
-E2E_DIR = Path(__file__).resolve().parent / "e2e"
+# Tiers whose conftest puts all their tests in one pytest-xdist group of their own.
+TIER_GROUPS = tuple(Path(__file__).resolve().parent / d for d in ("e2e", "container", "package"))
 
 
 @pytest.fixture
@@ -64,8 +65,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for node in parents:
         node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
     for item in items:
-        if E2E_DIR in Path(item.path).resolve().parents:
-            continue  # the whole tier is one group of its own (tests/e2e/conftest.py)
+        if any(d in Path(item.path).resolve().parents for d in TIER_GROUPS):
+            continue  # the whole tier is one group of its own (its conftest.py)
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
         if any(d[-1].scope == "module" for d in defs if d):
@@ -110,19 +111,24 @@ def no_io(request: pytest.FixtureRequest) -> Iterator[UnitIO | None]:
         pytest.fail("\n".join(dict.fromkeys(io.seen)), pytrace=False)
 
 
-# The e2e tier's report (accelerator, timings) as pytest-xdist workers hand it over.
-E2E_REPORT: dict[str, object] = {}
+# The tiers' report lines (e2e: accelerator, timings; container: build time, image sizes) as
+# pytest-xdist workers hand them over: a worker has no terminal of its own.
+WORKER_REPORTS = {"e2e_report": "e2e", "container_report": "container tier"}
+REPORTS: dict[str, dict[str, object]] = {}
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
-    E2E_REPORT.update(getattr(node, "workeroutput", {}).get("e2e_report", {}))
+    output = getattr(node, "workeroutput", {})
+    for key in WORKER_REPORTS:
+        REPORTS.setdefault(key, {}).update(output.get(key, {}))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if E2E_REPORT:
-        line = ", ".join(f"{k}={v}" for k, v in E2E_REPORT.items())
-        terminalreporter.write_line(f"e2e: {line}")
+    for key, title in WORKER_REPORTS.items():
+        if REPORTS.get(key):
+            line = ", ".join(f"{k}={v}" for k, v in REPORTS[key].items())
+            terminalreporter.write_line(f"{title}: {line}")
 
 
 @pytest.fixture

@@ -33,11 +33,30 @@ REPORT: dict[str, str] = {}
 AGENT_UID = 10001  # docker/agent.Dockerfile
 
 
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The whole tier on one pytest-xdist worker (group `container`): one Docker engine, the
+    images built once per session, one compose project name."""
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("container"))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if REPORT:
         terminalreporter.write_line(
             "container tier: " + ", ".join(f"{k} {v}" for k, v in REPORT.items())
         )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the report line to the controller (tests/conftest.py)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and REPORT:
+        workeroutput["container_report"] = dict(REPORT)
 
 
 @pytest.fixture(scope="session")
