@@ -307,6 +307,8 @@ class AgentService:
                 self.hypervisor.list_domains, RESYNC_BASE_S + RESYNC_PER_VM_S * count
             )
         except AgentError as exc:
+            if self._stop.is_set():
+                return  # stopping: the pools are closed, nothing to retry
             # Unsynced, commands are refused. Dropping the connection here would only make a
             # slow listing start over (and time out again); a lost one is reconnected anyway.
             delay = self._resync_retry

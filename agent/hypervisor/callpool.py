@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -99,6 +99,10 @@ class CallPool:
             # Still queued behind busy workers: it never runs. Already running: it is abandoned.
             future.cancel()
             raise CallTimeout(f"libvirt did not answer within {timeout:.0f}s") from exc
+        except CancelledError as exc:
+            # The agent stopped while the call waited for a worker: an expected end, which
+            # callers handle with the other AgentErrors, not a crash to log.
+            raise PoolClosed("the call pool shut down before the call ran") from exc
 
     def shutdown(self, wait: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
