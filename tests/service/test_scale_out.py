@@ -194,5 +194,7 @@ def test_with_a_redis_queue_a_client_of_any_gateway_gets_each_job_step_once(
         back = command(gw_a, "/vm/web-01/stop", json={"force": True})
         wait_until(lambda: "succeeded" in steps(on_b, back["id"]), SLOW)
         assert steps(on_b, back["id"]) == ["pending", "accepted", "succeeded"]
+        for gw in (gw_a, gw_b):  # the queue's URL holds its password: never in a log
+            assert redis.password not in gw.service.output()
     finally:
         redis.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,17 +22,19 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """No persistence, no config file of the machine's: only what the test gives it."""
+    """No persistence, no config file of the machine's: only what the test gives it, and a
+    password, as docs/SCALING.md asks of a production one."""
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.workdir = workdir
         self.log = workdir / f"redis-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.password = secrets.token_hex(12)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         args = [
@@ -44,6 +47,8 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            "--requirepass",
+            self.password,
             "--dir",
             str(self.workdir),
         ]
@@ -54,7 +59,9 @@ class RedisServer:
 
     def subscribers(self, channel: str) -> int:
         """Clients subscribed to `channel` now (0 while the server is down)."""
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=2
+        )
         try:
             return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
         except redis.RedisError:
