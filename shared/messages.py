@@ -275,6 +275,7 @@ class CommandParams(BaseModel):
     force_after: bool = False
 
 
+ActionParams = CommandParams | SnapshotCreateParams | SnapshotParams
 # Which params model each action takes; anything else is refused (`bad_request`).
 PARAMS_OF: dict[str, type[BaseModel]] = {
     **dict.fromkeys(ACTIONS, CommandParams),
@@ -298,9 +299,7 @@ class CommandRequest(Message):
     id: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_nonblank)]
     action: Action
     vm: Ident
-    params: CommandParams | SnapshotCreateParams | SnapshotParams = Field(
-        default_factory=CommandParams
-    )
+    params: ActionParams = Field(default_factory=CommandParams)
     # The latest moment the agent may begin the command's libvirt action (required, SPEC §3).
     not_after: UtcDateTime
     by: Label = "unknown"

@@ -142,6 +142,7 @@ class Topics:
         return [
             f"{self.root}/+/status",
             f"{self.root}/+/vm/+/state",
+            f"{self.root}/+/vm/+/snapshots",
             f"{self.root}/+/metrics",
             f"{self.root}/+/events",
             f"{self.root}/+/reply/{gateway_id}",

@@ -211,6 +211,7 @@ def test_gateway_subscriptions() -> None:
     assert subs == [
         "kvmsup/v1/+/status",
         "kvmsup/v1/+/vm/+/state",
+        "kvmsup/v1/+/vm/+/snapshots",
         "kvmsup/v1/+/metrics",
         "kvmsup/v1/+/events",
         "kvmsup/v1/+/reply/gw1",
