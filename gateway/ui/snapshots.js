@@ -8,6 +8,9 @@ import { el, when } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+// The same for the input's `pattern`, which browsers read with the `v` flag (a bare `-` in a
+// class is an error there).
+const NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}";
 
 // A default name for the next snapshot: the local time, as the gateway's names allow.
 function suggestedName() {
@@ -73,7 +76,7 @@ export class SnapshotsPanel {
   }
 
   form(vm) {
-    const name = el("input", { id: "snapshot-name", "aria-label": "Snapshot name", value: suggestedName(), maxlength: "64", required: true, pattern: NAME.source });
+    const name = el("input", { id: "snapshot-name", "aria-label": "Snapshot name", value: suggestedName(), maxlength: "64", required: true, pattern: NAME_PATTERN });
     const description = el("input", { id: "snapshot-description", "aria-label": "Description", placeholder: "description (optional)", maxlength: "1024" });
     const memory = el("input", { id: "snapshot-memory", type: "checkbox", checked: true });
     const submit = (ev) => {
