@@ -66,6 +66,28 @@ _VM_LINKS = {
     "vm": _link("vm_detail", **_FIRST_VM),
     "metrics": _link("vm_metrics", **_FIRST_VM),
     "history": _link("vm_history", **_FIRST_VM),
+    "snapshots": _link("list_snapshots", **_FIRST_VM),
+    "take_snapshot": _link("create_snapshot", **_FIRST_VM),
+}
+
+
+def _snapshot_link(operation: str, vm: str, host: str, snap: str) -> dict[str, Any]:
+    """To a revert or a delete, with the confirmation it needs (the VM's name)."""
+    return {**_link(operation, name=vm, host=host, snap=snap), "requestBody": {"confirm": vm}}
+
+
+# From a VM's list to its first snapshot; from a taken snapshot's job to that snapshot.
+_SNAPSHOT_LINKS = {
+    op: _snapshot_link(
+        op, "$response.body#/name", "$response.body#/host", "$response.body#/snapshots/0/name"
+    )
+    for op in ("revert_snapshot", "delete_snapshot")
+}
+_TAKEN_LINKS = {
+    op: _snapshot_link(
+        op, "$response.body#/name", "$response.body#/host", "$response.body#/params/name"
+    )
+    for op in ("revert_snapshot", "delete_snapshot")
 }
 _HOST_LINKS = {
     "host": _link("host_detail", host="$response.body#/hosts/0/host"),
@@ -108,7 +130,11 @@ ROUTES: dict[str, Doc] = {
     "api.vm_suspend": Doc("Pause a VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
     "api.vm_resume": Doc("Resume a paused VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
     "snapshots.list_snapshots": Doc(
-        "A VM's snapshots, oldest first", "SnapshotList", ("host",), _VM_ERRORS
+        "A VM's snapshots, oldest first",
+        "SnapshotList",
+        ("host",),
+        _VM_ERRORS,
+        links=_SNAPSHOT_LINKS,
     ),
     "snapshots.create_snapshot": Doc(
         "Take a snapshot (with a running guest's memory unless `memory` is false)",
@@ -116,6 +142,7 @@ ROUTES: dict[str, Doc] = {
         ("host", "wait"),
         _CMD_ERRORS,
         "SnapshotCreateBody",
+        links=_TAKEN_LINKS,
         body_required=True,
     ),
     "snapshots.revert_snapshot": Doc(
@@ -230,7 +257,7 @@ def _operation(
         responses["200"]["links"] = doc.links
     if method in ("POST", "DELETE"):
         responses["200"]["description"] = "The job finished within `?wait=`"
-        responses["200"]["links"] = _JOB_LINK
+        responses["200"]["links"] = {**_JOB_LINK, **doc.links}
         responses["202"] = {
             "description": "Still running: poll the Location",
             "headers": {"Location": {"schema": {"type": "string"}, "description": "/jobs/{id}"}},
