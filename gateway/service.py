@@ -19,7 +19,7 @@ from gateway.core.jobs import Job, JobManager
 from gateway.core.readviews import ReadViews
 from gateway.core.records import audit_of, job_of, refusal
 from gateway.core.state import HostFull, StateCache
-from gateway.errors import GatewayError, InvalidInput, Unavailable
+from gateway.errors import Conflict, GatewayError, InvalidInput, Unavailable
 from gateway.inputs import command_of, parse_wait, snapshot_command_of
 from shared.messages import (
     ActionParams,
@@ -219,16 +219,28 @@ class Gateway:
             params = snapshot_command_of(action, snapshot, body)
             wait_s = parse_wait(wait, self.settings.default_wait, self.settings.max_wait)
             vm = self.cache.find(ref, host)
-            if action != "snapshot_create" and (body or {}).get("confirm") != vm.name:
-                raise InvalidInput(
-                    f"{action} of {vm.name!r} needs the body field confirm set to the VM's name",
-                    code="confirmation_required",
-                )
+            if action != "snapshot_create":
+                self._confirmed(action, vm, (body or {}).get("confirm"))
             return self._send(vm, action, params, who, wait_s)
         except GatewayError as exc:
             if not isinstance(exc.extra.get("job"), dict):
                 self.store.record(refusal(ref, host, action, who.name, exc))
             raise
+
+    @staticmethod
+    def _confirmed(action: str, vm: VmState, confirm: Any) -> None:
+        """A revert or a delete names its VM: without it the request is malformed (400); a
+        name that is not this VM's is a confirmation meant for another one (409)."""
+        if confirm is None:
+            raise InvalidInput(
+                f"{action} of {vm.name!r} needs the body field confirm set to the VM's name",
+                code="confirmation_required",
+            )
+        if confirm != vm.name:
+            raise Conflict(
+                f"confirm does not name this VM: {action} needs confirm = {vm.name!r}",
+                code="confirmation_mismatch",
+            )
 
     def _send(
         self, vm: VmState, action: str, params: ActionParams, who: Principal, wait_s: float

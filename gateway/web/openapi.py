@@ -26,7 +26,8 @@ ERRORS = {
     401: "No or unknown token",
     403: "The token's role is too low",
     404: "Unknown VM, host or job",
-    409: "Ambiguous VM name (`candidates`) or a job already running on the VM (`job`)",
+    409: "Ambiguous VM name (`candidates`), a job already running on the VM (`job`), or a "
+    "snapshot revert or delete whose `confirm` is not the VM's name",
     413: "The request body is too large (KVMSUP_MAX_BODY_BYTES)",
     429: "Too many failed authentications from this address (`Retry-After` says when to retry)",
     503: "Host offline, broker unreachable or the job store unwritable; never queued",

@@ -177,6 +177,12 @@ SCHEMAS: dict[str, Any] = {
             },
         },
         required=[],
+        # `timeout_s` and `force_after` belong to a graceful shutdown: beside `force: true`
+        # the gateway refuses them (400), and the document says so.
+        anyOf=[
+            {"properties": {"force": {"const": False}}},
+            {"properties": {"timeout_s": False, "force_after": False}},
+        ],
     ),
     "RestartBody": _obj(
         {"force": {"type": "boolean", "default": False, "description": "true: reset, else reboot"}},

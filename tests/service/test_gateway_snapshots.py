@@ -99,7 +99,8 @@ def test_take_revert_and_delete_a_snapshot_as_audited_jobs(
     assert no_confirm.status_code == 400
     assert no_confirm.json()["error"]["code"] == "confirmation_required"
     wrong = gw.post("/vm/snap-vm/snapshots/pre-upgrade/revert", json={"confirm": "raw-vm"})
-    assert wrong.status_code == 400
+    assert wrong.status_code == 409
+    assert wrong.json()["error"]["code"] == "confirmation_mismatch"
     reverted = gw.post("/vm/snap-vm/snapshots/pre-upgrade/revert", json={"confirm": "snap-vm"})
     assert reverted.status_code == 200 and reverted.json()["status"] == "succeeded"
     assert reverted.json()["state"] == "running"
