@@ -6,6 +6,7 @@ import socket
 
 from pydantic import AliasChoices, Field, field_validator
 
+from shared.messages import MAX_SNAPSHOTS
 from shared.redact import RedactedUri, redact_uri
 from shared.settings import ServiceSettings
 from shared.topics import validate_host_id, validate_prefix
@@ -36,6 +37,8 @@ class AgentSettings(ServiceSettings):
     ha_prefix: str = "homeassistant"
     command_workers: int = Field(default=4, ge=1, le=64)
     offline_queue: int = Field(default=1000, ge=10)
+    # KVMSUP_SNAPSHOTS_MAX_PER_VM: one snapshot more is refused, none is ever deleted to make room.
+    snapshots_max_per_vm: int = Field(default=20, ge=1, le=MAX_SNAPSHOTS)
     log_level: str = "INFO"
 
     # TopicError is a ValueError: pydantic reports its message as the field's error.

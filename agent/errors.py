@@ -45,3 +45,11 @@ class PoolClosed(AgentError, RuntimeError):
     itself, so its worker ends quietly on this instead of logging a crash."""
 
     code = "agent_stopping"
+
+
+class SnapshotRefused(AgentError):
+    """A snapshot command refused before libvirt was asked to act; `code` says why (SPEC §3)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,4 +1,4 @@
-"""Turns the agent's models into publications: host status, VM states, events, discovery.
+"""Turns the agent's models into publications: host status, VM states, snapshots, events, discovery.
 
 Owns the retain policy of each (through `shared.topics.POLICY`), the Home Assistant hook on every
 VM state change, the node facts the status announces, and the clearing of orphaned retained
@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 
 from pydantic import BaseModel
 
 from agent import __version__
 from agent.bus import Bus, Outbound
 from agent.config import AgentSettings
+from agent.errors import AgentError
 from agent.homeassistant.discovery import DISCOVERY_QOS, DISCOVERY_RETAIN
 from agent.homeassistant.sync import HomeAssistantPublisher
-from agent.hypervisor import Hypervisor, NodeFacts
+from agent.hypervisor import Hypervisor, NodeFacts, SnapshotRecord
+from agent.hypervisor.callpool import DaemonPool
 from agent.inventory import Inventory
 from shared.messages import (
+    MAX_SNAPSHOTS,
     CommandReply,
     CommandRequest,
     HostStatus,
     NodeInfo,
+    SnapshotInfo,
     VmEvent,
+    VmSnapshots,
     VmState,
     dump,
 )
@@ -66,6 +72,10 @@ class Publisher:
         self.node: NodeFacts | None = None
         self._broker_retained: set[str] = set()
         self._retained_lock = threading.Lock()
+        # Snapshot lists are read on a thread of their own (one RPC per snapshot): never on the
+        # event worker, whose reads must stay short; one thread keeps each VM's in order.
+        self._snapshot_reads = DaemonPool(1, "snapshots")
+        self._snapshots_sent: dict[str, list[SnapshotInfo]] = {}
 
     def publish(self, kind: TopicKind, topic: str, model: BaseModel | None) -> None:
         self.bus.publish(outbound(kind, topic, model))
@@ -101,8 +111,36 @@ class Publisher:
 
     def clear_state(self, uuid: str) -> None:
         self.publish("vm_state", self.topics.vm_state(self.host, uuid), None)
+        self.publish("vm_snapshots", self.topics.vm_snapshots(self.host, uuid), None)
         if self.ha is not None:
             self.ha.vm_removed(uuid)
+
+    def refresh_snapshots(self, uuid: str) -> None:
+        """Re-reads the VM's snapshots and publishes them if they changed (after a command)."""
+        self._snapshot_reads.submit(partial(self._publish_snapshots, uuid, False))
+
+    def republish_snapshots(self) -> None:
+        """Every VM's snapshot list, changed or not (after a resync or an MQTT connect: the
+        broker may have lost them, or libvirt's changed while the agent was away)."""
+        for uuid in self.inventory.uuids():
+            self._snapshot_reads.submit(partial(self._publish_snapshots, uuid, True))
+
+    def _publish_snapshots(self, uuid: str, force: bool) -> None:
+        vm = self.inventory.get(uuid)
+        if vm is None:  # undefined: its retained list was cleared with its state
+            self._snapshots_sent.pop(uuid, None)
+            return
+        try:
+            records = self.hypervisor.snapshots(uuid)
+        except AgentError as exc:
+            logger.warning("snapshots of VM %s not read: %s", uuid, exc)
+            return
+        infos = [snapshot_info(r) for r in records if len(r.name) <= 256][-MAX_SNAPSHOTS:]
+        if not force and self._snapshots_sent.get(uuid) == infos:
+            return
+        self._snapshots_sent[uuid] = infos
+        message = VmSnapshots(host=self.host, uuid=uuid, name=vm.name, snapshots=infos)
+        self.publish("vm_snapshots", self.topics.vm_snapshots(self.host, uuid), message)
 
     def publish_discovery(self, topic: str, payload: bytes) -> None:
         self.bus.publish(Outbound(topic, payload, DISCOVERY_QOS, DISCOVERY_RETAIN))
@@ -150,3 +188,17 @@ class Publisher:
         for uuid in orphans:
             logger.info("clearing the retained state of vanished VM %s", uuid)
             self.clear_state(uuid)
+
+
+def snapshot_info(record: SnapshotRecord) -> SnapshotInfo:
+    return SnapshotInfo.model_validate(
+        {
+            "name": record.name,
+            "description": record.description,
+            "created": datetime.fromtimestamp(record.created, UTC),
+            "state": record.state,
+            "has_memory": record.has_memory,
+            "current": record.current,
+            "parent": record.parent,
+        }
+    )

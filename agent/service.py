@@ -64,9 +64,8 @@ def keep_going(name: str, fn: Callable[[], object]) -> None:
 
 @dataclass(frozen=True)
 class Republish:
-    """The service's own request, after every MQTT connect (the broker may have lost every
-    retained state): queued behind libvirt's events so that one worker publishes every state,
-    in order."""
+    """The service's own request after every MQTT connect (the broker may have lost every retained
+    state): queued behind libvirt's events, so one worker publishes every state, in order."""
 
     kind: ClassVar[str] = "republish"
 
@@ -120,7 +119,10 @@ class AgentService:
             self.inventory,
             self.publisher.command_outcome,
             on_change=self._request_refresh,
-            settings=ExecutorSettings(workers=settings.command_workers),
+            settings=ExecutorSettings(
+                settings.command_workers, max_snapshots=settings.snapshots_max_per_vm
+            ),
+            on_snapshots=self.publisher.refresh_snapshots,
         )
         self.ticker = Ticker(
             settings,
@@ -228,6 +230,7 @@ class AgentService:
             if self.inventory.synced:
                 for state in self.inventory.all():
                     self.publisher.publish_state(state)
+                self.publisher.republish_snapshots()
             self.publisher.send_discovery()
         elif ev.kind == "connected":
             self._resync()
@@ -335,6 +338,7 @@ class AgentService:
         self.publisher.publish_status()
         self.publisher.event(kind="agent", event="libvirt_connected", detail=f"{len(states)} VMs")
         self.publisher.clear_orphans()
+        self.publisher.republish_snapshots()
         self.publisher.send_discovery()
         if self.settings.memory_stats_period > 0:
             for state in states:

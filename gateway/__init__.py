@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.current import KEY
     from gateway.realtime import events as realtime
     from gateway.service import Gateway
-    from gateway.web import api, boundary, dashboard, http_errors, openapi, prometheus
+    from gateway.web import api, boundary, dashboard, http_errors, openapi, prometheus, snapshots
 
     settings = settings or Settings()
     app = Flask(__name__)
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     http_errors.init_app(app)
     boundary.init_app(app)
     api.init_app(app)
+    snapshots.init_app(app)
     prometheus.init_app(app)
     openapi.init_app(app)
     dashboard.init_app(app)

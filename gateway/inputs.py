@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.errors import InvalidInput
-from shared.messages import CommandParams
+from shared.messages import PARAMS_OF, ActionParams, CommandParams
 
 MAX_TEXT = 1024  # longest name, host or action accepted in an event; an error quotes it
 
@@ -94,6 +94,36 @@ def command_of(verb: str, body: Any) -> tuple[str, CommandParams]:
         first = exc.errors()[0]
         raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
     return action, params
+
+
+# What a snapshot route's body may hold, per action; `confirm` is checked by the caller.
+SNAPSHOT_BODY_KEYS: dict[str, tuple[str, ...]] = {
+    "snapshot_create": ("name", "description", "memory", "timeout_s"),
+    "snapshot_revert": ("confirm", "timeout_s"),
+    "snapshot_delete": ("confirm", "timeout_s"),
+}
+
+
+def snapshot_command_of(action: str, snapshot: str | None, body: Any) -> ActionParams:
+    """The params of a snapshot action from its route's body (and, but for a create, the
+    snapshot named in its path); an unknown key is a 400, as a typo must not pass unseen."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    allowed = SNAPSHOT_BODY_KEYS[action]
+    unknown = sorted(k for k in body if k not in allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}; expected {', '.join(allowed)}")
+    raw = {k: v for k, v in body.items() if k != "confirm"}
+    if snapshot is not None:
+        raw["name"] = snapshot
+    try:
+        params: ActionParams = PARAMS_OF[action].model_validate(raw, strict=True)  # type: ignore[assignment]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+    return params
 
 
 def parse_wait(value: Any, default: float, cap: float) -> float:

@@ -14,18 +14,21 @@ from gateway.adapters.store import Store
 from gateway.auth import Authenticator, Principal
 from gateway.config import Settings
 from gateway.core.drops import Drops
+from gateway.core.ingest import SnapshotsCleared
 from gateway.core.jobs import Job, JobManager
 from gateway.core.readviews import ReadViews
 from gateway.core.records import audit_of, job_of, refusal
 from gateway.core.state import HostFull, StateCache
-from gateway.errors import GatewayError, Unavailable
-from gateway.inputs import command_of, parse_wait
+from gateway.errors import Conflict, GatewayError, InvalidInput, Unavailable
+from gateway.inputs import command_of, parse_wait, snapshot_command_of
 from shared.messages import (
+    ActionParams,
     CommandReply,
     GatewayStatus,
     HostStatus,
     MetricsBatch,
     VmEvent,
+    VmSnapshots,
     VmState,
     utc_now,
 )
@@ -148,6 +151,11 @@ class Gateway:
                 self.drops.drop(drop.reason, topic, drop.detail)
         elif isinstance(model, GatewayStatus):
             self.cache.apply_gateway_status(model)
+        elif isinstance(model, VmSnapshots) and not self.cache.apply_vm_snapshots(model):
+            topic = self.bus.topics.vm_snapshots(model.host, model.uuid)
+            self.drops.drop("unknown_vm", topic, "snapshots of a VM the gateway lacks, or older")
+        elif isinstance(model, SnapshotsCleared):
+            self.cache.clear_snapshots((model.host, model.uuid))
 
     def apply_metrics(self, batch: MetricsBatch) -> None:
         kept, dropped = self.cache.apply_metrics(batch)
@@ -193,7 +201,50 @@ class Gateway:
     ) -> Outcome:
         action, params = command_of(verb, body)
         wait_s = parse_wait(wait, self.settings.default_wait, self.settings.max_wait)
-        vm = self.cache.find(ref, host)
+        return self._send(self.cache.find(ref, host), action, params, who, wait_s)
+
+    def snapshot_command(
+        self,
+        ref: str,
+        host: str | None,
+        action: str,
+        snapshot: str | None,
+        body: Any,
+        who: Principal,
+        wait: Any = None,
+    ) -> Outcome:
+        """A snapshot action as a job, like `command`. A revert or a delete destroys state: its
+        body must name the VM in `confirm`, so that no replayed or mistaken request does it."""
+        try:
+            params = snapshot_command_of(action, snapshot, body)
+            wait_s = parse_wait(wait, self.settings.default_wait, self.settings.max_wait)
+            vm = self.cache.find(ref, host)
+            if action != "snapshot_create":
+                self._confirmed(action, vm, (body or {}).get("confirm"))
+            return self._send(vm, action, params, who, wait_s)
+        except GatewayError as exc:
+            if not isinstance(exc.extra.get("job"), dict):
+                self.store.record(refusal(ref, host, action, who.name, exc))
+            raise
+
+    @staticmethod
+    def _confirmed(action: str, vm: VmState, confirm: Any) -> None:
+        """A revert or a delete names its VM: without it the request is malformed (400); a
+        name that is not this VM's is a confirmation meant for another one (409)."""
+        if confirm is None:
+            raise InvalidInput(
+                f"{action} of {vm.name!r} needs the body field confirm set to the VM's name",
+                code="confirmation_required",
+            )
+        if confirm != vm.name:
+            raise Conflict(
+                f"confirm does not name this VM: {action} needs confirm = {vm.name!r}",
+                code="confirmation_mismatch",
+            )
+
+    def _send(
+        self, vm: VmState, action: str, params: ActionParams, who: Principal, wait_s: float
+    ) -> Outcome:
         if not self.bus.connected:
             raise Unavailable(
                 "the gateway is not connected to the MQTT broker", code="broker_unreachable"

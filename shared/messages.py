@@ -5,9 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.redact import redact_uri
+from shared.snapshots import SnapshotCreateParams, SnapshotParams
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -19,8 +30,13 @@ VM_STATES: tuple[str, ...] = get_args(VmStateName)
 # States in which the guest exists in memory (`is_active`).
 ACTIVE_STATES = frozenset({"running", "paused", "shutting_down", "suspended"})
 
-Action = Literal["start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume"]
-ACTIONS: tuple[str, ...] = get_args(Action)
+LifecycleAction = Literal["start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume"]
+# The lifecycle actions (what a plain `set` may name); snapshot actions carry their own params.
+ACTIONS: tuple[str, ...] = get_args(LifecycleAction)
+SnapshotAction = Literal["snapshot_create", "snapshot_revert", "snapshot_delete"]
+SNAPSHOT_ACTIONS: tuple[str, ...] = get_args(SnapshotAction)
+Action = Literal[LifecycleAction, SnapshotAction]
+ALL_ACTIONS: tuple[str, ...] = get_args(Action)
 
 # The statuses that end a command: the agent's, and the gateway's own guesses about a job.
 FinalStatus = Literal["succeeded", "failed", "rejected", "timed_out"]
@@ -251,10 +267,22 @@ class VmEvent(Message):
 
 
 class CommandParams(BaseModel):
+    """A lifecycle action's params."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
     force_after: bool = False
+
+
+ActionParams = CommandParams | SnapshotCreateParams | SnapshotParams
+# Which params model each action takes; anything else is refused (`bad_request`).
+PARAMS_OF: dict[str, type[BaseModel]] = {
+    **dict.fromkeys(ACTIONS, CommandParams),
+    "snapshot_create": SnapshotCreateParams,
+    "snapshot_revert": SnapshotParams,
+    "snapshot_delete": SnapshotParams,
+}
 
 
 def _nonblank(value: str) -> str:
@@ -271,10 +299,25 @@ class CommandRequest(Message):
     id: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_nonblank)]
     action: Action
     vm: Ident
-    params: CommandParams = Field(default_factory=CommandParams)
+    params: ActionParams = Field(default_factory=CommandParams)
     # The latest moment the agent may begin the command's libvirt action (required, SPEC §3).
     not_after: UtcDateTime
     by: Label = "unknown"
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_of_action(cls, value: Any, info: ValidationInfo) -> Any:
+        """Params are read with the model of the request's action (declared before them)."""
+        model = PARAMS_OF.get(info.data.get("action", ""))
+        if model is None or isinstance(value, BaseModel):
+            return value
+        return model.model_validate(value)
+
+    @model_validator(mode="after")
+    def _params_fit(self) -> CommandRequest:
+        if type(self.params) is not PARAMS_OF[self.action]:
+            raise ValueError(f"params do not fit the action {self.action}")
+        return self
 
 
 class CommandReply(Message):
@@ -294,6 +337,33 @@ class CommandReply(Message):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+# Bound of one VM's snapshot list on the wire; KVMSUP_SNAPSHOTS_MAX_PER_VM stays below it.
+MAX_SNAPSHOTS = 1024
+
+
+class SnapshotInfo(BaseModel):
+    """One snapshot as libvirt keeps it; `state` is the VM's when it was taken."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: Label
+    description: Text = ""
+    created: UtcDateTime
+    state: VmStateName
+    has_memory: bool
+    current: bool
+    parent: Label | None = None
+
+
+class VmSnapshots(Message):
+    """Retained `…/vm/<uuid>/snapshots`: every snapshot of the VM, oldest first."""
+
+    host: Ident
+    uuid: Ident
+    name: Name
+    snapshots: list[SnapshotInfo] = Field(default_factory=list, max_length=MAX_SNAPSHOTS)
 
 
 class GatewayStatus(Message):

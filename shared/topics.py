@@ -23,6 +23,7 @@ TopicKind = Literal[
     "vm_state",
     "vm_metrics",
     "vm_set",
+    "vm_snapshots",
     "cmd",
     "reply",
     "gateway_status",
@@ -43,6 +44,7 @@ POLICY: dict[TopicKind, Policy] = {
     "vm_state": Policy(1, True),
     "vm_metrics": Policy(0, False),
     "vm_set": Policy(1, False),
+    "vm_snapshots": Policy(1, True),
     "cmd": Policy(1, False),
     "reply": Policy(1, False),
     "gateway_status": Policy(1, True),
@@ -116,6 +118,9 @@ class Topics:
     def vm_set(self, host: str, uuid: str) -> str:
         return f"{self.root}/{validate_host_id(host)}/vm/{validate_uuid(uuid)}/set"
 
+    def vm_snapshots(self, host: str, uuid: str) -> str:
+        return f"{self.root}/{validate_host_id(host)}/vm/{validate_uuid(uuid)}/snapshots"
+
     def cmd(self, host: str) -> str:
         return f"{self.root}/{validate_host_id(host)}/cmd"
 
@@ -137,6 +142,7 @@ class Topics:
         return [
             f"{self.root}/+/status",
             f"{self.root}/+/vm/+/state",
+            f"{self.root}/+/vm/+/snapshots",
             f"{self.root}/+/metrics",
             f"{self.root}/+/events",
             f"{self.root}/+/reply/{gateway_id}",
@@ -169,6 +175,7 @@ class Topics:
                 "state": "vm_state",
                 "metrics": "vm_metrics",
                 "set": "vm_set",
+                "snapshots": "vm_snapshots",
             }
             if rest[3] in vm_kinds:
                 return ParsedTopic(vm_kinds[rest[3]], host=host, uuid=rest[2])

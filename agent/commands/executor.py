@@ -24,6 +24,7 @@ from agent.commands.replies import ReplyCache
 from agent.commands.requests import Rejection
 from agent.commands.settings import STOP_GRACE_S, ExecutorSettings, Pools
 from agent.commands.shutdown import GuestShutdown
+from agent.commands.snapshots import act, call_timeout, is_snapshot
 from agent.commands.transitions import AFTER, ALLOWED_FROM, TARGET
 from agent.errors import AgentError
 from agent.hypervisor import Hypervisor
@@ -37,7 +38,8 @@ logger = logging.getLogger(__name__)
 class CommandExecutor:
     """Accepts requests on the thread that decoded them; runs them in its own workers.
 
-    `on_outcome` publishes every final outcome; `on_change(uuid)` asks for a VM to be re-read.
+    `on_outcome` publishes every final outcome; `on_change(uuid)` asks for a VM to be re-read,
+    `on_snapshots(uuid)` for its snapshots to be (once a snapshot action began).
     `pools` defaults to threads sized by `settings`; a test may hand in its own, and a `clock`
     whose time it moves."""
 
@@ -51,6 +53,7 @@ class CommandExecutor:
         settings: ExecutorSettings | None = None,
         clock: Clock = SYSTEM_CLOCK,
         pools: Pools | None = None,
+        on_snapshots: Callable[[str], None] | None = None,
     ) -> None:
         self.host = host
         self.settings = settings = settings or ExecutorSettings()
@@ -58,6 +61,7 @@ class CommandExecutor:
         self._inventory = inventory
         self._on_outcome = on_outcome
         self._on_change = on_change
+        self._on_snapshots = on_snapshots
         self._clock = clock
         self._pools = pools or Pools.threads(settings)
         self._outcomes = Outcomes(host, inventory)
@@ -265,6 +269,10 @@ class CommandExecutor:
         before = progress.before = self._inventory.state_name(uuid, state)
         if before in TARGET.get(action, ()) or before not in ALLOWED_FROM[action]:
             return
+        if is_snapshot(request):
+            guard = self._guard(deadline, action, uuid)
+            act(self._hv, self._inventory, request, guard, progress, self.settings.max_snapshots)
+            return
         self._hv.perform(uuid, action, guard=self._guard(deadline, action, uuid))
         progress.acted = True
         if action != "shutdown":  # the guest's own pace: the shutdown job waits for it
@@ -321,7 +329,8 @@ class CommandExecutor:
             # Woken after the call's worker has answered, not beside it (the future's own
             # waiters wake first): the reply does not wait for this thread to get a CPU.
             self._clock.wait(job.settled, max(0.0, deadline.begin_by - self._clock.monotonic()))
-            deadline.await_call(job.first, deadline.begin_by, 0, self.settings.call_timeout)
+            limit = call_timeout(request, self.settings.call_timeout)
+            deadline.await_call(job.first, deadline.begin_by, 0, limit)
             reply = self._outcomes.after_first_call(request, job.progress)
             if reply is not None:
                 return reply
@@ -331,6 +340,10 @@ class CommandExecutor:
             return self._outcomes.of_error(request, deadline, exc)
         finally:
             deadline.close()
+            if is_snapshot(request) and deadline.anything_begun:
+                self._on_change(request.vm)  # a revert may have changed its state
+                if self._on_snapshots is not None:
+                    self._on_snapshots(request.vm)
             if request.action == "shutdown" and deadline.anything_begun:
                 self._inventory.shutdown_settled(request.vm)
                 self._on_change(request.vm)

@@ -8,12 +8,17 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 
 from shared.messages import ACTIONS, CommandParams, CommandRequest, ErrorInfo
+from shared.snapshots import SnapshotCreateParams
 from shared.topics import GATEWAY_ID_RE
 
 MAX_COMMAND_BYTES = 64 * 1024
 
 # Plain `set` payloads (SPEC §3): Home Assistant's switch sends ON/OFF.
 SET_ACTIONS = {"ON": "start", "OFF": "shutdown", **{a.upper(): a for a in ACTIONS}}
+# The one snapshot action a plain `set` may ask for (Home Assistant's "Take snapshot" button):
+# taking one, under a name made of the time it was asked. Reverting or deleting one destroys
+# state and needs a name: never from a bare word.
+SET_SNAPSHOT = "SNAPSHOT"
 # A plain `set` carries no deadline of its own: its action may begin up to this long after it
 # arrived, like a gateway's request with a generous `not_after`.
 SET_BEGIN_WITHIN = timedelta(seconds=30)
@@ -105,12 +110,22 @@ def decode_set(
         word = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
         return Rejection("bad_request", "payload is not valid UTF-8", request_id, vm=uuid)
+    if word.upper() == SET_SNAPSHOT:
+        return CommandRequest(
+            id=request_id,
+            action="snapshot_create",
+            vm=uuid,
+            params=snapshot_from_set(now),
+            by="mqtt-set",
+            ts=now,
+            not_after=now + SET_BEGIN_WITHIN,
+        )
     action = SET_ACTIONS.get(word.upper()) if len(word) <= 16 else None
     if action is None:
         shown = word[:32]
         return Rejection(
             "unknown_action",
-            f"{shown!r} is not one of ON, OFF, {', '.join(ACTIONS)}",
+            f"{shown!r} is not one of ON, OFF, {', '.join(ACTIONS)}, snapshot",
             request_id,
             vm=uuid,
         )
@@ -122,6 +137,16 @@ def decode_set(
         by="mqtt-set",
         ts=now,
         not_after=now + SET_BEGIN_WITHIN,
+    )
+
+
+def snapshot_from_set(now: datetime) -> SnapshotCreateParams:
+    """A snapshot asked for by a bare word: named after the UTC second it was asked (two
+    presses within one second make one snapshot: the second is refused `snapshot_exists`)."""
+    return SnapshotCreateParams(
+        name=f"ha-{now.strftime('%Y%m%d-%H%M%S')}",
+        description="taken from Home Assistant",
+        memory=True,
     )
 
 

@@ -24,12 +24,15 @@ MAX_SHUTDOWNS = 64
 # On agent stop, an action already sent has this long to be answered before the agent reports
 # it outcome_unknown and lets the MQTT connection go.
 STOP_GRACE_S = 2.0
+# The most snapshots one VM may have (KVMSUP_SNAPSHOTS_MAX_PER_VM); one more is refused.
+MAX_SNAPSHOTS_PER_VM = 20
 
 
 @dataclass(frozen=True)
 class ExecutorSettings:
     """`workers` call workers (and eight admitted commands each at most); a call's deadline;
-    the id cache's size and how long past `not_after` an id is kept; the shutdown limits."""
+    the id cache's size and how long past `not_after` an id is kept; the shutdown limits; the
+    most snapshots a VM may have."""
 
     workers: int = 4
     call_timeout: float = 30.0
@@ -37,6 +40,7 @@ class ExecutorSettings:
     remember_after: float = REMEMBER_AFTER_S
     escalate_grace: float = ESCALATE_GRACE_S
     max_shutdowns: int = MAX_SHUTDOWNS
+    max_snapshots: int = MAX_SNAPSHOTS_PER_VM
 
     @property
     def max_pending(self) -> int:

@@ -20,7 +20,7 @@ from agent.commands.settings import ExecutorSettings, Pools
 from agent.errors import AgentError, CallTimeout, OutcomeUnknown
 from agent.hypervisor import Hypervisor
 from agent.inventory import Inventory
-from shared.messages import CommandReply, CommandRequest, ErrorInfo, VmStateName
+from shared.messages import CommandParams, CommandReply, CommandRequest, ErrorInfo, VmStateName
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class GuestShutdown:
                     "was sent, and it was not forced off",
                 ),
             )
-        if not stopped and request.params.force_after:
+        force = isinstance(request.params, CommandParams) and request.params.force_after
+        if not stopped and force:
             escalated, stopped, error = self._escalate(uuid, deadline, timeout, stop_by)
         try:
             # A short read: a libvirtd that stopped answering must not hold the reply long.

@@ -1,4 +1,4 @@
-"""Which lifecycle actions apply to which VM states, and what each leaves behind (pure)."""
+"""Which actions apply to which VM states, and what each leaves behind (pure)."""
 
 from __future__ import annotations
 
@@ -32,4 +32,10 @@ ALLOWED_FROM: dict[str, tuple[VmStateName, ...]] = {
     "reset": ("running", "paused", "shutting_down"),  # a forced restart preempts a shutdown
     "suspend": ("running",),
     "resume": ("paused", "suspended"),
+    # A snapshot is taken of a guest that runs, is paused or is off (QEMU cannot save one
+    # suspended to RAM, nor one midway through its own shutdown); any state may go back to one,
+    # and deleting one only changes the disk images' and libvirt's records.
+    "snapshot_create": ("running", "paused", "stopped", "crashed"),
+    "snapshot_revert": ("running", "paused", "stopped", "crashed", "suspended", "shutting_down"),
+    "snapshot_delete": ("running", "paused", "stopped", "crashed", "suspended", "shutting_down"),
 }

@@ -145,4 +145,6 @@ VM_OBJECTS: tuple[EntitySpec, ...] = (
     _button("reboot", "Reboot", "reboot", True, device_class="restart"),
     _button("force_off", "Force off", "destroy", False, icon="mdi:power-plug-off"),
     _button("reset", "Reset", "reset", False, device_class="restart", icon="mdi:restart-alert"),
+    # Taken with the guest's memory, named after the time (the agent's `snapshot` set word).
+    _button("snapshot", "Take snapshot", "snapshot", True, icon="mdi:camera-outline"),
 )

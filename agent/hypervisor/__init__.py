@@ -5,7 +5,8 @@ The only package that imports `libvirt`. It hands out plain values and `RawSampl
 stops libvirt's own housekeeping and the connection drops).
 
 Owns `loop` (libvirt's event loop thread), `connection` (connect, probe, reconnect),
-`operations` (lookups and lifecycle actions), `records` (plain values and error translation),
+`operations` (lookups, lifecycle and snapshot actions), `snapshots` (what an internal snapshot
+needs, its calls and its listing), `records` (plain values and error translation),
 `stats` with `bulkstats` (one bulk stats call into `RawSample`s, the parsing pure) and
 `callpool` (bounded threads with a deadline for the calls that may hang on a stuck guest).
 
@@ -24,6 +25,7 @@ from agent.hypervisor.records import (
     translate,
     version_text,
 )
+from agent.hypervisor.snapshots import SnapshotOrder, SnapshotRecord
 from agent.hypervisor.stats import STATS_FLAGS, STATS_GROUPS, BulkSampler
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "Hypervisor",
     "HypervisorEvent",
     "NodeFacts",
+    "SnapshotOrder",
+    "SnapshotRecord",
     "domain_info",
     "start_event_loop",
     "translate",

@@ -1,4 +1,4 @@
-"""The agent's libvirt calls: node facts and readings, domain lookups, lifecycle actions, samples.
+"""The agent's libvirt calls: node facts and readings, domain lookups, actions, samples.
 
 Each runs through the `Connection` it holds; domains are reached through its own handle cache,
 which it empties on every new connection and trims on every lifecycle event.
@@ -23,6 +23,13 @@ from agent.hypervisor.records import (
     NodeFacts,
     domain_info,
     version_text,
+)
+from agent.hypervisor.snapshots import (
+    SnapshotOrder,
+    SnapshotRecord,
+    carry_out,
+    check_order,
+    read_all,
 )
 from agent.hypervisor.stats import BulkSampler
 
@@ -183,6 +190,29 @@ class Hypervisor:
                 return call(dom)
 
         self._on_domain(uuid, act)
+
+    def snapshots(self, uuid: str) -> list[SnapshotRecord]:
+        """Every snapshot of the VM, oldest first."""
+        return self._on_domain(uuid, read_all)
+
+    def snapshot(self, uuid: str, order: SnapshotOrder, guard: Guard | None = None) -> None:
+        """Runs one snapshot action like `perform` runs a lifecycle one: the refusals of
+        `check_order` are read first, then `guard()` is entered right before the call."""
+
+        def act(conn: libvirt.virConnect) -> None:
+            dom = self._lookup(conn, uuid)
+            snap = check_order(conn, dom, order)
+            active = bool(dom.isActive())
+            self._pause("act", uuid)
+            with guard() if guard is not None else contextlib.nullcontext():
+                self._pause("begun", uuid)
+                carry_out(dom, order, snap, active)
+
+        try:
+            self._call(act)
+        except DomainNotFound:
+            self._domains.pop(uuid, None)
+            raise
 
     def set_memory_stats_period(self, uuid: str, period_s: int) -> bool:
         def apply(conn: libvirt.virConnect) -> bool:

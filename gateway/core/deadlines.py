@@ -8,8 +8,15 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from gateway.core.job import CLOCK_MARGIN_S, DEFAULT_FINAL_S, RESTART_GRACE_S, Job, final_budget
-from shared.messages import CommandParams, ErrorInfo, utc_now
+from gateway.core.job import (
+    CLOCK_MARGIN_S,
+    DEFAULT_FINAL_S,
+    RESTART_GRACE_S,
+    Job,
+    final_budget,
+    params_of,
+)
+from shared.messages import ActionParams, ErrorInfo, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ class Clock:
 
 
 def set_admission_deadlines(
-    job: Job, now: float, accept_timeout: float, params: CommandParams
+    job: Job, now: float, accept_timeout: float, params: ActionParams
 ) -> None:
     """A new job's deadlines, from `now` (monotonic): for `accepted`, then for its end."""
     job.accept_deadline = now + accept_timeout + CLOCK_MARGIN_S
@@ -44,7 +51,7 @@ def set_restored_deadlines(job: Job, age: float, now: float, accept_timeout: flo
     """An unfinished job of an earlier run, created `age` seconds ago, gets its deadlines back,
     counted from its creation but never less than RESTART_GRACE_S from `now` (monotonic)."""
     try:
-        budget = final_budget(job.action, CommandParams.model_validate(job.params))
+        budget = final_budget(job.action, params_of(job.action, job.params))
     except ValueError:
         budget = DEFAULT_FINAL_S
     accept_left = accept_timeout + CLOCK_MARGIN_S - age

@@ -10,7 +10,9 @@ from typing import Any
 
 from shared.messages import (
     FINAL_STATUSES,
-    CommandParams,
+    PARAMS_OF,
+    SNAPSHOT_ACTIONS,
+    ActionParams,
     CommandReply,
     VmEvent,
     iso_z,
@@ -98,7 +100,7 @@ class Job:
 
 
 def new_job(
-    host: str, vm: str, name: str, action: str, params: CommandParams, by: str, now: datetime
+    host: str, vm: str, name: str, action: str, params: ActionParams, by: str, now: datetime
 ) -> Job:
     """A job this gateway is about to send, made at `now`."""
     return Job(
@@ -146,10 +148,20 @@ def blocking_job(action: str, in_flight: list[Job]) -> Job | None:
     return None
 
 
-def final_budget(action: str, params: CommandParams) -> float:
-    if action == "shutdown":
+def final_budget(action: str, params: ActionParams) -> float:
+    if action == "shutdown" or action in SNAPSHOT_ACTIONS:
+        # A snapshot, once begun, has its own `timeout_s` at the agent (a guest's memory is
+        # written out); a shutdown waits that long for the guest.
         return params.timeout_s + FINAL_MARGIN_S
     return DEFAULT_FINAL_S
+
+
+def params_of(action: str, params: dict[str, Any]) -> ActionParams:
+    """A job's params as its action's model (ValueError when they do not fit it)."""
+    model = PARAMS_OF.get(action)
+    if model is None:
+        raise ValueError(f"unknown action {action!r}")
+    return model.model_validate(params)  # type: ignore[return-value]
 
 
 # The agent runs a plain command from a VM's `set` topic (Home Assistant's) as a job with this

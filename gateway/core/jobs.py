@@ -32,7 +32,7 @@ from gateway.core.jobtable import JobTable
 from gateway.errors import AgentTimeout, BusError, Unavailable
 from shared.messages import (
     FINAL_STATUSES,
-    CommandParams,
+    ActionParams,
     CommandReply,
     CommandRequest,
     ErrorInfo,
@@ -110,7 +110,7 @@ class JobManager:
 
     # -- submitting -------------------------------------------------------------------------
     def submit(
-        self, host: str, vm: str, name: str, action: str, params: CommandParams, by: str
+        self, host: str, vm: str, name: str, action: str, params: ActionParams, by: str
     ) -> Job:
         """Publish the request; Conflict when a job in flight on the VM blocks it."""
         job = self._admit(host, vm, name, action, params, by)
@@ -131,7 +131,7 @@ class JobManager:
         return job
 
     def _admit(
-        self, host: str, vm: str, name: str, action: str, params: CommandParams, by: str
+        self, host: str, vm: str, name: str, action: str, params: ActionParams, by: str
     ) -> Job:
         """The new job, in the table as `pending` with its deadlines; Conflict when a job in
         flight on the VM blocks it."""

@@ -19,6 +19,7 @@ from shared.messages import (
     HostStatus,
     MetricsBatch,
     VmMetrics,
+    VmSnapshots,
     VmState,
 )
 from shared.topics import UUID_RE
@@ -99,6 +100,7 @@ class StateCache:
         self._vms: dict[VmKey, VmState] = {}
         self._metrics: dict[VmKey, VmMetrics] = {}
         self._gateways: dict[str, GatewayStatus] = {}
+        self._snapshots: dict[VmKey, VmSnapshots] = {}
         self._listeners: list[Listener] = []
         # Which keys hold a name or a uuid: `find` (every REST read of one VM, every command)
         # looks one up instead of scanning the fleet.
@@ -187,6 +189,7 @@ class StateCache:
         with self._lock:
             gone = self._vms.pop(key, None)
             self._metrics.pop(key, None)
+            self._snapshots.pop(key, None)
             if gone:
                 self._vm_counts[host] -= 1
                 if not self._vm_counts[host]:
@@ -228,6 +231,26 @@ class StateCache:
             batch = batch.model_copy(update={"vms": kept})
         self._emit("metrics", batch)
         return batch, dropped
+
+    def apply_vm_snapshots(self, snapshots: VmSnapshots) -> bool:
+        """A VM's snapshot list; False (nothing kept) for a VM the gateway holds no state for
+        (its list goes when its state does) or a list older than the one held."""
+        key = (snapshots.host, snapshots.uuid)
+        with self._lock:
+            held = self._snapshots.get(key)
+            if key not in self._vms or (held is not None and snapshots.ts < held.ts):
+                return False
+            self._snapshots[key] = snapshots
+        self._emit("vm_snapshots", snapshots)
+        return True
+
+    def clear_snapshots(self, key: VmKey) -> None:
+        with self._lock:
+            self._snapshots.pop(key, None)
+
+    def snapshots_of(self, key: VmKey) -> VmSnapshots | None:
+        with self._lock:
+            return self._snapshots.get(key)
 
     def apply_gateway_status(self, status: GatewayStatus) -> None:
         with self._lock:

@@ -31,7 +31,7 @@ const BY_STATE = {
 
 export const actionsFor = (state) => BY_STATE[state] || [];
 
-function confirmAction(title, text, danger) {
+export function confirmAction(title, text, danger) {
   const dialog = document.getElementById("confirm");
   document.getElementById("confirm-title").textContent = title;
   document.getElementById("confirm-text").textContent = text;

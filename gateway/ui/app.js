@@ -130,6 +130,7 @@ function connect() {
   socket.on("host_status", (status) => pushed(applyHost, status));
   socket.on("job_update", (job) => applyJob(job));
   socket.on("vm_metrics", (m) => onMetrics(m));
+  socket.on("vm_snapshots", (data) => state.page && state.page.snapshots.onPush(data));
 }
 
 // A push that arrives while the REST picture loads may be newer than that picture: it is

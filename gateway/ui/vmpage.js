@@ -1,9 +1,10 @@
 // One VM: its details and actions, graphs of CPU, memory, disk and network over the last hour
-// or day (history, then live points from `vm_metrics`), its jobs and events.
+// or day (history, then live points from `vm_metrics`), its snapshots, jobs and events.
 import { actionButtons } from "./actions.js";
 import { api, history, vmPath } from "./api.js";
 import { Graph } from "./charts.js";
 import { el, mib, pct } from "./format.js";
+import { SnapshotsPanel } from "./snapshots.js";
 
 const $ = (id) => document.getElementById(id);
 // Points asked for when the gateway downsamples (`?points=`): about one per pixel of a phone.
@@ -38,6 +39,7 @@ export class VmPage {
     this.setVm(getVm());
     this.load(60);
     this.loadDetail();
+    this.snapshots = new SnapshotsPanel(getVm, ctx);
   }
 
   // `/vms` entries lack the reason, autostart and maximum memory that `GET /vm/<id>` has;
@@ -57,6 +59,7 @@ export class VmPage {
     this.setVm(this.getVm());
     this.load(this.minutes);
     this.loadDetail(); // a page opened from a link before the fleet was loaded has none yet
+    this.snapshots.load();
   }
 
   setVm(current) {
@@ -146,6 +149,7 @@ export class VmPage {
 
   destroy() {
     this.destroyed = true;
+    this.snapshots.destroy();
     document.querySelector(".ranges").removeEventListener("click", this.onRange);
     for (const g of Object.values(this.graphs)) g.destroy();
   }

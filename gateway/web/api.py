@@ -47,6 +47,10 @@ def index() -> ResponseReturnValue:
                 "GET /vm/<name>/metrics",
                 "GET /vm/<name>/history?minutes=&points=",
                 *(f"POST /vm/<name>/{verb}" for verb in VERBS),
+                "GET /vm/<name>/snapshots",
+                "POST /vm/<name>/snapshots",
+                "POST /vm/<name>/snapshots/<snapshot>/revert",
+                "DELETE /vm/<name>/snapshots/<snapshot>",
                 "GET /hosts",
                 "GET /hosts/<host>",
                 "GET /hosts/<host>/vms",
@@ -297,7 +301,7 @@ def init_app(app: Flask) -> None:
         if origin and origin in origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
             resp.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             resp.headers["Vary"] = "Origin"
         return resp
 

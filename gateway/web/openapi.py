@@ -14,6 +14,7 @@ from gateway.adapters.history_db import Windows
 from gateway.errors import InvalidInput
 from gateway.web import dashboard
 from gateway.web.openapi_schemas import PARAMS, SCHEMAS, ref
+from shared.snapshots import SNAPSHOT_NAME_PATTERN
 
 bp = Blueprint("docs", __name__)
 _S = {"type": "string"}
@@ -25,7 +26,8 @@ ERRORS = {
     401: "No or unknown token",
     403: "The token's role is too low",
     404: "Unknown VM, host or job",
-    409: "Ambiguous VM name (`candidates`) or a job already running on the VM (`job`)",
+    409: "Ambiguous VM name (`candidates`), a job already running on the VM (`job`), or a "
+    "snapshot revert or delete whose `confirm` is not the VM's name",
     413: "The request body is too large (KVMSUP_MAX_BODY_BYTES)",
     429: "Too many failed authentications from this address (`Retry-After` says when to retry)",
     503: "Host offline, broker unreachable or the job store unwritable; never queued",
@@ -52,6 +54,7 @@ class Doc:
     extra: dict[str, Any] = field(default_factory=dict)
     links: dict[str, Any] = field(default_factory=dict)  # of the 200 answer; commands: the job
     path: dict[str, dict[str, Any]] = field(default_factory=dict)  # path parameters' schemas
+    body_required: bool = False
 
 
 def _link(operation: str, **params: str) -> dict[str, Any]:
@@ -64,6 +67,28 @@ _VM_LINKS = {
     "vm": _link("vm_detail", **_FIRST_VM),
     "metrics": _link("vm_metrics", **_FIRST_VM),
     "history": _link("vm_history", **_FIRST_VM),
+    "snapshots": _link("list_snapshots", **_FIRST_VM),
+    "take_snapshot": _link("create_snapshot", **_FIRST_VM),
+}
+
+
+def _snapshot_link(operation: str, vm: str, host: str, snap: str) -> dict[str, Any]:
+    """To a revert or a delete, with the confirmation it needs (the VM's name)."""
+    return {**_link(operation, name=vm, host=host, snap=snap), "requestBody": {"confirm": vm}}
+
+
+# From a VM's list to its first snapshot; from a taken snapshot's job to that snapshot.
+_SNAPSHOT_LINKS = {
+    op: _snapshot_link(
+        op, "$response.body#/name", "$response.body#/host", "$response.body#/snapshots/0/name"
+    )
+    for op in ("revert_snapshot", "delete_snapshot")
+}
+_TAKEN_LINKS = {
+    op: _snapshot_link(
+        op, "$response.body#/name", "$response.body#/host", "$response.body#/params/name"
+    )
+    for op in ("revert_snapshot", "delete_snapshot")
 }
 _HOST_LINKS = {
     "host": _link("host_detail", host="$response.body#/hosts/0/host"),
@@ -75,6 +100,7 @@ _CMD_ERRORS = (400, 404, 409, 413, 503, 504)
 # Inline rather than a $ref, so a tool reading the document sees a plain string body.
 _TEXT: dict[str, Any] = {"type": "string"}
 _VM_ERRORS = (404, 409)
+_SNAP_PATH = {"snap": {"type": "string", "pattern": SNAPSHOT_NAME_PATTERN, "maxLength": 64}}
 
 # Keyed by Flask endpoint; a test checks it matches `app.url_map` both ways.
 ROUTES: dict[str, Doc] = {
@@ -104,6 +130,40 @@ ROUTES: dict[str, Doc] = {
     ),
     "api.vm_suspend": Doc("Pause a VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
     "api.vm_resume": Doc("Resume a paused VM", "Job", ("host", "wait"), _CMD_ERRORS, "Empty"),
+    "snapshots.list_snapshots": Doc(
+        "A VM's snapshots, oldest first",
+        "SnapshotList",
+        ("host",),
+        _VM_ERRORS,
+        links=_SNAPSHOT_LINKS,
+    ),
+    "snapshots.create_snapshot": Doc(
+        "Take a snapshot (with a running guest's memory unless `memory` is false)",
+        "Job",
+        ("host", "wait"),
+        _CMD_ERRORS,
+        "SnapshotCreateBody",
+        links=_TAKEN_LINKS,
+        body_required=True,
+    ),
+    "snapshots.revert_snapshot": Doc(
+        "Go back to a snapshot; `confirm` must be the VM's name",
+        "Job",
+        ("host", "wait"),
+        _CMD_ERRORS,
+        "SnapshotConfirmBody",
+        path=_SNAP_PATH,
+        body_required=True,
+    ),
+    "snapshots.delete_snapshot": Doc(
+        "Delete a snapshot; `confirm` must be the VM's name",
+        "Job",
+        ("host", "wait"),
+        _CMD_ERRORS,
+        "SnapshotConfirmBody",
+        path=_SNAP_PATH,
+        body_required=True,
+    ),
     "api.hosts": Doc("Every host", "HostList", links=_HOST_LINKS),
     "api.host_detail": Doc("One host", "Host", errors=(404,)),
     "api.host_vms": Doc("The VMs of one host", "VmList", errors=(404,)),
@@ -196,9 +256,9 @@ def _operation(
     }
     if doc.links:
         responses["200"]["links"] = doc.links
-    if method == "POST":
+    if method in ("POST", "DELETE"):
         responses["200"]["description"] = "The job finished within `?wait=`"
-        responses["200"]["links"] = _JOB_LINK
+        responses["200"]["links"] = {**_JOB_LINK, **doc.links}
         responses["202"] = {
             "description": "Still running: poll the Location",
             "headers": {"Location": {"schema": {"type": "string"}, "description": "/jobs/{id}"}},
@@ -219,7 +279,12 @@ def _operation(
     }
     if role:
         op["x-required-role"] = role
-    if doc.body:
+    if doc.body and doc.body_required:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref(doc.body)}},
+        }
+    elif doc.body:
         # Optional, as in the seed: no body, an empty one or `null` all mean the defaults.
         body = {"anyOf": [ref(doc.body), {"type": "null"}]}
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}

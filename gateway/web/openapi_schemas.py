@@ -7,7 +7,8 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from gateway.core.history import MAX_POINTS
-from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics
+from shared.messages import VM_STATES, HostStatus, SnapshotInfo, VmEvent, VmMetrics
+from shared.snapshots import SNAPSHOT_NAME_PATTERN, SNAPSHOT_TIMEOUT_S
 
 REF = "#/components/schemas/{model}"
 
@@ -94,6 +95,13 @@ def _list(key: str, item: dict[str, Any]) -> dict[str, Any]:
 
 
 _STATE = {"type": "string", "enum": list(VM_STATES)}
+_SNAPSHOT_TIMEOUT = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": 3600,
+    "default": SNAPSHOT_TIMEOUT_S,
+    "description": "once begun, how long libvirt may take before the job is outcome_unknown",
+}
 _VM = _obj(
     {
         "name": _S,
@@ -113,7 +121,11 @@ _JOB = _obj(
         "vm": _S,
         "name": _S,
         "action": _S,
-        "params": _obj({"timeout_s": _N, "force_after": _B}),
+        # A lifecycle action's, or a snapshot action's (`name`, `description`, `memory`).
+        "params": _obj(
+            {"timeout_s": _N, "force_after": _B, "name": _S, "description": _S, "memory": _B},
+            required=[],
+        ),
         "by": _S,
         "status": _S,
         "finished": _B,
@@ -135,7 +147,12 @@ _JOB = _obj(
 )
 
 _MODELS, _DEFS = models_json_schema(
-    [(VmMetrics, "serialization"), (HostStatus, "serialization"), (VmEvent, "serialization")],
+    [
+        (VmMetrics, "serialization"),
+        (HostStatus, "serialization"),
+        (VmEvent, "serialization"),
+        (SnapshotInfo, "serialization"),
+    ],
     ref_template=REF,
 )
 
@@ -160,6 +177,12 @@ SCHEMAS: dict[str, Any] = {
             },
         },
         required=[],
+        # `timeout_s` and `force_after` belong to a graceful shutdown: beside `force: true`
+        # the gateway refuses them (400), and the document says so.
+        anyOf=[
+            {"properties": {"force": {"const": False}}},
+            {"properties": {"timeout_s": False, "force_after": False}},
+        ],
     ),
     "RestartBody": _obj(
         {"force": {"type": "boolean", "default": False, "description": "true: reset, else reboot"}},
@@ -310,4 +333,36 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Exposition": {"type": "string", "description": "Prometheus text format 0.0.4"},
+    "SnapshotList": _obj(
+        {
+            "host": _S,
+            "uuid": _S,
+            "name": _S,
+            "count": _I,
+            "snapshots": {"type": "array", "items": ref("SnapshotInfo")},
+            "updated_at": _opt(_S),
+        }
+    ),
+    "SnapshotCreateBody": _obj(
+        {
+            "name": {"type": "string", "pattern": SNAPSHOT_NAME_PATTERN, "maxLength": 64},
+            "description": {"type": "string", "maxLength": 1024, "default": ""},
+            "memory": {
+                "type": "boolean",
+                "default": True,
+                "description": "save a running guest's memory with its disks",
+            },
+            "timeout_s": _SNAPSHOT_TIMEOUT,
+        },
+        required=["name"],
+        additionalProperties=False,
+    ),
+    "SnapshotConfirmBody": _obj(
+        {
+            "confirm": {"type": "string", "description": "the VM's name: this destroys state"},
+            "timeout_s": _SNAPSHOT_TIMEOUT,
+        },
+        required=["confirm"],
+        additionalProperties=False,
+    ),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -74,12 +75,14 @@ def domain_xml(
     boot: str = "<boot dev='hd'/>",
     cpu: str = "",
     serial: Path | None = None,
+    disk_format: str = "raw",
 ) -> str:
     """1 vCPU, a virtio disk, a host tap (type='ethernet', libvirt creates it as root and
     removes it at stop; no bridge needed) and a virtio balloon; KVM or TCG ('qemu').
 
     `boot` holds the <os> children after <type> (a direct kernel boot for Linux), `serial` a
-    file the guest's serial console is appended to."""
+    file the guest's serial console is appended to, `disk_format` the image's (`qcow2` for
+    internal snapshots)."""
     domain_type = "kvm" if accel == "kvm" else "qemu"
     console = (
         f"""
@@ -104,7 +107,7 @@ def domain_xml(
   <on_crash>destroy</on_crash>
   <devices>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
+      <driver name='qemu' type='{disk_format}'/>
       <source file={quoteattr(str(image))}/>
       <target dev='vda' bus='virtio'/>
     </disk>
@@ -197,7 +200,7 @@ class Guests:
             conn.close()
         return guest
 
-    def create_linux(self, *, name: str | None = None) -> LinuxGuest:
+    def create_linux(self, *, name: str | None = None, disk_format: str = "raw") -> LinuxGuest:
         """Define and start a Linux guest; return once its init wrote its first console line.
 
         The first one of the factory finds the accelerator: KVM when it boots the kernel within
@@ -215,9 +218,17 @@ class Guests:
         kernel_image, initrd = self._linux
         n = next(self._serial)
         guest_name = name or f"kvs-{self.tag}-linux-{n}"
-        image = self.workdir / f"{self.tag}-{n}-linux.img"
-        with image.open("wb") as f:
-            f.truncate(IMAGE_BYTES)  # a blank disk, for virtio_blk to find
+        image = (
+            self.workdir / f"{self.tag}-{n}-linux.{'qcow2' if disk_format == 'qcow2' else 'img'}"
+        )
+        if disk_format == "qcow2":  # internal snapshots (the guest's memory too) live in it
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", str(image), str(IMAGE_BYTES)],
+                check=True,
+            )
+        else:
+            with image.open("wb") as f:
+                f.truncate(IMAGE_BYTES)  # a blank disk, for virtio_blk to find
         console = Console(self.workdir / f"{self.tag}-{n}-console.log")
         guest_uuid, tap = str(uuid.uuid4()), f"kvs{self.tag}{n}"
         placeholder = Guest(guest_name, guest_uuid, "linux", image, tap)
@@ -234,6 +245,7 @@ class Guests:
                 boot=linux_boot(kernel_image, initrd),
                 cpu=linux_cpu(accel),
                 serial=console.path,
+                disk_format=disk_format,
             )
             conn = libvirt.open(self.uri)
             try:
@@ -322,7 +334,8 @@ class Guests:
                 if dom.isActive():
                     with contextlib.suppress(libvirt.libvirtError):
                         dom.destroy()
-                dom.undefine()
+                # With its snapshots' metadata: libvirt refuses to undefine a VM that has some.
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
             finally:
                 conn.close()
         guest.image.unlink(missing_ok=True)

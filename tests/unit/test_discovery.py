@@ -160,6 +160,7 @@ def test_vm_entities_and_their_options() -> None:
         "reboot",
         "force_off",
         "reset",
+        "snapshot",
     }
     power = cfg["power"]
     assert power["optimistic"] is False
@@ -220,7 +221,7 @@ def test_unique_ids_are_unique_across_hosts_with_the_same_vm_name() -> None:
     for host in ("h1", "h2"):
         seen += [c["unique_id"] for c in host_cfgs(host).values()]
         devices.add(f"kvmsup_host_{host}")
-    assert len(seen) == len(set(seen)) == 4 * 12 + 2 * 2
+    assert len(seen) == len(set(seen)) == 4 * len(discovery.VM_OBJECTS) + 2 * 2
     assert len(devices) == 4 + 2
 
 

@@ -26,6 +26,8 @@ UA = "a0000000-0000-4000-8000-000000000001"
 UB = "b0000000-0000-4000-8000-000000000002"
 STATE_A = f"kvmsup/v1/{HOST}/vm/{UA}/state"
 STATE_B = f"kvmsup/v1/{HOST}/vm/{UB}/state"
+SNAPSHOTS_A = f"kvmsup/v1/{HOST}/vm/{UA}/snapshots"
+SNAPSHOTS_B = f"kvmsup/v1/{HOST}/vm/{UB}/snapshots"
 STATUS = f"kvmsup/v1/{HOST}/status"
 EVENTS = f"kvmsup/v1/{HOST}/events"
 RUNNING = 1
@@ -93,8 +95,10 @@ def test_a_vm_state_is_published_retained_at_qos_1_on_its_state_topic() -> None:
 def test_clearing_a_state_publishes_an_empty_retained_payload_which_deletes_it() -> None:
     world = World()
     world.publisher.clear_state(UA)
-    [msg] = world.bus.sent
+    [msg, snapshots] = world.bus.sent
     assert (msg.topic, msg.payload, msg.qos, msg.retain) == (STATE_A, b"", 1, True)
+    # The VM's retained snapshot list goes with it.
+    assert (snapshots.topic, snapshots.payload, snapshots.retain) == (SNAPSHOTS_A, b"", True)
 
 
 def test_home_assistant_hears_every_state_change_and_removal() -> None:
@@ -172,7 +176,10 @@ def test_a_retained_state_of_a_vanished_vm_is_cleared_and_a_known_one_kept() -> 
     world.sync(info(UA))
     world.publisher.saw_retained_state(UA)
     world.publisher.saw_retained_state(UB)  # libvirt no longer has it
-    assert [(m.topic, m.payload, m.retain) for m in world.bus.sent] == [(STATE_B, b"", True)]
+    assert [(m.topic, m.payload, m.retain) for m in world.bus.sent] == [
+        (STATE_B, b"", True),
+        (SNAPSHOTS_B, b"", True),
+    ]
 
 
 def test_orphans_wait_for_the_first_full_listing_then_are_cleared_once() -> None:
@@ -182,7 +189,7 @@ def test_orphans_wait_for_the_first_full_listing_then_are_cleared_once() -> None
     world.sync(info(UA))
     world.publisher.clear_orphans()
     world.publisher.clear_orphans()
-    assert [(m.topic, m.payload) for m in world.bus.sent] == [(STATE_B, b"")]
+    assert [(m.topic, m.payload) for m in world.bus.sent] == [(STATE_B, b""), (SNAPSHOTS_B, b"")]
 
 
 def test_discovery_is_sent_only_once_the_vms_are_known() -> None:

@@ -41,6 +41,7 @@ ROUND_TRIPS = [
     (T.vm_state("kvm1", U), ParsedTopic("vm_state", host="kvm1", uuid=U)),
     (T.vm_metrics("kvm1", U), ParsedTopic("vm_metrics", host="kvm1", uuid=U)),
     (T.vm_set("kvm1", U), ParsedTopic("vm_set", host="kvm1", uuid=U)),
+    (T.vm_snapshots("kvm1", U), ParsedTopic("vm_snapshots", host="kvm1", uuid=U)),
     (T.reply("kvm1", "gw_1"), ParsedTopic("reply", host="kvm1", gateway_id="gw_1")),
     (T.gateway_status("gw_1"), ParsedTopic("gateway_status", gateway_id="gw_1")),
 ]
@@ -210,6 +211,7 @@ def test_gateway_subscriptions() -> None:
     assert subs == [
         "kvmsup/v1/+/status",
         "kvmsup/v1/+/vm/+/state",
+        "kvmsup/v1/+/vm/+/snapshots",
         "kvmsup/v1/+/metrics",
         "kvmsup/v1/+/events",
         "kvmsup/v1/+/reply/gw1",
@@ -234,7 +236,7 @@ def test_agent_subscriptions() -> None:
 
 def test_policy_follows_the_spec_table() -> None:
     retained = {k for k, p in POLICY.items() if p.retain}
-    assert retained == {"host_status", "vm_state", "gateway_status"}
+    assert retained == {"host_status", "vm_state", "vm_snapshots", "gateway_status"}
     assert POLICY["host_metrics"].qos == 0
     assert POLICY["vm_metrics"].qos == 0
     assert all(p.qos == 1 for k, p in POLICY.items() if k not in ("host_metrics", "vm_metrics"))
