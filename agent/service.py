@@ -1,8 +1,6 @@
 """Wires the agent and runs its threads: libvirt events → inventory → MQTT; MQTT → commands; tick.
-
-Publishing is `publisher.py`'s, the metrics tick `tick/`'s, incoming requests `commands/`';
-this module owns the three worker threads and what each does with its queue.
-"""
+Publishing is `publisher.py`'s, the tick `tick/`'s, requests `commands/`'; this module owns the
+three worker threads and what each does with its queue."""
 
 from __future__ import annotations
 
