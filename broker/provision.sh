@@ -138,6 +138,8 @@ topic write $root/$h/metrics
 topic write $root/$h/events
 topic readwrite $root/$h/vm/+/state
 topic write $root/$h/vm/+/metrics
+topic write $root/$h/vm/+/snapshots
+topic write $root/$h/vm/+/guest
 topic write $root/$h/reply/+
 topic read $root/$h/cmd
 topic read $root/$h/vm/+/set
@@ -160,7 +162,7 @@ EOF
     echo
 }
 
-# The entities of the earlier layout (agent/homeassistant/discovery.py VM_OBJECTS; the production test checks
+# The entities of the earlier layout (agent/homeassistant/entities.py LEGACY_VM_OBJECTS; the production test checks
 # the list against it), for --legacy-discovery only.
 vm_discovery=(
     switch/power sensor/state sensor/cpu sensor/memory_used sensor/memory_percent
@@ -177,6 +179,8 @@ topic read $root/+/status
 topic read $root/+/metrics
 topic read $root/+/events
 topic read $root/+/vm/+/state
+topic read $root/+/vm/+/snapshots
+topic read $root/+/vm/+/guest
 topic read $root/+/reply/$g
 topic write $root/+/cmd
 topic write $root/gateway/$g/status
@@ -193,6 +197,7 @@ topic read $root/+/status
 topic read $root/+/metrics
 topic read $root/+/vm/+/state
 topic read $root/+/vm/+/metrics
+topic read $root/+/vm/+/guest
 topic write $root/+/vm/+/set
 topic readwrite $ha_prefix/#
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from agent.homeassistant.entities import (
     AVAILABILITY_TEMPLATE,
     HOST_OBJECTS,
+    LEGACY_VM_OBJECTS,
     VM_OBJECTS,
     EntitySpec,
     Signature,
@@ -119,7 +120,8 @@ def config_topics(host: str, uuid: str, ha_prefix: str) -> list[str]:
 
 def legacy_config_topics(host: str, uuid: str, ha_prefix: str) -> list[str]:
     """Where agents before the per-host layout put a VM's configs (cleared by the migration)."""
-    return [_config_topic(ha_prefix, spec, legacy_vm_node_id(host, uuid)) for spec in VM_OBJECTS]
+    node = legacy_vm_node_id(host, uuid)
+    return [_config_topic(ha_prefix, spec, node) for spec in LEGACY_VM_OBJECTS]
 
 
 def vm_removals(

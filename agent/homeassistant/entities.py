@@ -148,3 +148,11 @@ VM_OBJECTS: tuple[EntitySpec, ...] = (
     # Taken with the guest's memory, named after the time (the agent's `snapshot` set word).
     _button("snapshot", "Take snapshot", "snapshot", True, icon="mdi:camera-outline"),
 )
+# What agents before the per-host layout published under per-VM node ids: the migration clears
+# exactly these, and the broker's upgrade window (provision.sh --legacy-discovery) allows only
+# these. Entities added since never existed there.
+LEGACY_OBJECT_IDS = frozenset(
+    {"power", "state", "cpu", "memory_used", "memory_percent", "disk_read", "disk_write"}
+    | {"net_rx", "net_tx", "reboot", "force_off", "reset"}
+)
+LEGACY_VM_OBJECTS = tuple(s for s in VM_OBJECTS if s.object_id in LEGACY_OBJECT_IDS)

@@ -660,9 +660,10 @@ def test_provision_refuses_unsafe_usernames_and_keeps_passwords(tmp_path):
     legacy = (tmp_path / "window" / "acl").read_text()
     pairs = {
         f"topic write homeassistant/{spec.component}/+/{spec.object_id}/config"
-        for spec in discovery.VM_OBJECTS
+        for spec in discovery.LEGACY_VM_OBJECTS
     }
-    assert pairs <= set(legacy.splitlines())
+    opened = {r for r in legacy.splitlines() if r.endswith("/config") and "kvmsup_" not in r}
+    assert len(pairs) == 12 and opened == pairs
     assert (out / "passwd").stat().st_mode & 0o077 == 0
 
 

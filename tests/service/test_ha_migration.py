@@ -96,7 +96,7 @@ def test_agent_start_moves_an_old_layout_without_losing_an_entity() -> None:
     markers = [i for i, m in enumerate(broker.sent) if m[1] == discovery.MIGRATE_PAYLOAD]
     moved = expected - set(discovery.host_config_topics("h1", HA))
     first_new = min(i for i, m in enumerate(broker.sent) if m[0] in moved)
-    assert len(markers) == 2 * len(discovery.VM_OBJECTS) and max(markers) < first_new
+    assert len(markers) == 2 * len(discovery.LEGACY_VM_OBJECTS) and max(markers) < first_new
     assert not any(retain for _, payload, retain in broker.sent if payload == b"{}")
 
 
@@ -130,7 +130,7 @@ def test_a_vm_undefined_while_the_agent_was_down_loses_its_old_configs_too() -> 
         pub.stop()
     assert not [t for t in broker.retained if UUID_GONE.replace("-", "") in t]
     assert not [u for u in hass.entities() if UUID_GONE.replace("-", "") in u]
-    assert len(hass.removed) == len(discovery.VM_OBJECTS)  # the gone VM's, nothing else
+    assert len(hass.removed) == len(discovery.LEGACY_VM_OBJECTS)  # the gone VM's, nothing else
 
 
 def test_a_flood_of_births_makes_a_few_rounds_not_one_per_message() -> None:
@@ -448,7 +448,7 @@ def test_emptying_the_old_topic_first_removes_the_registry_entries() -> None:
             hass.receive(topic, payload)
     # Home Assistant removed every entity (and the devices with them) before recreating them,
     # and the user's rename did not come back.
-    assert len(hass.removed) == len(VMS) * len(discovery.VM_OBJECTS)
+    assert len(hass.removed) == len(VMS) * len(discovery.LEGACY_VM_OBJECTS)
     power = f"kvmsup_h1_{UUID_A.replace('-', '')}_power"
     assert hass.entities()[power].name is None and before[power][2] == "Web power"
     with pytest.raises(AssertionError):
@@ -463,7 +463,7 @@ def test_new_topic_first_is_refused_then_emptying_the_old_one_loses_the_entities
             hass.receive(topic, payload)
     # Loaded from the old topics, the unique_ids refuse the new ones ("does not generate
     # unique IDs"), except the disabled buttons, which are not loaded.
-    enabled = [spec for spec in discovery.VM_OBJECTS if "enabled_by_default" not in spec.options]
+    enabled = [s for s in discovery.LEGACY_VM_OBJECTS if "enabled_by_default" not in s.options]
     assert len(hass.refused) == len(VMS) * len(enabled)
     for vm in VMS:
         for topic, payload in discovery.legacy_removals("h1", vm.uuid, HA):

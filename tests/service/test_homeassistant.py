@@ -17,6 +17,7 @@ from shared.messages import VmState
 from shared.topics import Topics
 from tests.support.agentctl import DEMO_A, DEMO_B, AgentClient
 from tests.support.gateway import wait_until
+from tests.support.ha_layouts import old_agent_configs, only_new_entities
 from tests.support.hass import REQUIRED, HassDiscovery, ha_number, render
 from tests.support.mqtt import Recorder
 from tests.support.procs import demo_node_uri
@@ -28,6 +29,7 @@ HA = "homeassistant"
 SAFE = re.compile(r"^[a-zA-Z0-9_-]+$")
 TOPICS = Topics()
 PER_VM = len(discovery.VM_OBJECTS)
+PER_OLD_VM = len(discovery.LEGACY_VM_OBJECTS)  # what an agent before the per-host layout had
 PER_HOST = len(discovery.HOST_OBJECTS)
 
 
@@ -327,10 +329,7 @@ def seed_old_agent(broker_port: int, host: str, vms: dict[str, str]) -> None:
     for topic, payload in discovery.host_configs(host, None, TOPICS, HA, "0.9"):
         old.publish(topic, payload, retain=True)
     for name, uuid in vms.items():
-        new = discovery.vm_configs(host, demo_vm(host, name, uuid), TOPICS, HA, "0.9")
-        for topic, (_, payload) in zip(
-            discovery.legacy_config_topics(host, uuid, HA), new, strict=True
-        ):
+        for topic, payload in old_agent_configs(host, demo_vm(host, name, uuid), TOPICS, HA):
             old.publish(topic, payload, retain=True)
     old.close()
 
@@ -364,7 +363,7 @@ def test_upgrading_from_the_old_layout_keeps_every_entity_once(broker, ha, start
     seed_old_agent(broker.port, "demo-a", DEMO_A | {"gone vm": gone})
     orphan_state = demo_vm("demo-a", "gone vm", gone).model_dump_json().encode()
     ha.publish(TOPICS.vm_state("demo-a", gone), orphan_state, retain=True)
-    wait_configs(ha, PER_HOST + (len(DEMO_A) + 1) * PER_VM)
+    wait_configs(ha, PER_HOST + (len(DEMO_A) + 1) * PER_OLD_VM)
 
     hass = HassDiscovery(HA)
     for m in ha.messages:  # Home Assistant as it was: the old agent's entities discovered
@@ -417,14 +416,16 @@ def test_upgrading_from_the_old_layout_keeps_every_entity_once(broker, ha, start
         hass.receive(m.topic, m.payload)
     assert hass.refused == [], hass.refused
     # Removed: the undefined VM's entities, and nothing else.
-    assert len(hass.removed) == PER_VM and all("gone_vm" in e for e in hass.removed)
+    assert len(hass.removed) == PER_OLD_VM and all("gone_vm" in e for e in hass.removed)
     after = {
         uid: (e.id, e.entity_id, e.name, e.device_id, e.disabled)
         for uid, e in hass.entities().items()
     }
-    assert after == before
+    assert {uid: e for uid, e in after.items() if uid in before} == before
+    added = set(after) - set(before)
+    assert only_new_entities(added, len(DEMO_A)), added  # what came since, on each VM
     bound = hass.bound()
-    assert set(bound) == set(before)  # each entity loaded once, none left over
+    assert set(bound) == set(after)  # each entity loaded once, none left over
     assert set(bound.values()) == new_topics
     # The broker keeps the new layout only: no old config left to rediscover, no orphan.
     assert retained_topics(broker.port, f"{HA}/#", frozenset(new_topics)) == new_topics
