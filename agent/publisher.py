@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -66,6 +67,8 @@ class Publisher:
         self.node: NodeFacts | None = None
         self._broker_retained: set[str] = set()
         self._retained_lock = threading.Lock()
+        # Told of every VM whose retained state is cleared: what else it owns of the VM goes too.
+        self.cleared: list[Callable[[str], None]] = []
 
     def publish(self, kind: TopicKind, topic: str, model: BaseModel | None) -> None:
         self.bus.publish(outbound(kind, topic, model))
@@ -103,6 +106,8 @@ class Publisher:
         self.publish("vm_state", self.topics.vm_state(self.host, uuid), None)
         if self.ha is not None:
             self.ha.vm_removed(uuid)
+        for hook in self.cleared:
+            hook(uuid)
 
     def publish_discovery(self, topic: str, payload: bytes) -> None:
         self.bus.publish(Outbound(topic, payload, DISCOVERY_QOS, DISCOVERY_RETAIN))

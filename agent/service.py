@@ -22,6 +22,7 @@ from agent.commands.intake import Intake
 from agent.commands.settings import ExecutorSettings
 from agent.config import AgentSettings
 from agent.errors import AgentError, DomainNotFound
+from agent.guest.watcher import GuestWatcher
 from agent.homeassistant.discovery import DISCOVERY_QOS
 from agent.homeassistant.sync import HomeAssistantPublisher
 from agent.hypervisor import Hypervisor, HypervisorEvent
@@ -131,6 +132,7 @@ class AgentService:
             self._request_refresh,
         )
         self.intake = Intake(self.host, self.topics, self.bus, self.executor, self.publisher)
+        self.guest = GuestWatcher.wired(settings, self.hypervisor, self.inventory, self.publisher)
         self._threads: list[threading.Thread] = []
 
     def _home_assistant(self, settings: AgentSettings) -> HomeAssistantPublisher:
@@ -175,6 +177,7 @@ class AgentService:
             thread = threading.Thread(target=body, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.guest.start()
 
     def request_stop(self) -> None:
         """Ends `wait()` (safe from a signal handler); the caller then calls `stop()`."""
@@ -190,6 +193,7 @@ class AgentService:
         self.executor.drain()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
         self._event_calls.shutdown()
+        self.guest.stop()
         self.ticker.shutdown()
         self.hypervisor.stop()
 

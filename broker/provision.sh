@@ -138,6 +138,7 @@ topic write $root/$h/metrics
 topic write $root/$h/events
 topic readwrite $root/$h/vm/+/state
 topic write $root/$h/vm/+/metrics
+topic write $root/$h/vm/+/guest
 topic write $root/$h/reply/+
 topic read $root/$h/cmd
 topic read $root/$h/vm/+/set
@@ -177,6 +178,7 @@ topic read $root/+/status
 topic read $root/+/metrics
 topic read $root/+/events
 topic read $root/+/vm/+/state
+topic read $root/+/vm/+/guest
 topic read $root/+/reply/$g
 topic write $root/+/cmd
 topic write $root/gateway/$g/status
@@ -193,6 +195,7 @@ topic read $root/+/status
 topic read $root/+/metrics
 topic read $root/+/vm/+/state
 topic read $root/+/vm/+/metrics
+topic read $root/+/vm/+/guest
 topic write $root/+/vm/+/set
 topic readwrite $ha_prefix/#
 
