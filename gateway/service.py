@@ -14,6 +14,7 @@ from gateway.adapters.store import Store
 from gateway.auth import Authenticator, Principal
 from gateway.config import Settings
 from gateway.core.drops import Drops
+from gateway.core.ingest import GuestCleared
 from gateway.core.jobs import Job, JobManager
 from gateway.core.readviews import ReadViews
 from gateway.core.records import audit_of, job_of, refusal
@@ -23,6 +24,7 @@ from gateway.inputs import command_of, parse_wait
 from shared.messages import (
     CommandReply,
     GatewayStatus,
+    GuestInfo,
     HostStatus,
     MetricsBatch,
     VmEvent,
@@ -148,6 +150,12 @@ class Gateway:
                 self.drops.drop(drop.reason, topic, drop.detail)
         elif isinstance(model, GatewayStatus):
             self.cache.apply_gateway_status(model)
+        elif isinstance(model, GuestInfo):
+            if not self.cache.apply_guest(model):
+                topic = self.bus.topics.vm_guest(model.host, model.uuid)
+                self.drops.drop("unknown_vm", topic, "guest data of a VM the gateway lacks")
+        elif isinstance(model, GuestCleared):
+            self.cache.clear_guest(model.host, model.uuid)
 
     def apply_metrics(self, batch: MetricsBatch) -> None:
         kept, dropped = self.cache.apply_metrics(batch)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from shared.messages import (
     CommandReply,
     GatewayStatus,
+    GuestInfo,
     HostStatus,
     MetricsBatch,
     VmEvent,
@@ -30,6 +31,14 @@ class VmRemoved:
 
 
 @dataclass(frozen=True)
+class GuestCleared:
+    """An empty retained guest message: the VM is undefined, what its guest said goes too."""
+
+    host: str
+    uuid: str
+
+
+@dataclass(frozen=True)
 class Drop:
     """A message the gateway does not use, and why (a `gateway.core.drops` reason)."""
 
@@ -37,7 +46,17 @@ class Drop:
     detail: str
 
 
-Inbound = HostStatus | VmState | VmRemoved | MetricsBatch | VmEvent | CommandReply | GatewayStatus
+Inbound = (
+    HostStatus
+    | VmState
+    | VmRemoved
+    | MetricsBatch
+    | VmEvent
+    | CommandReply
+    | GatewayStatus
+    | GuestInfo
+    | GuestCleared
+)
 
 _MODELS: dict[str, type[BaseModel]] = {
     "host_status": HostStatus,
@@ -46,6 +65,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "host_events": VmEvent,
     "reply": CommandReply,
     "gateway_status": GatewayStatus,
+    "vm_guest": GuestInfo,
 }
 
 
@@ -104,6 +124,8 @@ def decode(
     if not payload:
         if parsed.kind == "vm_state" and parsed.host and parsed.uuid:
             return VmRemoved(parsed.host, parsed.uuid)
+        if parsed.kind == "vm_guest" and parsed.host and parsed.uuid:
+            return GuestCleared(parsed.host, parsed.uuid)
         return Drop("bad_schema", "empty payload")
     if len(payload) > max_bytes:
         return Drop("too_large", f"{len(payload)} bytes, over {max_bytes}")
@@ -127,7 +149,7 @@ def decode(
     host = getattr(model, "host", None)
     if parsed.host is not None and host != parsed.host:
         return Drop("identity", f"the payload names host {host!r}")
-    if isinstance(model, VmState) and model.uuid != parsed.uuid:
+    if isinstance(model, VmState | GuestInfo) and model.uuid != parsed.uuid:
         return Drop("identity", f"the state names VM {model.uuid!r}")
     if isinstance(model, GatewayStatus) and model.gateway != parsed.gateway_id:
         return Drop("identity", f"the status names gateway {model.gateway!r}")

@@ -13,7 +13,7 @@ from flask_socketio import SocketIO
 from gateway.core import views
 from gateway.core.job import Job, from_set
 from gateway.service import Gateway
-from shared.messages import HostStatus, MetricsBatch, VmState, as_dict
+from shared.messages import GuestInfo, HostStatus, MetricsBatch, VmState, as_dict
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class Bridge:
         elif kind == "vm_removed" and isinstance(item, VmState):
             gone = {**views.vm_summary(item, cache.is_online(item.host)), "removed": True}
             self._put(("vm_removed", gone, None))
+        elif kind == "vm_guest" and isinstance(item, GuestInfo):
+            self._put(("vm_guest", views.guest_detail(item, item), None))
         elif kind == "host_status" and isinstance(item, HostStatus):
             data = as_dict(item)
             data.pop("v", None)

@@ -64,6 +64,7 @@ _VM_LINKS = {
     "vm": _link("vm_detail", **_FIRST_VM),
     "metrics": _link("vm_metrics", **_FIRST_VM),
     "history": _link("vm_history", **_FIRST_VM),
+    "guest": _link("vm_guest", **_FIRST_VM),
 }
 _HOST_LINKS = {
     "host": _link("host_detail", host="$response.body#/hosts/0/host"),
@@ -84,6 +85,13 @@ ROUTES: dict[str, Doc] = {
     "api.list_vms": Doc("Every VM on every host", "VmList", ("host",), (404,), links=_VM_LINKS),
     "api.vm_detail": Doc("One VM", "VmDetail", ("host",), _VM_ERRORS),
     "api.vm_metrics": Doc("A VM's latest metrics", "VmMetrics", ("host",), _VM_ERRORS),
+    "api.vm_guest": Doc(
+        "What the VM's guest agent says: addresses, OS, hostname, filesystems",
+        "Guest",
+        ("host",),
+        _VM_ERRORS,
+    ),
+    "api.guests": Doc("Every VM's addresses, OS and hostname", "GuestList", ("host",)),
     "api.vm_history": Doc(
         "A VM's metrics history", "History", ("host", "minutes", "points"), (400, *_VM_ERRORS)
     ),
