@@ -5,6 +5,7 @@ Owns `reading` (libvirt's raw answers into a bounded `GuestInfo`, pure) and `wat
 slow cadence per running VM, one bounded call in flight per VM on a pool of its own, publish
 on change, clear with the VM).
 
-May import: `agent.errors`, `agent.hypervisor`, `shared`, and for its wiring's types only
-`agent.config`, `agent.inventory`, `agent.publisher`.
+May import: `agent.errors`, `agent.hypervisor`, `agent.homeassistant` (the sensors of each
+guest), `agent.__version__`, `shared`, and for its wiring's types only `agent.config`,
+`agent.inventory`, `agent.publisher`.
 """

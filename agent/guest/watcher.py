@@ -17,8 +17,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from agent import __version__
 from agent.errors import AgentError
 from agent.guest.reading import NOT_RUNNING, guest_info, same, unavailable
+from agent.homeassistant.guests import GuestEntities
 from agent.hypervisor import GuestReading
 from agent.hypervisor.callpool import DaemonPool
 from shared.messages import GuestInfo, VmState
@@ -97,6 +99,7 @@ class GuestWatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.ha: GuestEntities | None = None  # Home Assistant's sensors of each guest
 
     @classmethod
     def wired(
@@ -109,14 +112,31 @@ class GuestWatcher:
         """The agent's watcher: it reads through libvirt's adapter, lists the inventory, hears
         of the guest agent's comings and goings and of every VM whose state is cleared."""
         host, topics = settings.host_id, publisher.topics
+        ha = publisher.ha
+        entities = (
+            GuestEntities(host, topics, ha.ha_prefix, __version__, publisher.publish_discovery)
+            if ha is not None
+            else None
+        )
+
+        def publish(uuid: str, msg: GuestInfo | None) -> None:
+            publisher.publish("vm_guest", topics.vm_guest(host, uuid), msg)
+            if entities is not None and msg is not None:
+                entities.changed(msg)
+            elif entities is not None:
+                entities.removed(uuid)
+
         watcher = cls(
             host,
             settings.guest_info_every,
             hypervisor.guest,
             inventory.all,
-            lambda uuid, msg: publisher.publish("vm_guest", topics.vm_guest(host, uuid), msg),
+            publish,
             generation=lambda: publisher.bus.generation,
         )
+        if ha is not None and entities is not None:
+            ha.on_request.append(entities.republish)
+            watcher.ha = entities
         hypervisor.on_guest_agent = watcher.poke
         publisher.cleared.append(watcher.forget)
         return watcher
@@ -174,6 +194,8 @@ class GuestWatcher:
         """Starts the readings that are due, reports the overdue ones, and says `unavailable`
         for VMs that are not running."""
         self._republish()
+        if self.ha is not None:
+            self.ha.flush()
         now = self._clock()
         states = list(self._listing())
         with self._poked_lock:
@@ -186,6 +208,8 @@ class GuestWatcher:
             busy = sum(1 for vm in self._vms.values() if vm.started is not None)
             for state in states:
                 vm = self._vms.setdefault(state.uuid, _Vm(state.name))
+                if vm.name != state.name and vm.last is not None:  # renamed: say so at once
+                    self._settle(state.uuid, vm, vm.last.model_copy(update={"name": state.name}))
                 vm.name = state.name
                 if state.state == "running" and not vm.running:
                     vm.due = 0.0  # just started (or first seen): read it at once

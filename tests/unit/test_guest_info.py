@@ -417,3 +417,15 @@ def test_no_more_readings_in_flight_than_workers() -> None:
     rig.pool.answer()
     rig.pool.answer()
     assert len(set(rig.reads)) == 3
+
+
+def test_a_renamed_vm_is_republished_under_its_new_name_at_once() -> None:
+    rig = _Rig([_state(UA, name="old")], _ok)
+    rig.watcher.scan()
+    rig.pool.answer()
+    rig.states = [_state(UA, name="new")]
+    rig.now = 1.0
+    rig.watcher.scan()
+    msg = rig.last(UA)
+    assert msg is not None and msg.name == "new" and msg.hostname == "guest1"
+    assert rig.pool.pending == []  # not read again for it
