@@ -20,6 +20,9 @@ APT_LEAN := docker-compose
 GUEST_KERNEL := $(shell . /etc/os-release 2>/dev/null; \
 	if [ "$$ID" = ubuntu ]; then echo linux-image-kvm; else echo linux-image-cloud-amd64; fi)
 APT_PACKAGES += $(GUEST_KERNEL) busybox-static lz4
+# The guest agent the e2e guest runs (its binary and libraries go into the initramfs), and
+# mkfs.ext2 for the guest's data disk.
+APT_PACKAGES += qemu-guest-agent e2fsprogs
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv test test-unit test-service test-e2e e2e-env e2e-env-down lint bench \
