@@ -215,9 +215,10 @@ class GuestWatcher:
                     vm.due = 0.0  # just started (or first seen): read it at once
                 vm.running = state.state == "running"
                 if not vm.running:
-                    self._settle(
-                        state.uuid, vm, unavailable(self.host, state.uuid, vm.name, NOT_RUNNING)
-                    )
+                    # Built only when it would change: a host may hold thousands of stopped VMs.
+                    if vm.last is None or vm.last.reason != NOT_RUNNING or vm.last.addresses:
+                        message = unavailable(self.host, state.uuid, vm.name, NOT_RUNNING)
+                        self._settle(state.uuid, vm, message)
                 elif vm.started is not None:
                     if now - vm.started > self.timeout_s:
                         reason = f"the guest did not answer within {self.timeout_s:.0f}s"

@@ -429,3 +429,11 @@ def test_a_renamed_vm_is_republished_under_its_new_name_at_once() -> None:
     msg = rig.last(UA)
     assert msg is not None and msg.name == "new" and msg.hostname == "guest1"
     assert rig.pool.pending == []  # not read again for it
+
+
+def test_a_stopped_vm_is_said_not_running_once() -> None:
+    rig = _Rig([_state(UA, "stopped")], _ok)
+    for second in range(5):
+        rig.now = float(second)
+        rig.watcher.scan()
+    assert [u for u, _ in rig.published] == [UA]
