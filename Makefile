@@ -22,6 +22,9 @@ APT_LEAN := docker.io docker-compose debootstrap systemd
 GUEST_KERNEL := $(shell . /etc/os-release 2>/dev/null; \
 	if [ "$$ID" = ubuntu ]; then echo linux-image-kvm; else echo linux-image-cloud-amd64; fi)
 APT_PACKAGES += $(GUEST_KERNEL) busybox-static lz4
+# The guest agent the e2e guest runs (its binary and libraries go into the initramfs), and
+# mkfs.ext2 for the guest's data disk.
+APT_PACKAGES += qemu-guest-agent e2fsprogs
 PYTEST_ARGS ?=
 # pytest-xdist workers. Most service tests wait on processes and sockets, not on a core, so
 # more workers than cores pay; the e2e tier stays on one worker (its own xdist group), and a

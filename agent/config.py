@@ -33,6 +33,8 @@ class AgentSettings(ServiceSettings):
     metrics_interval: float = Field(default=2.0, gt=0.0, le=3600)
     vm_metrics_every: int = Field(default=5, ge=1)
     memory_stats_period: int = Field(default=5, ge=0)
+    # Seconds between two readings of a running guest's inside; 0 reads none.
+    guest_info_every: float = Field(default=30.0, ge=0, le=86_400)
     ha_discovery: bool = True
     ha_prefix: str = "homeassistant"
     command_workers: int = Field(default=4, ge=1, le=64)

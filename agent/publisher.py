@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 
@@ -76,6 +77,8 @@ class Publisher:
         # event worker, whose reads must stay short; one thread keeps each VM's in order.
         self._snapshot_reads = DaemonPool(1, "snapshots")
         self._snapshots_sent: dict[str, list[SnapshotInfo]] = {}
+        # Told of every VM whose retained state is cleared: what else it owns of the VM goes too.
+        self.cleared: list[Callable[[str], None]] = []
 
     def publish(self, kind: TopicKind, topic: str, model: BaseModel | None) -> None:
         self.bus.publish(outbound(kind, topic, model))
@@ -114,6 +117,8 @@ class Publisher:
         self.publish("vm_snapshots", self.topics.vm_snapshots(self.host, uuid), None)
         if self.ha is not None:
             self.ha.vm_removed(uuid)
+        for hook in self.cleared:
+            hook(uuid)
 
     def refresh_snapshots(self, uuid: str) -> None:
         """Re-reads the VM's snapshots and publishes them if they changed (after a command)."""

@@ -14,16 +14,18 @@ from functools import partial
 from typing import ClassVar, TypeVar
 
 from agent import domstate
-from agent.bus import Bus, Inbound, Outbound
+from agent.bus import Bus, Outbound
 from agent.commands.executor import CommandExecutor
 from agent.commands.intake import Intake
 from agent.commands.settings import ExecutorSettings
 from agent.config import AgentSettings
 from agent.errors import AgentError, DomainNotFound
+from agent.guest.watcher import GuestWatcher
 from agent.homeassistant.discovery import DISCOVERY_QOS
 from agent.homeassistant.sync import HomeAssistantPublisher
 from agent.hypervisor import Hypervisor, HypervisorEvent
 from agent.hypervisor.callpool import CallPool
+from agent.inbound import CONNECTED, InboundRouter, keep_going
 from agent.inventory import Inventory
 from agent.publisher import Publisher, outbound
 from agent.tick.sampler import Sampler
@@ -47,18 +49,6 @@ RESYNC_RETRY_MAX_S = 60.0
 
 T = TypeVar("T")
 
-_MQTT_CONNECTED = Inbound("", b"", False)  # marker queued by the bus after every CONNACK
-
-
-def keep_going(name: str, fn: Callable[[], object]) -> None:
-    """Runs one iteration of a long-lived thread: whatever it raises is logged and the loop goes
-    on. Escaping the thread's body, it would end that thread, and with it the ticks or the
-    events."""
-    try:
-        fn()
-    except Exception:
-        logger.exception("%s failed", name)
-
 
 @dataclass(frozen=True)
 class Republish:
@@ -81,7 +71,6 @@ class AgentService:
         self._event_calls = CallPool(2)
         self._resync_retry = RESYNC_RETRY_S
         self._hv_events: queue.Queue[EventWork] = queue.Queue(maxsize=10_000)
-        self._inbound: queue.Queue[Inbound] = queue.Queue(maxsize=10_000)
         self.hypervisor = Hypervisor(settings.libvirt_uri, self._hv_events)
         self.inventory = Inventory(self.host)
         self.sampler = Sampler(self.host, settings.memory_stats_period)
@@ -89,19 +78,7 @@ class AgentService:
         self.ha = self._home_assistant(settings) if settings.ha_discovery else None
         if self.ha is not None:
             subs.append((self.ha.status_topic, False))
-        self.bus = Bus(
-            settings,
-            client_id=f"kvmsup-agent-{self.host}",
-            will=outbound(
-                "host_status",
-                self.topics.host_status(self.host),
-                HostStatus(host=self.host, online=False),
-            ),
-            online=lambda: self.publisher.status_message(online=True),
-            subscriptions=subs,
-            on_message=self._enqueue,
-            on_connected=lambda: self._enqueue(_MQTT_CONNECTED),
-        )
+        self.bus = self._bus(settings, subs)
         self.publisher = Publisher(
             settings,
             self.topics,
@@ -131,7 +108,34 @@ class AgentService:
             self._request_refresh,
         )
         self.intake = Intake(self.host, self.topics, self.bus, self.executor, self.publisher)
+        self.router = InboundRouter(
+            self.host,
+            self.topics,
+            self.intake.on_command,
+            self.intake.on_set,
+            self.publisher,
+            self.ha,
+            lambda: self._request(Republish()),
+        )
+        self.guest = GuestWatcher.wired(settings, self.hypervisor, self.inventory, self.publisher)
         self._threads: list[threading.Thread] = []
+
+    def _bus(self, settings: AgentSettings, subs: list[tuple[str, bool]]) -> Bus:
+        """The paho adapter: the will, the `online` status after every connect, and every
+        message handed to the router (late-bound: the router needs what needs the bus)."""
+        return Bus(
+            settings,
+            client_id=f"kvmsup-agent-{self.host}",
+            will=outbound(
+                "host_status",
+                self.topics.host_status(self.host),
+                HostStatus(host=self.host, online=False),
+            ),
+            online=lambda: self.publisher.status_message(online=True),
+            subscriptions=subs,
+            on_message=lambda msg: self.router.enqueue(msg),
+            on_connected=lambda: self.router.enqueue(CONNECTED),
+        )
 
     def _home_assistant(self, settings: AgentSettings) -> HomeAssistantPublisher:
         # Discovery may hold this many of paho's `offline_queue` places: the rest stays free
@@ -169,12 +173,13 @@ class AgentService:
         self.bus.start()
         for name, body in (
             ("hypervisor-events", self._hypervisor_events),
-            ("mqtt-dispatch", self._dispatch),
+            ("mqtt-dispatch", partial(self.router.run, self._stop)),
             ("ticker", self._ticker),
         ):
             thread = threading.Thread(target=body, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.guest.start()
 
     def request_stop(self) -> None:
         """Ends `wait()` (safe from a signal handler); the caller then calls `stop()`."""
@@ -190,6 +195,7 @@ class AgentService:
         self.executor.drain()
         self.bus.stop(farewell=self.publisher.status_message(online=False))
         self._event_calls.shutdown()
+        self.guest.stop()
         self.ticker.shutdown()
         self.hypervisor.stop()
 
@@ -348,48 +354,6 @@ class AgentService:
         # Still connected: a reconnect brings its own resync.
         if self.hypervisor.connected and not self._stop.is_set():
             self._request(HypervisorEvent("connected"))
-
-    # -- MQTT side (requests on paho's thread, the rest on one dispatcher; never libvirt) ----
-    def _enqueue(self, msg: Inbound) -> None:
-        if self.ha is not None and msg.topic == self.ha.status_topic:
-            # Handled here, on paho's thread (it only counts or sets a flag): a storm of these
-            # never fills the queue that commands wait in.
-            self.ha.on_status(msg.payload, msg.retain)
-            return
-        parsed = self.topics.parse(msg.topic)
-        if parsed is not None and parsed.kind in ("cmd", "vm_set") and parsed.host == self.host:
-            # Requests are admitted right here: decoding one and queuing its job never waits
-            # (libvirt is called on the executor's workers), so a hop through the dispatcher
-            # would only add a thread switch to every command's round trip.
-            keep_going(f"message on {msg.topic!r}", partial(self._on_inbound, msg))
-            return
-        try:
-            self._inbound.put_nowait(msg)
-        except queue.Full:
-            logger.error("inbound queue full: dropped a message on %s", msg.topic)
-
-    def _dispatch(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self._inbound.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            keep_going(f"message on {msg.topic!r}", partial(self._on_inbound, msg))
-
-    def _on_inbound(self, msg: Inbound) -> None:
-        if msg is _MQTT_CONNECTED:
-            self._request(Republish())
-            return
-        parsed = self.topics.parse(msg.topic)
-        if parsed is None or parsed.host != self.host:
-            logger.debug("ignored message on %s", msg.topic)
-            return
-        if parsed.kind == "cmd":
-            self.intake.on_command(msg)
-        elif parsed.kind == "vm_set" and parsed.uuid:
-            self.intake.on_set(parsed.uuid, msg)
-        elif parsed.kind == "vm_state" and parsed.uuid and msg.retain and msg.payload:
-            self.publisher.saw_retained_state(parsed.uuid)
 
     # -- the tick ---------------------------------------------------------------------------
     def _ticker(self) -> None:

@@ -5,6 +5,10 @@ Runs the real AgentService on a generated libvirt test-driver node file, publish
 Mosquitto started here, with its own ticker idle; each tick is driven from this thread and
 measured with process CPU time (every thread of the agent, the sampler and paho included).
 Prints one JSON line per size. Target (issue 2): under 20 ms of CPU per tick for 100 domains.
+
+`--guest hang` runs the guest watcher too, every VM read every 0.5 s with a 0.5 s deadline,
+and every reading hangs for good (a guest agent that never answers): the tick must not change.
+`--pause` spaces the measured ticks so that the watcher's scans and deadlines fall among them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.config import AgentSettings  # noqa: E402
+from agent.hypervisor import GuestReading  # noqa: E402
 from agent.service import AgentService  # noqa: E402
 from tests.support.ports import free_port, wait_port  # noqa: E402
 
@@ -58,7 +64,18 @@ def node_file(directory: Path, count: int) -> Path:
     return path
 
 
-def measure(node: Path, broker_url: str, ticks: int) -> dict[str, object]:
+NEVER = threading.Event()
+
+
+def hang(_uuid: str) -> GuestReading:
+    """A guest agent that never answers: the reading holds its worker for good."""
+    NEVER.wait()
+    raise AssertionError("unreachable")
+
+
+def measure(
+    node: Path, broker_url: str, ticks: int, guest: str = "off", pause: float = 0.0
+) -> dict[str, object]:
     settings = AgentSettings(
         host_id="bench",
         libvirt_uri=f"test://{node}",
@@ -66,8 +83,12 @@ def measure(node: Path, broker_url: str, ticks: int) -> dict[str, object]:
         metrics_interval=3600,
         ha_discovery=False,
         vm_metrics_every=1_000_000,
+        guest_info_every=0.5 if guest == "hang" else 0,
     )
     service = AgentService(settings)
+    if guest == "hang":
+        service.guest._read = hang  # every libvirt reading of the guests hangs
+        service.guest.timeout_s = 0.5
     service.start()
     try:
         deadline = time.monotonic() + 60
@@ -77,6 +98,8 @@ def measure(node: Path, broker_url: str, ticks: int) -> dict[str, object]:
             time.sleep(0.05)
         for _ in range(3):  # warm-up: first samples have no previous counters
             service.run_tick()
+        if guest == "hang":
+            time.sleep(2.0)  # every worker hung, overdue readings reported unavailable
         cpu_ms, wall_ms, payload = [], [], 0
         for _ in range(ticks):
             c0, w0 = time.process_time(), time.perf_counter()
@@ -86,6 +109,7 @@ def measure(node: Path, broker_url: str, ticks: int) -> dict[str, object]:
             wall_ms.append((time.perf_counter() - w0 - 0.005) * 1000)
             assert batch is not None and len(batch.vms) == len(service.inventory.uuids())
             payload = len(batch.model_dump_json())
+            time.sleep(pause)
         return {
             "cpu_ms_mean": round(statistics.fmean(cpu_ms), 3),
             "cpu_ms_p50": round(statistics.median(cpu_ms), 3),
@@ -101,6 +125,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--ticks", type=int, default=30)
+    parser.add_argument("--guest", choices=("off", "hang"), default="off")
+    parser.add_argument("--pause", type=float, default=0.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # JSON lines only on stdout, quiet stderr
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -112,8 +138,16 @@ def main() -> int:
     try:
         wait_port(port)
         for size in (int(s) for s in args.sizes.split(",")):
-            figures = measure(node_file(work, size), f"mqtt://127.0.0.1:{port}", args.ticks)
-            line = {"bench": "agent_tick", "domains": size, "ticks": args.ticks, **figures}
+            url = f"mqtt://127.0.0.1:{port}"
+            figures = measure(node_file(work, size), url, args.ticks, args.guest, args.pause)
+            line = {
+                "bench": "agent_tick",
+                "domains": size,
+                "ticks": args.ticks,
+                "guest": args.guest,
+                "pause_s": args.pause,
+                **figures,
+            }
             if size == 100:
                 line["target_cpu_ms"] = 20
                 line["meets_target"] = figures["cpu_ms_mean"] < 20  # type: ignore[operator]

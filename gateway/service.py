@@ -14,13 +14,14 @@ from gateway.adapters.store import Store
 from gateway.auth import Authenticator, Principal
 from gateway.config import Settings
 from gateway.core.drops import Drops
-from gateway.core.ingest import SnapshotsCleared
+from gateway.core.ingest import GuestCleared, SnapshotsCleared
 from gateway.core.jobs import Job, JobManager
 from gateway.core.readviews import ReadViews
 from gateway.core.records import audit_of, job_of, refusal
 from gateway.core.state import HostFull, StateCache
 from gateway.errors import Conflict, GatewayError, InvalidInput, Unavailable
 from gateway.inputs import command_of, parse_wait, snapshot_command_of
+from shared.guest import GuestInfo
 from shared.messages import (
     ActionParams,
     CommandReply,
@@ -156,6 +157,12 @@ class Gateway:
             self.drops.drop("unknown_vm", topic, "snapshots of a VM the gateway lacks, or older")
         elif isinstance(model, SnapshotsCleared):
             self.cache.clear_snapshots((model.host, model.uuid))
+        elif isinstance(model, GuestInfo):
+            if not self.cache.apply_guest(model):
+                topic = self.bus.topics.vm_guest(model.host, model.uuid)
+                self.drops.drop("unknown_vm", topic, "guest data of a VM the gateway lacks")
+        elif isinstance(model, GuestCleared):
+            self.cache.clear_guest(model.host, model.uuid)
 
     def apply_metrics(self, batch: MetricsBatch) -> None:
         kept, dropped = self.cache.apply_metrics(batch)

@@ -27,6 +27,7 @@ TopicKind = Literal[
     "cmd",
     "reply",
     "gateway_status",
+    "vm_guest",
 ]
 
 
@@ -48,6 +49,8 @@ POLICY: dict[TopicKind, Policy] = {
     "cmd": Policy(1, False),
     "reply": Policy(1, False),
     "gateway_status": Policy(1, True),
+    # What the guest agent says of a VM: retained, so a gateway that starts later knows it.
+    "vm_guest": Policy(1, True),
 }
 
 
@@ -115,6 +118,9 @@ class Topics:
     def vm_metrics(self, host: str, uuid: str) -> str:
         return f"{self.root}/{validate_host_id(host)}/vm/{validate_uuid(uuid)}/metrics"
 
+    def vm_guest(self, host: str, uuid: str) -> str:
+        return f"{self.root}/{validate_host_id(host)}/vm/{validate_uuid(uuid)}/guest"
+
     def vm_set(self, host: str, uuid: str) -> str:
         return f"{self.root}/{validate_host_id(host)}/vm/{validate_uuid(uuid)}/set"
 
@@ -146,6 +152,7 @@ class Topics:
             f"{self.root}/+/metrics",
             f"{self.root}/+/events",
             f"{self.root}/+/reply/{gateway_id}",
+            f"{self.root}/+/vm/+/guest",
         ]
 
     # -- parsing ----------------------------------------------------------------------------
@@ -176,6 +183,7 @@ class Topics:
                 "metrics": "vm_metrics",
                 "set": "vm_set",
                 "snapshots": "vm_snapshots",
+                "guest": "vm_guest",
             }
             if rest[3] in vm_kinds:
                 return ParsedTopic(vm_kinds[rest[3]], host=host, uuid=rest[2])

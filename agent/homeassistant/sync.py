@@ -110,6 +110,7 @@ class HomeAssistantPublisher:
         self.legacy_writable: bool | None = None
         self.rounds = 0
         self.junk_status = 0
+        self.on_request: list[Callable[[], None]] = []  # told of every republish asked for
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,6 +142,8 @@ class HomeAssistantPublisher:
             self.request()
 
     def request(self) -> None:
+        for hook in self.on_request:
+            hook()
         with self._lock:
             if not self._wanted.is_set():
                 self._wanted_at = time.monotonic()

@@ -41,6 +41,7 @@ class Connection:
     `on_open(conn)` runs for each new connection before any call can use it, and
     `on_domain_changed(uuid)` on libvirt's event thread for each lifecycle event before it is
     queued: whoever caches per-connection or per-domain facts forgets them there.
+    `on_guest_agent(uuid)` runs there too when a guest agent comes or goes: it must not block.
     """
 
     def __init__(
@@ -49,10 +50,12 @@ class Connection:
         events: EventSink,
         on_open: Callable[[libvirt.virConnect], None] | None = None,
         on_domain_changed: Callable[[str], None] | None = None,
+        on_guest_agent: Callable[[str], None] | None = None,
     ) -> None:
         self.uri = uri
         self._on_open = on_open
         self._on_domain_changed = on_domain_changed
+        self._on_guest_agent_hook = on_guest_agent
         # What logs and errors may show of the URI: it can carry credentials (SPEC §7).
         self._redacted = redact_uri(uri)
         self._events = events
@@ -171,11 +174,24 @@ class Connection:
                 None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None
             ),
         ]
+        self._register_guest_agent(conn)
         if self._on_open is not None:
             self._on_open(conn)
         with self._lock:
             self._conn = conn
         return conn
+
+    def _register_guest_agent(self, conn: libvirt.virConnect) -> None:
+        """The guest agent's (dis)connections, when the driver reports them: without them the
+        guest's data only follows at its slower cadence."""
+        try:
+            self._callback_ids.append(
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._on_guest_agent, None
+                )
+            )
+        except libvirt.libvirtError as exc:
+            logger.debug("guest agent events not supported: %s", exc)
 
     def _retire(self, conn: libvirt.virConnect) -> None:
         """Close a connection now, or when the last call still running on it returns."""
@@ -224,6 +240,15 @@ class Connection:
             self._emit(HypervisorEvent("reboot", dom.UUIDString(), dom.name()))
         except Exception:
             logger.exception("reboot callback failed")
+
+    def _on_guest_agent(
+        self, _conn: Any, dom: Any, _state: int, _reason: int, _opaque: Any
+    ) -> None:
+        try:
+            if self._on_guest_agent_hook is not None:
+                self._on_guest_agent_hook(dom.UUIDString())
+        except Exception:
+            logger.exception("guest agent callback failed")
 
     # -- calls ------------------------------------------------------------------------------
     def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:

@@ -17,6 +17,7 @@ import libvirt
 from agent.errors import DomainNotFound
 from agent.hypervisor.bulkstats import RawSample
 from agent.hypervisor.connection import Connection
+from agent.hypervisor.guestagent import GuestReading, read_guest
 from agent.hypervisor.records import (
     DomainInfo,
     EventSink,
@@ -50,13 +51,20 @@ class Hypervisor:
     # action is about to begin), "begun" (it began: its guard let it through) and "list"
     # (before each domain of a listing is read). None in production.
     hold: Hold | None = None
+    # Told on libvirt's event thread when a VM's guest agent connects or disconnects; it must
+    # only take note and return (the service's guest watcher reads the VM later).
+    on_guest_agent: Callable[[str], None] | None = None
 
     def __init__(self, uri: str, events: EventSink) -> None:
         self._stats = BulkSampler()
         # virDomain handles, each with its connection: a command then costs one RPC, not two.
         self._domains: dict[str, tuple[libvirt.virConnect, Any]] = {}
         self.connection = Connection(
-            uri, events, on_open=self._connection_opened, on_domain_changed=self._forget
+            uri,
+            events,
+            on_open=self._connection_opened,
+            on_domain_changed=self._forget,
+            on_guest_agent=self._guest_agent,
         )
 
     def start(self) -> None:
@@ -81,6 +89,10 @@ class Hypervisor:
         """On libvirt's event thread: the domain changed, its cached facts may be stale."""
         self._stats.forget(uuid)
         self._domains.pop(uuid, None)
+
+    def _guest_agent(self, uuid: str) -> None:
+        if self.on_guest_agent is not None:
+            self.on_guest_agent(uuid)
 
     def _call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
         return self.connection.call(fn)
@@ -226,6 +238,11 @@ class Hypervisor:
                 return False
 
         return self._call(apply)
+
+    def guest(self, uuid: str) -> GuestReading:
+        """The guest agent's and the host's view of the inside of a running VM (may wait on the
+        guest agent: callers bound it)."""
+        return self._on_domain(uuid, read_guest)
 
     def sample(self) -> list[RawSample]:
         """One bulk stats call for every domain; per-domain fallback where the driver is silent."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
+from shared.guest import GuestInfo
 from shared.messages import (
     CommandReply,
     GatewayStatus,
@@ -39,6 +40,14 @@ class SnapshotsCleared:
 
 
 @dataclass(frozen=True)
+class GuestCleared:
+    """An empty retained guest message: the VM is undefined, what its guest said goes too."""
+
+    host: str
+    uuid: str
+
+
+@dataclass(frozen=True)
 class Drop:
     """A message the gateway does not use, and why (a `gateway.core.drops` reason)."""
 
@@ -56,6 +65,8 @@ Inbound = (
     | GatewayStatus
     | VmSnapshots
     | SnapshotsCleared
+    | GuestInfo
+    | GuestCleared
 )
 
 _MODELS: dict[str, type[BaseModel]] = {
@@ -66,6 +77,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "reply": CommandReply,
     "gateway_status": GatewayStatus,
     "vm_snapshots": VmSnapshots,
+    "vm_guest": GuestInfo,
 }
 
 
@@ -100,6 +112,23 @@ def _has_non_finite(payload: bytes) -> bool:
     return False
 
 
+def _refusal(exc: ValidationError) -> Drop:
+    """Why a payload that did not validate is dropped: not JSON, a value past its bound, or
+    not the model its topic carries; the first error, where it was."""
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return Drop("bad_schema", str(exc))
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        reason = "not_json"
+    elif first["type"] in OUT_OF_RANGE:
+        reason = "out_of_range"
+    else:
+        reason = "bad_schema"
+    where = ".".join(map(str, first["loc"]))
+    return Drop(reason, f"{where}: {first['msg']}" if where else first["msg"])
+
+
 def decode(
     topics: Topics,
     gateway_id: str,
@@ -126,6 +155,8 @@ def decode(
             return VmRemoved(parsed.host, parsed.uuid)
         if parsed.kind == "vm_snapshots" and parsed.host and parsed.uuid:
             return SnapshotsCleared(parsed.host, parsed.uuid)
+        if parsed.kind == "vm_guest" and parsed.host and parsed.uuid:
+            return GuestCleared(parsed.host, parsed.uuid)
         return Drop("bad_schema", "empty payload")
     if len(payload) > max_bytes:
         return Drop("too_large", f"{len(payload)} bytes, over {max_bytes}")
@@ -134,22 +165,11 @@ def decode(
     try:
         model = _MODELS[parsed.kind].model_validate_json(payload)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if not errors:
-            return Drop("bad_schema", str(exc))
-        first = errors[0]
-        if first["type"] == "json_invalid":
-            reason = "not_json"
-        elif first["type"] in OUT_OF_RANGE:
-            reason = "out_of_range"
-        else:
-            reason = "bad_schema"
-        where = ".".join(map(str, first["loc"]))
-        return Drop(reason, f"{where}: {first['msg']}" if where else first["msg"])
+        return _refusal(exc)
     host = getattr(model, "host", None)
     if parsed.host is not None and host != parsed.host:
         return Drop("identity", f"the payload names host {host!r}")
-    if isinstance(model, VmState | VmSnapshots) and model.uuid != parsed.uuid:
+    if isinstance(model, VmState | VmSnapshots | GuestInfo) and model.uuid != parsed.uuid:
         return Drop("identity", f"the state names VM {model.uuid!r}")
     if isinstance(model, GatewayStatus) and model.gateway != parsed.gateway_id:
         return Drop("identity", f"the status names gateway {model.gateway!r}")

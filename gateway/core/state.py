@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.errors import Conflict, NotFound
+from shared.guest import GuestInfo
 from shared.messages import (
     ACTIVE_STATES,
     CommandReply,
@@ -57,6 +58,8 @@ class Snapshot:
     # The cache's versions when the copy was taken (what a memoised view was built from).
     version: int = 0
     metrics_version: int = 0
+    # What each VM's guest agent said last (`…/vm/<uuid>/guest`).
+    guests: dict[VmKey, GuestInfo] = field(default_factory=dict)
 
     def online(self, host: str) -> bool:
         status = self.hosts.get(host)
@@ -101,6 +104,7 @@ class StateCache:
         self._metrics: dict[VmKey, VmMetrics] = {}
         self._gateways: dict[str, GatewayStatus] = {}
         self._snapshots: dict[VmKey, VmSnapshots] = {}
+        self._guests: dict[VmKey, GuestInfo] = {}
         self._listeners: list[Listener] = []
         # Which keys hold a name or a uuid: `find` (every REST read of one VM, every command)
         # looks one up instead of scanning the fleet.
@@ -190,6 +194,7 @@ class StateCache:
             gone = self._vms.pop(key, None)
             self._metrics.pop(key, None)
             self._snapshots.pop(key, None)
+            self._guests.pop(key, None)
             if gone:
                 self._vm_counts[host] -= 1
                 if not self._vm_counts[host]:
@@ -252,6 +257,29 @@ class StateCache:
         with self._lock:
             return self._snapshots.get(key)
 
+    # -- what each VM's guest agent says ---------------------------------------------------------
+    def apply_guest(self, guest: GuestInfo) -> bool:
+        """False for a VM the gateway holds no state for (an entry nothing would evict: it goes
+        with the VM's state). A message older than the one held changes nothing."""
+        key = (guest.host, guest.uuid)
+        with self._lock:
+            if key not in self._vms:
+                return False
+            held = self._guests.get(key)
+            if held is not None and guest.ts < held.ts:
+                return True
+            self._guests[key] = guest
+        self._emit("vm_guest", guest)
+        return True
+
+    def clear_guest(self, host: str, uuid: str) -> bool:
+        with self._lock:
+            return self._guests.pop((host, uuid), None) is not None
+
+    def guest_of(self, key: VmKey) -> GuestInfo | None:
+        with self._lock:
+            return self._guests.get(key)
+
     def apply_gateway_status(self, status: GatewayStatus) -> None:
         with self._lock:
             self._gateways[status.gateway] = status
@@ -266,6 +294,7 @@ class StateCache:
                 dict(self._metrics) if with_metrics else {},
                 self.version,
                 self.metrics_version,
+                dict(self._guests),
             )
 
     def hosts(self) -> dict[str, HostStatus]:

@@ -8,6 +8,7 @@ from typing import Any
 from gateway.core.history import FIELDS
 from gateway.core.records import AuditEntry, History, HistoryPoint
 from gateway.core.state import HostLoad, Snapshot
+from shared.guest import GuestInfo
 from shared.messages import VM_STATES, HostStatus, VmEvent, VmMetrics, VmState, as_dict, iso_z
 
 
@@ -36,6 +37,72 @@ def vm_detail(vm: VmState, online: bool) -> dict[str, Any]:
         "seq": vm.seq,
         "updated_at": as_dict(vm)["ts"],
     }
+
+
+# -- what each VM's guest agent says --------------------------------------------------------
+def _addresses(guest: GuestInfo) -> list[dict[str, Any]]:
+    return [a.model_dump(mode="json") for a in guest.addresses]
+
+
+def guest_brief(guest: GuestInfo | None) -> dict[str, Any] | None:
+    """`GET /vm/<name>`'s `guest`: where the VM is reached and what it runs; null until its
+    agent has said anything."""
+    if guest is None:
+        return None
+    return {
+        "status": guest.status,
+        "reason": guest.reason,
+        "address_source": guest.address_source,
+        "addresses": _addresses(guest),
+        "os": guest.os.model_dump(mode="json") if guest.os else None,
+        "hostname": guest.hostname,
+        "updated_at": iso_z(guest.ts),
+    }
+
+
+def _used_percent(used: int | None, total: int | None) -> float | None:
+    if used is None or not total:
+        return None
+    return round(min(100.0, 100.0 * used / total), 2)
+
+
+def guest_detail(vm: VmState | GuestInfo, guest: GuestInfo | None) -> dict[str, Any]:
+    """`GET /vm/<name>/guest` and Socket.IO `vm_guest`: everything the guest said, each
+    filesystem with its `used_percent`. `status` is `unknown` until the VM's agent has said
+    anything (an agent older than the message, or one that has not read the VM yet)."""
+    body: dict[str, Any] = {"host": vm.host, "uuid": vm.uuid, "name": vm.name}
+    if guest is None:
+        return {
+            **body,
+            "status": "unknown",
+            "reason": None,
+            "address_source": None,
+            "addresses": [],
+            "os": None,
+            "hostname": None,
+            "timezone": None,
+            "timezone_offset_s": None,
+            "users": None,
+            "filesystems": [],
+            "truncated": False,
+            "updated_at": None,
+        }
+    data = as_dict(guest)
+    for key in ("v", "ts", "host", "uuid", "name"):
+        data.pop(key, None)
+    for fs in data["filesystems"]:
+        fs["used_percent"] = _used_percent(fs["used_bytes"], fs["total_bytes"])
+    return {**body, **data, "updated_at": iso_z(guest.ts)}
+
+
+def guests_list(snap: Snapshot, host: str | None = None) -> dict[str, Any]:
+    """`GET /guests`: every VM's brief, by host and uuid (the dashboard's list of addresses)."""
+    found = [
+        {"host": h, "uuid": u, "name": snap.vms[(h, u)].name, **(guest_brief(g) or {})}
+        for (h, u), g in sorted(snap.guests.items())
+        if (h, u) in snap.vms and (host is None or h == host)
+    ]
+    return {"count": len(found), "guests": found}
 
 
 def vms_list(snap: Snapshot) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from flask_socketio import SocketIO
 from gateway.core import views
 from gateway.core.job import Job, from_set
 from gateway.service import Gateway
+from shared.guest import GuestInfo
 from shared.messages import HostStatus, MetricsBatch, VmSnapshots, VmState, as_dict
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Bridge:
             data = as_dict(item)
             data.pop("v", None)
             self._put(("vm_snapshots", data, None))
+        elif kind == "vm_guest" and isinstance(item, GuestInfo):
+            self._put(("vm_guest", views.guest_detail(item, item), None))
         elif kind == "host_status" and isinstance(item, HostStatus):
             data = as_dict(item)
             data.pop("v", None)

@@ -4,6 +4,7 @@ import { ApiError, api, history, token } from "./api.js";
 import { actionButtons } from "./actions.js";
 import { SPARK_POINTS, sparkline } from "./charts.js";
 import { el, mib, pct } from "./format.js";
+import { addressLine } from "./guest.js";
 import { auditItem, eventItem, fillLog, jobItem } from "./logs.js";
 import { VmPage } from "./vmpage.js";
 
@@ -18,6 +19,7 @@ const state = {
   vms: new Map(), // "host/uuid" → VM state
   spark: new Map(), // "host/uuid" → {cpu: [], mem: []}
   latest: new Map(), // "host/uuid" → latest vm_metrics
+  guests: new Map(), // "host/uuid" → what its guest agent says (GET /guests, vm_guest)
   jobs: new Map(), // id → job, newest first when listed
   socket: null,
   page: null,
@@ -131,6 +133,7 @@ function connect() {
   socket.on("job_update", (job) => applyJob(job));
   socket.on("vm_metrics", (m) => onMetrics(m));
   socket.on("vm_snapshots", (data) => state.page && state.page.snapshots.onPush(data));
+  socket.on("vm_guest", (g) => pushed(applyGuest, g));
 }
 
 // A push that arrives while the REST picture loads may be newer than that picture: it is
@@ -146,6 +149,13 @@ function applyVmState(vm) {
   state.vms.set(keyOf(vm), { ...prev, ...vm });
   renderVm(keyOf(vm));
   refreshLogsSoon();
+}
+
+function applyGuest(guest) {
+  const key = keyOf(guest);
+  state.guests.set(key, guest);
+  if (state.vms.has(key)) renderVm(key);
+  if (state.page && state.page.key === key) state.page.setGuest(guest);
 }
 
 function removeVm(vm) {
@@ -166,7 +176,8 @@ function applyHost(status) {
 async function loadAll() {
   state.replay = [];
   try {
-    const [hosts, vms, jobs] = await Promise.all([api("/hosts"), api("/vms"), api("/jobs?limit=50")]);
+    const [hosts, vms, jobs, guests] = await Promise.all([api("/hosts"), api("/vms"), api("/jobs?limit=50"), api("/guests")]);
+    state.guests = new Map(guests.guests.map((g) => [keyOf(g), g]));
     state.hosts = new Map(hosts.hosts.map((h) => [h.host, h]));
     const fresh = new Map();
     for (const vm of vms.vms) fresh.set(keyOf(vm), { ...state.vms.get(keyOf(vm)), ...vm });
@@ -320,7 +331,12 @@ function vmRow(vm) {
   return el(
     "div",
     { class: "vm-row", role: "row", dataset: { key, name: vm.name, host: vm.host, state: vm.state } },
-    el("a", { class: "vm-name", role: "cell", href: `#/vm/${encodeURIComponent(vm.host)}/${vm.uuid}`, text: vm.name }),
+    el(
+      "span",
+      { class: "vm-name-cell", role: "cell" },
+      el("a", { class: "vm-name", href: `#/vm/${encodeURIComponent(vm.host)}/${vm.uuid}`, text: vm.name }),
+      addressLine(state.guests.get(key), vm),
+    ),
     el("span", { class: "vm-host", role: "cell", text: vm.host }),
     el("span", { class: "vm-state", role: "cell" }, el("span", { class: `state ${vm.state}`, text: vm.state }), offline ? el("span", { class: "badge", text: "host offline" }) : null),
     el("span", { class: "num vm-vcpus", role: "cell", "data-label": "vCPUs", text: String(vm.vcpus) }),

@@ -5,6 +5,7 @@ import { api, history, vmPath } from "./api.js";
 import { Graph } from "./charts.js";
 import { el, mib, pct } from "./format.js";
 import { SnapshotsPanel } from "./snapshots.js";
+import { guestPanel, loadGuest } from "./guest.js";
 
 const $ = (id) => document.getElementById(id);
 // Points asked for when the gateway downsamples (`?points=`): about one per pixel of a phone.
@@ -40,6 +41,22 @@ export class VmPage {
     this.load(60);
     this.loadDetail();
     this.snapshots = new SnapshotsPanel(getVm, ctx);
+    this.loadGuest();
+  }
+
+  async loadGuest() {
+    const vm = this.getVm();
+    if (!vm) return;
+    try {
+      const guest = await loadGuest(vm);
+      if (!this.destroyed) this.setGuest(guest);
+    } catch {
+      // Shown with the next `vm_guest` push.
+    }
+  }
+
+  setGuest(guest) {
+    $("guest").replaceWith(guestPanel(guest));
   }
 
   // `/vms` entries lack the reason, autostart and maximum memory that `GET /vm/<id>` has;
@@ -60,6 +77,7 @@ export class VmPage {
     this.load(this.minutes);
     this.loadDetail(); // a page opened from a link before the fleet was loaded has none yet
     this.snapshots.load();
+    this.loadGuest();
   }
 
   setVm(current) {

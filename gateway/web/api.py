@@ -45,6 +45,8 @@ def index() -> ResponseReturnValue:
                 "GET /vms",
                 "GET /vm/<name>",
                 "GET /vm/<name>/metrics",
+                "GET /vm/<name>/guest",
+                "GET /guests",
                 "GET /vm/<name>/history?minutes=&points=",
                 *(f"POST /vm/<name>/{verb}" for verb in VERBS),
                 "GET /vm/<name>/snapshots",
@@ -124,7 +126,22 @@ def list_vms() -> ResponseReturnValue:
 def vm_detail(name: str) -> ResponseReturnValue:
     gateway = gw()
     vm = gateway.cache.find(name, host_arg())
-    return jsonify(views.vm_detail(vm, gateway.cache.is_online(vm.host)))
+    guest = views.guest_brief(gateway.cache.guest_of((vm.host, vm.uuid)))
+    return jsonify({**views.vm_detail(vm, gateway.cache.is_online(vm.host)), "guest": guest})
+
+
+@bp.get("/vm/<name>/guest")
+@require("viewer")
+def vm_guest(name: str) -> ResponseReturnValue:
+    cache = gw().cache
+    vm = cache.find(name, host_arg())
+    return jsonify(views.guest_detail(vm, cache.guest_of((vm.host, vm.uuid))))
+
+
+@bp.get("/guests")
+@require("viewer")
+def guests() -> ResponseReturnValue:
+    return jsonify(views.guests_list(gw().cache.snapshot(), host_arg()))
 
 
 @bp.get("/vm/<name>/metrics")

@@ -130,6 +130,7 @@ class FleetCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._hosts()
         yield from self._vms()
+        yield from self._guests()
 
     def _hosts(self) -> Iterator[Metric]:
         def gauge(name: str, text: str) -> GaugeMetricFamily:
@@ -183,6 +184,28 @@ class FleetCollector:
                 per_vm.add(v, m)
         # Filled before they are yielded: the exposition renders each family as it comes.
         yield from (state, vcpus, memory, maximum, *per_vm.families)
+
+    def _guests(self) -> Iterator[Metric]:
+        """What each VM's guest agent says: whether it answers, and every filesystem's use."""
+        up = _gauge("kvmsup_vm_guest_agent_up", "1 when the VM's guest agent answered")
+        mp = "mountpoint"
+        used = _gauge("kvmsup_vm_filesystem_used_bytes", "Bytes in use, as the guest says", mp)
+        size = _gauge("kvmsup_vm_filesystem_size_bytes", "Size, as the guest says", mp)
+        for (host, uuid), guest in sorted(self.snap.guests.items()):
+            vm = self.snap.vms.get((host, uuid))
+            if vm is None:
+                continue
+            v = {"host": host, "uuid": uuid, "name": vm.name}
+            _add(up, v, guest.status == "ok")
+            seen: set[str] = set()
+            for fs in guest.filesystems:
+                if fs.mountpoint in seen:  # one series per mountpoint, or the scrape fails
+                    continue
+                seen.add(fs.mountpoint)
+                fv = {**v, mp: fs.mountpoint}
+                _add(used, fv, fs.used_bytes)
+                _add(size, fv, fs.total_bytes)
+        yield from (up, used, size)
 
 
 def _add(family: Family, labels: dict[str, str], value: float | int | bool | None) -> None:

@@ -13,6 +13,7 @@ from gateway.adapters.bus import gateway_version
 from gateway.adapters.history_db import Windows
 from gateway.errors import InvalidInput
 from gateway.web import dashboard
+from gateway.web.openapi_guest import GUEST_SCHEMAS
 from gateway.web.openapi_schemas import PARAMS, SCHEMAS, ref
 from shared.snapshots import SNAPSHOT_NAME_PATTERN
 
@@ -69,6 +70,7 @@ _VM_LINKS = {
     "history": _link("vm_history", **_FIRST_VM),
     "snapshots": _link("list_snapshots", **_FIRST_VM),
     "take_snapshot": _link("create_snapshot", **_FIRST_VM),
+    "guest": _link("vm_guest", **_FIRST_VM),
 }
 
 
@@ -110,6 +112,13 @@ ROUTES: dict[str, Doc] = {
     "api.list_vms": Doc("Every VM on every host", "VmList", ("host",), (404,), links=_VM_LINKS),
     "api.vm_detail": Doc("One VM", "VmDetail", ("host",), _VM_ERRORS),
     "api.vm_metrics": Doc("A VM's latest metrics", "VmMetrics", ("host",), _VM_ERRORS),
+    "api.vm_guest": Doc(
+        "What the VM's guest agent says: addresses, OS, hostname, filesystems",
+        "Guest",
+        ("host",),
+        _VM_ERRORS,
+    ),
+    "api.guests": Doc("Every VM's addresses, OS and hostname", "GuestList", ("host",)),
     "api.vm_history": Doc(
         "A VM's metrics history", "History", ("host", "minutes", "points"), (400, *_VM_ERRORS)
     ),
@@ -324,7 +333,7 @@ def document(app: Flask) -> dict[str, Any]:
                     "commands (x-required-role)",
                 }
             },
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **GUEST_SCHEMAS},
             "responses": {
                 f"E{status}": {
                     "description": text,

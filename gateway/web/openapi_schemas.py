@@ -258,6 +258,7 @@ SCHEMAS: dict[str, Any] = {
                     "persistent": _B,
                     "seq": _I,
                     "updated_at": _S,
+                    "guest": _opt(ref("GuestBrief")),
                 }
             ),
         ]

@@ -374,6 +374,9 @@ FAMILIES = {
     "kvmsup_vm_interface_transmit_drops": "counter",
     "kvmsup_vm_interface_receive_bytes_per_second": "gauge",
     "kvmsup_vm_interface_transmit_bytes_per_second": "gauge",
+    "kvmsup_vm_guest_agent_up": "gauge",
+    "kvmsup_vm_filesystem_used_bytes": "gauge",
+    "kvmsup_vm_filesystem_size_bytes": "gauge",
 }
 
 

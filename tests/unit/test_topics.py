@@ -44,6 +44,7 @@ ROUND_TRIPS = [
     (T.vm_snapshots("kvm1", U), ParsedTopic("vm_snapshots", host="kvm1", uuid=U)),
     (T.reply("kvm1", "gw_1"), ParsedTopic("reply", host="kvm1", gateway_id="gw_1")),
     (T.gateway_status("gw_1"), ParsedTopic("gateway_status", gateway_id="gw_1")),
+    (T.vm_guest("kvm1", U), ParsedTopic("vm_guest", host="kvm1", uuid=U)),
 ]
 
 
@@ -215,6 +216,7 @@ def test_gateway_subscriptions() -> None:
         "kvmsup/v1/+/metrics",
         "kvmsup/v1/+/events",
         "kvmsup/v1/+/reply/gw1",
+        "kvmsup/v1/+/vm/+/guest",
     ]
     # It hears its own replies and its fellows' nothing.
     assert any(matches(s, T.reply("kvm1", "gw1")) for s in subs)
@@ -236,7 +238,7 @@ def test_agent_subscriptions() -> None:
 
 def test_policy_follows_the_spec_table() -> None:
     retained = {k for k, p in POLICY.items() if p.retain}
-    assert retained == {"host_status", "vm_state", "vm_snapshots", "gateway_status"}
+    assert retained == {"host_status", "vm_state", "vm_snapshots", "gateway_status", "vm_guest"}
     assert POLICY["host_metrics"].qos == 0
     assert POLICY["vm_metrics"].qos == 0
     assert all(p.qos == 1 for k, p in POLICY.items() if k not in ("host_metrics", "vm_metrics"))
