@@ -113,7 +113,7 @@ def no_io(request: pytest.FixtureRequest) -> Iterator[UnitIO | None]:
 
 # The tiers' report lines (e2e: accelerator, timings; container: build time, image sizes) as
 # pytest-xdist workers hand them over: a worker has no terminal of its own.
-WORKER_REPORTS = {"e2e_report": "e2e", "container_report": "container tier"}
+WORKER_REPORTS = {"e2e_report": ("e2e", "="), "container_report": ("container tier", " ")}
 REPORTS: dict[str, dict[str, object]] = {}
 
 
@@ -125,9 +125,9 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for key, title in WORKER_REPORTS.items():
+    for key, (title, sep) in WORKER_REPORTS.items():
         if REPORTS.get(key):
-            line = ", ".join(f"{k}={v}" for k, v in REPORTS[key].items())
+            line = ", ".join(f"{k}{sep}{v}" for k, v in REPORTS[key].items())
             terminalreporter.write_line(f"{title}: {line}")
 
 
