@@ -21,13 +21,15 @@ class Service:
         self.args = args
         self.env = env
         self.log = log
+        # `python -m` imports from here first: another tree runs another release's code.
+        self.cwd = ROOT
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Service:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+                self.args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
             )
         return self
 
