@@ -15,10 +15,11 @@ from agent import domstate
 from agent.commands.executor import CommandExecutor
 from agent.commands.settings import ESCALATE_GRACE_S, ExecutorSettings
 from agent.errors import HypervisorError
-from agent.hypervisor import DomainInfo, Hypervisor, HypervisorEvent
+from agent.hypervisor import DomainInfo
 from agent.hypervisor.operations import Guard
 from agent.inventory import Inventory
 from shared.messages import CommandReply, CommandRequest, utc_now
+from tests.support.executor import Gate, LiveExecutor
 
 pytestmark = pytest.mark.service
 
@@ -133,35 +134,8 @@ WEB = "a0000000-0000-4000-8000-000000000001"  # running in the demo node
 OFF = "a0000000-0000-4000-8000-000000000003"  # stopped in the demo node
 
 
-class Gate:
-    """Holds the calls at `stage` after the first `skip` of them, until `release` is set."""
-
-    def __init__(self, stage: str, skip: int = 0) -> None:
-        self.stage = stage
-        self.skip = skip
-        self.reached = threading.Event()
-        self.release = threading.Event()
-        self.passed: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, stage: str, _uuid: str) -> None:
-        with self._lock:
-            self.passed.append(stage)
-            if stage != self.stage:
-                return
-            if self.skip > 0:
-                self.skip -= 1
-                return
-        self.reached.set()
-        assert self.release.wait(30), "the test never released the gate"
-
-    def count(self, stage: str) -> int:
-        with self._lock:
-            return self.passed.count(stage)
-
-
-class Live:
-    """A real Hypervisor on an in-process test:/// node, an inventory and an executor."""
+class Live(LiveExecutor):
+    """The executor on the demo node's test:/// driver, with the tunables a test sets."""
 
     def __init__(
         self,
@@ -174,79 +148,28 @@ class Live:
     ) -> None:
         from tests.support.procs import demo_node_uri
 
-        self.events: queue.Queue[HypervisorEvent] = queue.Queue()
-        self.hv = Hypervisor(demo_node_uri(DEMO), self.events)
-        self.hv.start()
-        self.connects = 0
-        self.wait_connected(1)
-        self.inventory = Inventory("h")
-        self.inventory.replace_all(self.hv.list_domains())
-        self.replies: list[CommandReply] = []
-        self._cond = threading.Condition()
-        self.executor = CommandExecutor(
-            "h",
-            self.hv,
-            self.inventory,
-            lambda *_: None,
-            lambda _u: None,
-            ExecutorSettings(
-                workers=workers,
-                call_timeout=call_timeout,
-                # The product's grace by default: the waiter ends a slice (0.25 s) after the
-                # deadline and needs a CPU before the destroy's guard, and the short state reads
-                # around an escalation are bounded by it too.
-                escalate_grace=escalate_grace,
-                history=history,
-                remember_after=remember_after,
-                max_shutdowns=max_shutdowns,
-            ),
+        settings = ExecutorSettings(
+            workers=workers,
+            call_timeout=call_timeout,
+            # The product's grace by default: the waiter ends a slice (0.25 s) after the
+            # deadline and needs a CPU before the destroy's guard, and the short state reads
+            # around an escalation are bounded by it too.
+            escalate_grace=escalate_grace,
+            history=history,
+            remember_after=remember_after,
+            max_shutdowns=max_shutdowns,
         )
-
-    def wait_connected(self, count: int) -> None:
-        while self.connects < count:
-            ev = self.events.get(timeout=15)
-            if ev.kind == "connected":
-                self.connects += 1
-
-    def send(self, reply: CommandReply) -> None:
-        with self._cond:
-            self.replies.append(reply)
-            self._cond.notify_all()
+        super().__init__(demo_node_uri(DEMO), settings)
 
     def submit(
         self, action: str, vm: str, begin_within: float, request_id: str = "c1", **params: object
     ) -> None:
-        request = CommandRequest.model_validate(
-            {
-                "id": request_id,
-                "action": action,
-                "vm": vm,
-                "params": params,
-                "not_after": utc_now() + timedelta(seconds=begin_within),
-            }
-        )
-        self.executor.submit(request, self.send)
-
-    def final(self, request_id: str = "c1", timeout: float = 15) -> CommandReply:
-        with self._cond:
-            assert self._cond.wait_for(
-                lambda: any(r.id == request_id and r.is_final for r in self.replies), timeout
-            ), f"no final reply for {request_id}: {self.replies}"
-            return next(r for r in self.replies if r.id == request_id and r.is_final)
-
-    def has_final(self, request_id: str = "c1") -> bool:
-        with self._cond:
-            return any(r.id == request_id and r.is_final for r in self.replies)
+        self.request(request_id, action, vm, begin_within, params)
 
     def truth(self, uuid: str) -> str:
         """The VM's state on the current connection, by a fresh listing (no cached handle)."""
         info = next(i for i in self.hv.list_domains() if i.uuid == uuid)
         return domstate.state_name(info.state)
-
-    def close(self) -> None:
-        self.hv.hold = None
-        self.executor.close_workers(wait=True)
-        self.hv.stop()
 
 
 @pytest.fixture

@@ -3,23 +3,19 @@ deadlines (held across one, never acted on late), and the retained list an agent
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
 
-from agent.commands.executor import CommandExecutor
 from agent.commands.settings import ExecutorSettings
-from agent.hypervisor import Hypervisor, HypervisorEvent, SnapshotRecord
-from agent.inventory import Inventory
-from shared.messages import CommandReply, CommandRequest, utc_now
+from agent.hypervisor import SnapshotRecord
+from shared.messages import CommandReply
 from tests.support.agentctl import AgentClient
+from tests.support.executor import Gate, LiveExecutor
 from tests.support.mqtt import Recorder
 from tests.support.testdriver import TestDriverDaemon
 
@@ -79,51 +75,14 @@ def node(tmp_path: Path) -> Path:
     return path
 
 
-class Gate:
-    """Holds the calls at `stage` until `release` is set."""
-
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
-        self.reached = threading.Event()
-        self.release = threading.Event()
-        self.passed: list[str] = []
-
-    def __call__(self, stage: str, _uuid: str) -> None:
-        self.passed.append(stage)
-        if stage == self.stage:
-            self.reached.set()
-            assert self.release.wait(30), "the test never released the gate"
-
-
-class Live:
-    """A real Hypervisor on an in-process test:/// node, an inventory and an executor."""
+class Live(LiveExecutor):
+    """The executor on the test's node, numbering its requests, noting snapshot re-reads."""
 
     def __init__(self, uri: str, max_snapshots: int = 20, call_timeout: float = 30.0) -> None:
-        self.events: queue.Queue[HypervisorEvent] = queue.Queue()
-        self.hv = Hypervisor(uri, self.events)
-        self.hv.start()
-        while self.events.get(timeout=15).kind != "connected":
-            pass
-        self.inventory = Inventory("h")
-        self.inventory.replace_all(self.hv.list_domains())
-        self.replies: list[CommandReply] = []
         self.reread: list[str] = []
-        self._cond = threading.Condition()
-        self.executor = CommandExecutor(
-            "h",
-            self.hv,
-            self.inventory,
-            lambda *_: None,
-            lambda _u: None,
-            ExecutorSettings(call_timeout=call_timeout, max_snapshots=max_snapshots),
-            on_snapshots=self.reread.append,
-        )
+        settings = ExecutorSettings(call_timeout=call_timeout, max_snapshots=max_snapshots)
+        super().__init__(uri, settings, on_snapshots=self.reread.append)
         self._n = 0
-
-    def send(self, reply: CommandReply) -> None:
-        with self._cond:
-            self.replies.append(reply)
-            self._cond.notify_all()
 
     def submit(self, action: str, vm: str, begin_within: float = 5, **params: object) -> str:
         return self.submit_params(action, vm, begin_within, params)
@@ -132,36 +91,14 @@ class Live:
         self, action: str, vm: str, begin_within: float, params: dict[str, object]
     ) -> str:
         self._n += 1
-        request_id = f"c{self._n}"
-        request = CommandRequest.model_validate(
-            {
-                "id": request_id,
-                "action": action,
-                "vm": vm,
-                "params": params,
-                "not_after": utc_now() + timedelta(seconds=begin_within),
-            }
-        )
-        self.executor.submit(request, self.send)
-        return request_id
-
-    def final(self, request_id: str, timeout: float = 15) -> CommandReply:
-        with self._cond:
-            assert self._cond.wait_for(
-                lambda: any(r.id == request_id and r.is_final for r in self.replies), timeout
-            ), f"no final reply for {request_id}: {self.replies}"
-            return next(r for r in self.replies if r.id == request_id and r.is_final)
+        self.request(f"c{self._n}", action, vm, begin_within, params)
+        return f"c{self._n}"
 
     def call(self, action: str, vm: str, **params: object) -> CommandReply:
         return self.final(self.submit_params(action, vm, 5, params))
 
     def snapshots(self, vm: str) -> list[SnapshotRecord]:
         return self.hv.snapshots(vm)
-
-    def close(self) -> None:
-        self.hv.hold = None
-        self.executor.close_workers(wait=True)
-        self.hv.stop()
 
 
 @pytest.fixture
