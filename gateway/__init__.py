@@ -6,8 +6,8 @@ load and `python -m gateway --dev`) connects to MQTT and starts the background t
 
 Beside the packages (`core`, `adapters`, `web`, `realtime`), the top-level modules: `service`
 (the wiring), `auth` (tokens and roles), `inputs` (checks of what a client sends), `current`
-(the request's service and client address), `errors`, `config`, `throttle`, `blocking`, and the
-entry points `__main__` and `serve`.
+(the request's service and client address), `errors`, `config`, `throttle`, `blocking`,
+`stalls` (the event loop's stalls), and the entry points `__main__` and `serve`.
 
 May import: `shared`, `gateway.core`, `gateway.adapters` and each other; never Flask, werkzeug
 or Socket.IO, nor `gateway.web` or `gateway.realtime`, except in `current` (Flask's request)
@@ -65,9 +65,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 def start(app: Flask) -> Gateway:
     """Connect `app`'s gateway to MQTT and start its threads: store writer, job janitor, bus
     (paho and ingest), Socket.IO bridge and session reaper. Stopped at exit, or by `stop`."""
+    from gateway import stalls
     from gateway.current import service_of
     from gateway.realtime import events as realtime
 
+    stalls.install()  # on the loop's own thread; nothing outside gevent
     gateway = service_of(app)
     gateway.start()
     realtime.start(app)

@@ -4,6 +4,6 @@ Prometheus route and collectors (`prometheus`, `collectors`), the role check of 
 (`roles`), and the one place errors get HTTP statuses (`http_errors`).
 
 May import: Flask, `shared`, `gateway.core`, the top-level modules (`service`, `current`,
-`auth`, `errors`, `config`, `blocking`, `inputs`, `throttle`) and the adapters' constants.
+`auth`, `errors`, `config`, `blocking`, `inputs`, `throttle`, `stalls`) and the adapters' constants.
 Reaches the gateway service only through `gateway.current`. Never `gateway.realtime`.
 """

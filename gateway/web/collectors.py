@@ -13,10 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from gateway.auth import FAILURE_REASONS
 from gateway.core.state import Snapshot
+from gateway.stalls import StallFigures
 from shared.messages import FINAL_STATUSES, VM_STATES, DiskIO, NetIO, VmMetrics
 
 MIB = 1024 * 1024
@@ -43,6 +49,7 @@ class GatewayFigures:
     dropped: Mapping[str, int] = field(default_factory=dict)
     auth_failures: Mapping[tuple[str, str], int] = field(default_factory=dict)
     late: Mapping[str, int] = field(default_factory=dict)  # "batches", "vm_metrics"
+    stalls: StallFigures = field(default_factory=StallFigures)
 
 
 class GatewayCollector:
@@ -100,17 +107,8 @@ class GatewayCollector:
             )
             late.add_metric(gw, f.late.get(key, 0))
             yield late
-        auth = CounterMetricFamily(
-            "kvmsup_gateway_auth_failures_total",
-            "Failed authentications since the gateway started, by transport and reason",
-            labels=["gateway", "transport", "reason"],
-        )
-        for transport in TRANSPORTS:
-            for reason in FAILURE_REASONS:
-                auth.add_metric(
-                    [*gw, transport, reason], f.auth_failures.get((transport, reason), 0)
-                )
-        yield auth
+        yield from _stall_families(gw, f.stalls)
+        yield _auth_family(gw, f)
 
 
 def _gauge(name: str, text: str, *extra: str) -> GaugeMetricFamily:
@@ -271,3 +269,34 @@ class _MetricFamilies:
         )
         for family, value in zip(self.net, values, strict=True):
             _add(family, nv, value)
+
+
+def _stall_families(gw: list[str], stalls: StallFigures) -> Iterator[Metric]:
+    """The event loop's stalls (gateway/stalls.py): how many, and how long each was."""
+    count = CounterMetricFamily(
+        "kvmsup_gateway_loop_stalls_total",
+        "Times the event loop ran over 20 ms without serving anyone else, since start",
+        labels=["gateway"],
+    )
+    count.add_metric(gw, stalls.count)
+    yield count
+    hist = HistogramMetricFamily(
+        "kvmsup_gateway_loop_stall_seconds",
+        "How long each stall of the event loop held every client",
+        labels=["gateway"],
+    )
+    buckets = [("+Inf" if b == float("inf") else f"{b:g}", n) for b, n in stalls.buckets]
+    hist.add_metric(gw, buckets, stalls.seconds)
+    yield hist
+
+
+def _auth_family(gw: list[str], f: GatewayFigures) -> Metric:
+    auth = CounterMetricFamily(
+        "kvmsup_gateway_auth_failures_total",
+        "Failed authentications since the gateway started, by transport and reason",
+        labels=["gateway", "transport", "reason"],
+    )
+    for transport in TRANSPORTS:
+        for reason in FAILURE_REASONS:
+            auth.add_metric([*gw, transport, reason], f.auth_failures.get((transport, reason), 0))
+    return auth

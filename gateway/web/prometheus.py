@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from gateway import blocking
+from gateway import blocking, stalls
 from gateway.core.state import Snapshot
 from gateway.current import service
 from gateway.web.collectors import FleetCollector, GatewayCollector, GatewayFigures
@@ -90,6 +90,7 @@ def figures(gateway: Any) -> GatewayFigures:
         dropped=gateway.drops.by_reason(),
         late=gateway.drops.late_counts(),
         auth_failures=gateway.auth.failures(),
+        stalls=stalls.MONITOR.figures(),
     )
 
 

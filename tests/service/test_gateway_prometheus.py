@@ -211,7 +211,7 @@ def parse(text: str) -> tuple[dict[str, str], list[Sample]]:
             continue
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
-            assert name not in types and kind in ("gauge", "counter"), line
+            assert name not in types and kind in ("gauge", "counter", "histogram"), line
             types[name] = kind
             if current:
                 closed.add(current)
@@ -241,7 +241,9 @@ def parse(text: str) -> tuple[dict[str, str], list[Sample]]:
                     i += 1
             rest = rest[i + 1 :]
         assert rest.startswith(" ") and " " not in rest[1:], line
-        assert name == current and name not in closed, f"{name} is not its family's block"
+        parts = ("_bucket", "_sum", "_count") if types.get(current) == "histogram" else ("",)
+        assert name in {current + p for p in parts}, f"{name} is not its family's block"
+        assert current not in closed
         samples.append((name, frozenset(labels), float(rest[1:])))
     return types, samples
 
@@ -374,6 +376,8 @@ FAMILIES = {
     "kvmsup_vm_interface_transmit_drops": "counter",
     "kvmsup_vm_interface_receive_bytes_per_second": "gauge",
     "kvmsup_vm_interface_transmit_bytes_per_second": "gauge",
+    "kvmsup_gateway_loop_stalls": "counter",
+    "kvmsup_gateway_loop_stall_seconds": "histogram",
     "kvmsup_vm_guest_agent_up": "gauge",
     "kvmsup_vm_filesystem_used_bytes": "gauge",
     "kvmsup_vm_filesystem_size_bytes": "gauge",
@@ -395,8 +399,13 @@ def test_every_family_parses_with_prometheus_client_with_its_type_and_labels() -
     assert {name: f.type for name, f in fams.items()} == FAMILIES
     for name, fam in fams.items():
         for sample in fam.samples:
-            # Counters carry `_total` on the wire, and nothing else does.
-            assert sample.name == (f"{name}_total" if fam.type == "counter" else name)
+            # Counters carry `_total` on the wire, histograms their three series, and
+            # nothing else a suffix.
+            wire = {
+                "counter": {f"{name}_total"},
+                "histogram": {f"{name}_bucket", f"{name}_sum", f"{name}_count"},
+            }.get(fam.type, {name})
+            assert sample.name in wire
             keys = set(sample.labels)
             if name.startswith("kvmsup_vm_"):
                 assert {"host", "uuid", "name"} <= keys, sample

@@ -249,6 +249,7 @@ def test_agent_imports_point_only_the_way_the_packages_allow() -> None:
 # as its `__init__` docstring states them.
 _GATEWAY_TOP = (
     "gateway.throttle",
+    "gateway.stalls",
     "gateway.service",
     "gateway.current",
     "gateway.auth",
