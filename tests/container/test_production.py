@@ -189,7 +189,15 @@ def test_gateway_restart_keeps_jobs_and_audit(prod_stack: Stack) -> None:
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["status"] == "succeeded", job
-    audit_before = api(prod_stack, "GET", "/audit").json()
+
+    # The audit is written by the store's writer thread, in batches: the job's final row may
+    # reach it a moment after the answer. Read it once it has, so the restart is what is tested.
+    def audited() -> dict[str, Any] | None:
+        body: dict[str, Any] = api(prod_stack, "GET", "/audit").json()
+        rows = [e for e in body["audit"] if e["id"] == job["id"]]
+        return body if rows and rows[0]["result"] == "succeeded" else None
+
+    audit_before = wait_until(audited, timeout=15)
     prod_stack.compose("restart", "gateway")
     wait_for_host(prod_stack, online=True)
     again = api(prod_stack, "GET", f"/jobs/{job['id']}")

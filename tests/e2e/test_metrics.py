@@ -55,7 +55,8 @@ def test_cpu_disk_network_and_memory_of_real_guests(
     REPORT["agent_idle_cpu_pct"] = idle_cpu
     REPORT["libvirt_spin_cpu_pct"] = round(truth[spin.uuid], 1)
     assert None not in spin_cpu and None not in idle_cpu
-    assert truth[spin.uuid] >= 40, truth  # it spins, even beside two busy loops on two cores
+    # It spins, even beside the rest of the suite on two cores: clearly above the idle guest.
+    assert truth[spin.uuid] >= 15 and truth[spin.uuid] > 5 * truth[idle.uuid], truth
     # The window holds one batch more than the series (skipped as partial): a tick's worth.
     assert abs(statistics.mean(spin_cpu) - truth[spin.uuid]) <= 15, (spin_cpu, truth)
     assert statistics.median(idle_cpu) <= 10 and truth[idle.uuid] <= 10, (idle_cpu, truth)
