@@ -1,7 +1,7 @@
 // One VM: its details and actions, graphs of CPU, memory, disk and network over the last hour
 // or day (history, then live points from `vm_metrics`), its snapshots, jobs and events.
 import { actionButtons } from "./actions.js";
-import { api, history, vmPath } from "./api.js";
+import { ApiError, api, history, vmPath } from "./api.js";
 import { Graph } from "./charts.js";
 import { el, mib, pct } from "./format.js";
 import { SnapshotsPanel } from "./snapshots.js";
@@ -61,12 +61,17 @@ export class VmPage {
 
   // `/vms` entries lack the reason, autostart and maximum memory that `GET /vm/<id>` has;
   // later `vm_state` pushes carry them all.
-  async loadDetail() {
+  async loadDetail(tries = 5) {
     const vm = this.getVm();
     if (!vm) return;
     try {
       this.detail = await api(vmPath(vm, `?host=${encodeURIComponent(vm.host)}`));
-    } catch {
+    } catch (err) {
+      // A request lost on the way (the network changed, the gateway restarted) is asked again
+      // a moment later; an answer of the gateway's (an unknown VM, a token refused) is not.
+      if (!(err instanceof ApiError) && tries > 1 && !this.destroyed) {
+        setTimeout(() => this.loadDetail(tries - 1), 1000);
+      }
       return;
     }
     if (!this.destroyed) this.setVm(this.getVm());
