@@ -21,8 +21,9 @@ from tests.support.testdriver import TestDriverDaemon
 __all__ = ["make_app"]  # an app in-process: `make_app(started=False)` is built only (unit tier)
 
 TIERS = ("unit", "service", "e2e")
-# Tiers whose conftest puts all their tests in one pytest-xdist group of their own.
-TIER_GROUPS = tuple(Path(__file__).resolve().parent / d for d in ("e2e", "container", "package"))
+# Tiers whose tests all go to one pytest-xdist worker, one at a time: their session fixtures
+# are machine-wide (a libvirtd and its paths, a Docker engine) or built once (the wheel).
+TIER_GROUPS = {Path(__file__).resolve().parent / d: d for d in ("e2e", "container", "package")}
 
 
 @pytest.fixture
@@ -65,8 +66,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for node in parents:
         node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
     for item in items:
-        if any(d in Path(item.path).resolve().parents for d in TIER_GROUPS):
-            continue  # the whole tier is one group of its own (its conftest.py)
+        tier = next(
+            (g for d, g in TIER_GROUPS.items() if d in Path(item.path).resolve().parents), None
+        )
+        if tier is not None:
+            item.add_marker(pytest.mark.xdist_group(tier))
+            continue
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs.values() if info is not None else ()
         if any(d[-1].scope == "module" for d in defs if d):

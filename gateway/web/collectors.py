@@ -22,7 +22,7 @@ from prometheus_client.core import (
 
 from gateway.auth import FAILURE_REASONS
 from gateway.core.state import Snapshot
-from gateway.stalls import StallFigures
+from gateway.stalls import THRESHOLD_S, StallFigures
 from shared.messages import FINAL_STATUSES, VM_STATES, DiskIO, NetIO, VmMetrics
 
 MIB = 1024 * 1024
@@ -275,7 +275,8 @@ def _stall_families(gw: list[str], stalls: StallFigures) -> Iterator[Metric]:
     """The event loop's stalls (gateway/stalls.py): how many, and how long each was."""
     count = CounterMetricFamily(
         "kvmsup_gateway_loop_stalls_total",
-        "Times the event loop ran over 20 ms without serving anyone else, since start",
+        f"Times the event loop ran over {THRESHOLD_S * 1000:.0f} ms without serving anyone else, "
+        "since start",
         labels=["gateway"],
     )
     count.add_metric(gw, stalls.count)

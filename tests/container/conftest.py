@@ -33,18 +33,6 @@ REPORT: dict[str, str] = {}
 AGENT_UID = 10001  # docker/agent.Dockerfile
 
 
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The whole tier on one pytest-xdist worker (group `container`): one Docker engine, the
-    images built once per session, one compose project name."""
-    for item in items:
-        if HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.xdist_group("container"))
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if REPORT:
         terminalreporter.write_line(

@@ -32,13 +32,10 @@ REPORT: dict[str, Any] = {}
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every e2e test is marked `e2e`, and all of them go to one pytest-xdist worker (group
-    `e2e`): the tier's libvirtd, image cache and /run/kvmsup-e2e are machine-wide, and its
-    session fixtures would otherwise start one daemon per worker."""
+    """Every e2e test is marked `e2e` (tests/conftest.py puts the tier on one xdist worker)."""
     for item in items:
         if HERE in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.hookimpl(hookwrapper=True)
